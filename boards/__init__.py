@@ -1,0 +1,1 @@
+"""Board templates shipped with virsim (installed as the package virsim.board_templates)."""

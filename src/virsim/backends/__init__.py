@@ -1,0 +1,33 @@
+"""Emulator backends behind one interface (base.py), registered in one place: `REGISTRY`.
+
+Adding a backend = a package here implementing BackendAdapter, one line in REGISTRY, and its
+capabilities declared honestly. The daemon looks backends up here and asks their capabilities.
+"""
+
+from __future__ import annotations
+
+from virsim.backends.base import BackendAdapter
+from virsim.backends.qemu import QemuBackend
+from virsim.errors import NotSupported
+
+REGISTRY: dict[str, type[BackendAdapter]] = {
+    QemuBackend.name: QemuBackend,
+}
+
+# Backends the BoardConfig schema names that virsim cannot drive yet, with the reason.
+PLANNED = {
+    "builtin": "the built-in Unicorn engine is not implemented yet",
+    "renode": "Renode is not packaged for this platform (no pip, apt or npm package) and has no adapter yet",
+    "skyeye": "SkyEye has no maintained release and no adapter",
+}
+
+_instances: dict[str, BackendAdapter] = {}
+
+
+def get_backend(name: str) -> BackendAdapter:
+    if name not in REGISTRY:
+        why = PLANNED.get(name, f"unknown backend; known: {', '.join(REGISTRY)}")
+        raise NotSupported(f"backend {name!r} is not available: {why}", backend=name, available=list(REGISTRY))
+    if name not in _instances:
+        _instances[name] = REGISTRY[name]()
+    return _instances[name]

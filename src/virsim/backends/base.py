@@ -1,0 +1,206 @@
+"""The backend interface: what every emulator adapter implements (the spec's BackendAdapter).
+
+An adapter (`BackendAdapter`) describes a backend: its type, its capabilities, whether it can run
+a board node and what it needs installed. It creates `Instance`s, one per emulated node; the
+instance carries the spec's per-instance operations (power, reset, program, debug, snapshot,
+analysis). Operations a backend cannot do raise NotSupported; the daemon checks `capabilities`
+first and never looks at a backend's name.
+
+Contract every instance keeps:
+- the console UART's output is appended to `spec.console_log` as the firmware emits it (the daemon
+  tails that file for the live stream, so nothing is lost while no client or daemon is attached);
+- `poll_fds()` are file descriptors the daemon watches; `on_readable(fd)` drains one;
+- `handle()` is JSON that lets `BackendAdapter.attach()` re-attach after a daemon restart.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from virsim.board import BoardConfig, Node
+from virsim.errors import NotSupported
+from virsim.firmware import FirmwareImage
+
+
+class Capability(str, Enum):
+    POWER = "power"  # power on/off
+    RESET = "reset"
+    PAUSE = "pause"  # pause/resume execution
+    PROGRAM_ELF = "program-elf"
+    PROGRAM_BIN = "program-bin"
+    PROGRAM_HEX = "program-hex"
+    CONSOLE = "console"  # UART console out and in
+    DETERMINISTIC = "deterministic"  # same firmware + inputs -> same output
+    REATTACH = "reattach"  # instances survive a daemon restart
+    DEBUG = "debug"
+    SNAPSHOT = "snapshot"
+    COVERAGE = "coverage"
+    TRACE = "trace"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FORMAT_CAPABILITY = {"elf": Capability.PROGRAM_ELF, "bin": Capability.PROGRAM_BIN, "hex": Capability.PROGRAM_HEX}
+
+
+@dataclass
+class InstanceSpec:
+    """Everything an adapter needs to start one node of a session."""
+
+    session_id: str
+    board: BoardConfig
+    node: Node
+    workdir: Path  # the session's artifact dir (persistent)
+    rundir: Path  # the session's runtime dir (sockets)
+    console_log: Path
+    stderr_log: Path
+    firmware: FirmwareImage | None = None
+    deterministic: bool = False
+    start_paused: bool = False
+
+
+@dataclass
+class ExitStatus:
+    returncode: int | None  # None when the process was not our child (re-attached)
+    reason: str
+    stderr_tail: str = ""
+
+
+@dataclass
+class ToolCheck:
+    """One thing a backend needs, for `virsim doctor`."""
+
+    name: str
+    ok: bool
+    version: str | None = None
+    path: str | None = None
+    install: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class RunStatus:
+    running: bool
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Instance(ABC):
+    """One emulated node: a supervised emulator process plus its control channels."""
+
+    def __init__(self, spec: InstanceSpec) -> None:
+        self.spec = spec
+
+    # ---- supervision
+    @property
+    @abstractmethod
+    def pid(self) -> int | None: ...
+
+    @abstractmethod
+    def handle(self) -> dict[str, Any]:
+        """JSON-able data that lets the adapter re-attach to this instance."""
+
+    @abstractmethod
+    def exit_status(self) -> ExitStatus | None:
+        """None while the emulator lives; why it ended once it has."""
+
+    def poll_fds(self) -> list[int]:
+        return []
+
+    def on_readable(self, fd: int) -> None:
+        """Drain `fd`; called by the daemon's loop when it is readable."""
+
+    # ---- power
+    @abstractmethod
+    def power_on(self) -> None:
+        """Start the emulator (paused if spec.start_paused)."""
+
+    @abstractmethod
+    def power_off(self) -> None:
+        """Stop the emulator process; the instance can be powered on again."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def pause(self) -> None: ...
+
+    @abstractmethod
+    def resume(self) -> None: ...
+
+    @abstractmethod
+    def run_status(self) -> RunStatus:
+        """Ask the emulator whether the CPU is running."""
+
+    def destroy(self) -> None:
+        """Power off and release every resource the instance holds."""
+        self.power_off()
+
+    # ---- program
+    def start_program(self, image: FirmwareImage) -> None:
+        """Make `image` the running program (restarting execution from its reset state)."""
+        raise NotSupported(f"{type(self).__name__} cannot load programs", capability="program")
+
+    # ---- console
+    def console_write(self, data: bytes) -> int:
+        raise NotSupported(f"{type(self).__name__} has no console input", capability=str(Capability.CONSOLE))
+
+    # ---- debug, snapshot, analysis: later issues implement these per backend
+    def set_breakpoint(self, address: int) -> None:
+        raise NotSupported("breakpoints are not supported by this backend yet", capability=str(Capability.DEBUG))
+
+    def read_registers(self, scope: str = "general") -> dict[str, int]:
+        raise NotSupported("register reads are not supported by this backend yet", capability=str(Capability.DEBUG))
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        raise NotSupported("memory reads are not supported by this backend yet", capability=str(Capability.DEBUG))
+
+    def create_snapshot(self, path: Path) -> None:
+        raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
+
+    def restore_snapshot(self, path: Path) -> None:
+        raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
+
+    def export_coverage(self, path: Path) -> None:
+        raise NotSupported("coverage is not supported by this backend yet", capability=str(Capability.COVERAGE))
+
+    def export_trace(self, path: Path) -> None:
+        raise NotSupported("tracing is not supported by this backend yet", capability=str(Capability.TRACE))
+
+    def endpoints(self) -> dict[str, str]:
+        """User-visible endpoints (e.g. the gdb stub) for `session show`."""
+        return {}
+
+
+class BackendAdapter(ABC):
+    """A kind of emulator. Register subclasses in virsim.backends.registry."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    def backend_type(self) -> str:
+        return self.name
+
+    def get_capabilities(self) -> frozenset[Capability]:
+        return self.capabilities
+
+    @abstractmethod
+    def check_node(self, node: Node) -> None:
+        """Raise NotSupported / EmulatorMissing if this backend cannot run `node` here."""
+
+    @abstractmethod
+    def create_instance(self, spec: InstanceSpec) -> Instance:
+        """A new instance, not yet powered on."""
+
+    @abstractmethod
+    def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
+        """Re-attach to a live instance after a daemon restart; None if it is gone."""
+
+    @abstractmethod
+    def doctor(self) -> list[ToolCheck]:
+        """What this backend needs and whether it is installed."""

@@ -1,0 +1,141 @@
+"""Supervised emulator processes: launch, re-attach by (pid, start time), poll, stop, kill.
+
+Shaped like Popen (launch, poll, terminate, kill) but able to save and load enough to re-attach
+after a daemon restart: a pid alone can be reused, so a process is identified by its pid *and*
+its start time from psutil. Output goes to a log file, never to an unread pipe. Stopping kills
+the whole process tree: terminate, wait, then kill what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from virsim.backends.base import ExitStatus
+
+# psutil's create_time is rounded; two readings of one process agree far closer than this.
+_START_TIME_TOLERANCE = 0.05
+
+
+def tail(path: Path, max_bytes: int = 2000) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            return fh.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def describe_returncode(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class EmulatorProcess:
+    def __init__(self, pid: int, create_time: float, stderr_log: Path, popen: subprocess.Popen[bytes] | None) -> None:
+        self.pid = pid
+        self.create_time = create_time
+        self.stderr_log = stderr_log
+        self._popen = popen
+        self._exit: ExitStatus | None = None
+
+    @classmethod
+    def launch(cls, args: list[str], stderr_log: Path, cwd: Path) -> EmulatorProcess:
+        stderr_log.parent.mkdir(parents=True, exist_ok=True)
+        with stderr_log.open("ab") as err:
+            popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=cwd,
+                                     start_new_session=True, close_fds=True)
+        try:
+            create_time = psutil.Process(popen.pid).create_time()
+        except psutil.NoSuchProcess:
+            create_time = 0.0
+        return cls(popen.pid, create_time, stderr_log, popen)
+
+    @classmethod
+    def attach(cls, info: dict[str, Any], stderr_log: Path) -> EmulatorProcess | None:
+        """The process described by `info` if it still runs (same pid and start time), else None."""
+        try:
+            proc = psutil.Process(int(info["pid"]))
+            if abs(proc.create_time() - float(info["create_time"])) > _START_TIME_TOLERANCE:
+                return None
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+        except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
+            return None
+        return cls(proc.pid, proc.create_time(), stderr_log, None)
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": self.pid, "create_time": self.create_time}
+
+    def poll(self) -> ExitStatus | None:
+        if self._exit is not None:
+            return self._exit
+        if self._popen is not None:
+            code = self._popen.poll()
+            if code is None:
+                return None
+            self._exit = ExitStatus(code, describe_returncode(code), tail(self.stderr_log))
+            return self._exit
+        try:
+            proc = psutil.Process(self.pid)
+            alive = abs(proc.create_time() - self.create_time) <= _START_TIME_TOLERANCE and \
+                proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        if alive:
+            return None
+        self._exit = ExitStatus(None, "exited (not a child of this daemon: status unknown)", tail(self.stderr_log))
+        return self._exit
+
+    def wait(self, timeout: float) -> bool:
+        """True if the process ended within `timeout` seconds."""
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            self.poll()
+            return True
+        try:
+            psutil.Process(self.pid).wait(timeout)
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            return False
+        self.poll()
+        return True
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Terminate the process and its children; kill whatever outlives `grace` seconds."""
+        if self.poll() is not None:
+            return
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            self.wait(0)
+            return
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _gone, alive = psutil.wait_procs(procs, timeout=grace)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=grace)
+        self.wait(grace)

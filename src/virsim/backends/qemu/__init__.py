@@ -1,0 +1,297 @@
+"""The QEMU backend: runs a board node in `qemu-system-*`, controlled over QMP.
+
+QEMU is started paused (`-S`) with three Unix sockets in the session's runtime dir — QMP, the
+console UART (a chardev whose `logfile=` makes QEMU itself append every console byte to the
+session's console log, so output survives a daemon restart) and the gdb stub — then `cont`.
+Power, pause and reset go over QMP; a new program is a power cycle with the new image.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import time
+from functools import lru_cache
+from typing import Any
+
+from virsim.backends.base import (
+    BackendAdapter,
+    Capability,
+    ExitStatus,
+    Instance,
+    InstanceSpec,
+    RunStatus,
+    ToolCheck,
+)
+from virsim.backends.process import EmulatorProcess
+from virsim.backends.qemu.qmp import QMPClient
+from virsim.board import Node
+from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
+from virsim.firmware import FirmwareImage
+
+INSTALL_HINT = "sudo apt-get install -y qemu-system-arm"
+_BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
+_START_TIMEOUT = 10.0
+
+
+def binary_for(node: Node) -> str:
+    if node.qemu and node.qemu.binary:
+        return node.qemu.binary
+    if node.processor.profile == "rv32":
+        return "qemu-system-riscv32"
+    if node.processor.profile == "rv64":
+        return "qemu-system-riscv64"
+    return _BINARIES[node.processor.elf_machine] or "qemu-system-arm"
+
+
+@lru_cache(maxsize=8)
+def qemu_version(binary: str) -> tuple[int, int, int] | None:
+    path = shutil.which(binary)
+    if path is None:
+        return None
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    m = re.search(r"version (\d+)\.(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
+
+
+def _server_opts(version: tuple[int, int, int]) -> str:
+    # QEMU 6.0 introduced boolean `server=on,wait=off`; the bare flags were removed later.
+    return "server=on,wait=off" if version >= (6, 0, 0) else "server,nowait"
+
+
+def _firmware_args(image: FirmwareImage, node: Node) -> list[str]:
+    if image.format == "elf":
+        return ["-kernel", str(image.path)]
+    if image.format == "hex":
+        return ["-device", f"loader,file={image.path}"]
+    device = f"loader,file={image.path},addr={image.load_address:#x},force-raw=on"
+    if node.processor.profile != "m":
+        # A-profile: start executing at the load address. M-profile reads SP/PC from the vector table.
+        device += ",cpu-num=0"
+    return ["-device", device]
+
+
+def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str]:
+    node = spec.node
+    assert node.qemu is not None
+    srv = _server_opts(version)
+    run = spec.rundir
+    args = [binary_for(node), "-M", node.qemu.machine]
+    if node.qemu.cpu:
+        args += ["-cpu", node.qemu.cpu]
+    console_index = 0
+    console = spec.board.console_peripheral(node)
+    if console is not None:
+        console_index = int(console.options.get("qemu_serial", 0))
+    args += [
+        "-S", "-nodefaults", "-display", "none", "-monitor", "none",
+        "-qmp", f"unix:{run / 'qmp.sock'},{srv}",
+        "-chardev", f"socket,id=console,path={run / 'console.sock'},{srv},logfile={spec.console_log},logappend=on",
+    ]
+    args += ["-serial", "null"] * console_index + ["-serial", "chardev:console"]
+    args += ["-chardev", f"socket,id=gdb,path={run / 'gdb.sock'},{srv}", "-gdb", "chardev:gdb"]
+    if spec.deterministic:
+        # One instruction = 1 ns of virtual time, no host timing: same firmware + input -> same bytes.
+        args += ["-icount", "shift=0,align=off,sleep=off"]
+    if spec.firmware is not None:
+        args += _firmware_args(spec.firmware, node)
+    args += list(node.qemu.extra_args)
+    return args
+
+
+class QemuInstance(Instance):
+    def __init__(self, spec: InstanceSpec) -> None:
+        super().__init__(spec)
+        self.proc: EmulatorProcess | None = None
+        self.qmp: QMPClient | None = None
+        self.console: socket.socket | None = None
+        self.command: list[str] = []
+
+    # ---------------------------------------------------------------- supervision
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def handle(self) -> dict[str, Any]:
+        return {"process": self.proc.info() if self.proc else None, "command": self.command}
+
+    def exit_status(self) -> ExitStatus | None:
+        if self.proc is None:
+            return None
+        return self.proc.poll()
+
+    def poll_fds(self) -> list[int]:
+        return [self.console.fileno()] if self.console is not None else []
+
+    def on_readable(self, fd: int) -> None:
+        # The console log (written by QEMU) is the record; this socket only tells us bytes arrived.
+        assert self.console is not None
+        try:
+            data = self.console.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_channels()
+
+    def _connect(self, deadline: float) -> None:
+        run = self.spec.rundir
+        self.qmp = QMPClient(run / "qmp.sock")
+        try:
+            self.qmp.connect(deadline)
+        except EmulatorError as err:
+            status = self.exit_status()
+            if status is not None:
+                raise EmulatorError(f"QEMU {status.reason} while starting: {status.stderr_tail or 'no output'}",
+                                    stderr_tail=status.stderr_tail, returncode=status.returncode) from err
+            raise
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(run / "console.sock"))
+        sock.setblocking(False)
+        self.console = sock
+
+    def _close_channels(self) -> None:
+        if self.qmp is not None:
+            self.qmp.close()
+            self.qmp = None
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+
+    def _qmp(self) -> QMPClient:
+        if self.qmp is None:
+            raise EmulatorError("QEMU is not running (no QMP connection)")
+        return self.qmp
+
+    # ---------------------------------------------------------------------- power
+    def power_on(self) -> None:
+        version = qemu_version(binary_for(self.spec.node))
+        if version is None:
+            raise EmulatorMissing(f"{binary_for(self.spec.node)} is not installed: {INSTALL_HINT}",
+                                  binary=binary_for(self.spec.node), install=INSTALL_HINT)
+        self.spec.rundir.mkdir(parents=True, exist_ok=True)
+        for name in ("qmp.sock", "console.sock", "gdb.sock"):
+            (self.spec.rundir / name).unlink(missing_ok=True)
+        self.command = build_command(self.spec, version)
+        self.command[0] = shutil.which(self.command[0]) or self.command[0]
+        self.proc = EmulatorProcess.launch(self.command, self.spec.stderr_log, self.spec.workdir)
+        try:
+            self._connect(time.monotonic() + _START_TIMEOUT)
+            if not self.spec.start_paused:
+                self._qmp().execute("cont")
+        except BaseException:
+            self.power_off()
+            raise
+
+    def power_off(self) -> None:
+        if self.proc is None:
+            return
+        if self.qmp is not None and self.proc.poll() is None:
+            try:
+                self.qmp.execute("quit")
+            except EmulatorError:
+                pass  # it may already be going away; stop() below makes sure
+            self.proc.wait(2.0)
+        self._close_channels()
+        self.proc.stop()
+
+    def destroy(self) -> None:
+        self.power_off()
+        for name in ("qmp.sock", "console.sock", "gdb.sock"):
+            (self.spec.rundir / name).unlink(missing_ok=True)
+        try:
+            self.spec.rundir.rmdir()
+        except OSError:
+            pass
+
+    def reset(self) -> None:
+        self._qmp().execute("system_reset")
+
+    def pause(self) -> None:
+        self._qmp().execute("stop")
+
+    def resume(self) -> None:
+        self._qmp().execute("cont")
+
+    def run_status(self) -> RunStatus:
+        status = self._qmp().execute("query-status")
+        return RunStatus(bool(status.get("running")), str(status.get("status", "")))
+
+    # ---------------------------------------------------------------- program, console
+    def start_program(self, image: FirmwareImage) -> None:
+        self.power_off()
+        self.spec.firmware = image
+        self.spec.start_paused = False
+        self.power_on()
+
+    def console_write(self, data: bytes) -> int:
+        if self.console is None:
+            raise EmulatorError("the console of this QEMU instance is not connected")
+        self.console.setblocking(True)
+        self.console.settimeout(2.0)
+        try:
+            self.console.sendall(data)
+        finally:
+            self.console.setblocking(False)
+        return len(data)
+
+    def endpoints(self) -> dict[str, str]:
+        run = self.spec.rundir
+        return {"gdb": str(run / "gdb.sock"), "qmp": str(run / "qmp.sock")}
+
+
+class QemuBackend(BackendAdapter):
+    name = "qemu"
+    capabilities = frozenset({
+        Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
+        Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
+    })
+
+    def check_node(self, node: Node) -> None:
+        if node.qemu is None:
+            raise NotSupported(f"node {node.id!r} has no 'qemu' section (qemu.machine): it cannot run on QEMU",
+                               backend=self.name, node=node.id, field="qemu.machine")
+        binary = binary_for(node)
+        if qemu_version(binary) is None:
+            raise EmulatorMissing(f"{binary} is not installed: {INSTALL_HINT}", binary=binary, install=INSTALL_HINT)
+
+    def create_instance(self, spec: InstanceSpec) -> Instance:
+        return QemuInstance(spec)
+
+    def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
+        proc_info = handle.get("process")
+        if not proc_info:
+            return None
+        proc = EmulatorProcess.attach(proc_info, spec.stderr_log)
+        if proc is None:
+            return None
+        inst = QemuInstance(spec)
+        inst.proc = proc
+        inst.command = list(handle.get("command") or [])
+        try:
+            inst._connect(time.monotonic() + 3.0)
+        except (EmulatorError, OSError):
+            # Alive but unreachable: an orphan we cannot control. Stop it rather than leak it.
+            inst._close_channels()
+            proc.stop()
+            return None
+        return inst
+
+    def doctor(self) -> list[ToolCheck]:
+        checks = []
+        for binary in ("qemu-system-arm", "qemu-system-aarch64"):
+            version = qemu_version(binary)
+            checks.append(ToolCheck(
+                name=binary, ok=version is not None, path=shutil.which(binary),
+                version=".".join(map(str, version)) if version else None,
+                install=None if version else (INSTALL_HINT if binary.endswith("arm") else
+                                              "sudo apt-get install -y qemu-system-arm  # ships aarch64 too"),
+                note=None if binary.endswith("arm") else "only for AArch64 boards"))
+        img = shutil.which("qemu-img")
+        checks.append(ToolCheck("qemu-img", img is not None, path=img,
+                                install=None if img else "sudo apt-get install -y qemu-utils",
+                                note="snapshots (later)"))
+        return checks

@@ -1,0 +1,89 @@
+"""`virsim board …`: list, show, validate board templates and print the BoardConfig schema.
+
+Boards need no daemon: these commands read and validate files in this process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from virsim.board import board_json_schema, board_to_dict, list_templates, load_board_file, resolve_board
+from virsim.cli.common import JsonOpt
+from virsim.cli.render import emit, out, print_json, table
+
+app = typer.Typer(help="Board templates: list, show, validate, schema.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List the boards shipped in boards/.
+
+    Example: virsim board list
+    """
+    boards = list_templates()
+    rows = [{"name": name, "system_id": b.system_id, "title": b.name, "nodes": len(b.nodes),
+             "processor": b.nodes[0].processor.type, "backend": b.nodes[0].backend} for name, b in boards.items()]
+
+    def human() -> None:
+        t = table("NAME", "PROCESSOR", "BACKEND", "NODES", "DESCRIPTION")
+        for r in rows:
+            t.add_row(r["name"], r["processor"], r["backend"], str(r["nodes"]), r["title"])
+        out.print(t)
+
+    emit(rows, as_json, human)
+
+
+@app.command("show")
+def show(board: Annotated[str, typer.Argument(help="Board name (see board list) or a .yaml/.json file.")],
+         as_json: JsonOpt = False) -> None:
+    """Show a board's resolved BoardConfig (sizes and addresses as numbers, defaults filled in).
+
+    Example: virsim board show mps2-an385
+    """
+    config, source = resolve_board(board)
+    data = board_to_dict(config)
+
+    def human() -> None:
+        out.print(f"[bold]{config.name}[/]  ({config.system_id}, from {source})")
+        if config.description:
+            out.print(config.description)
+        for node in config.nodes:
+            qemu = f", qemu machine {node.qemu.machine}" if node.qemu else ""
+            out.print(f"\n[bold]node {node.id}[/]: {node.processor.type} x{node.processor.cores} @ "
+                      f"{node.processor.frequency / 1e6:g} MHz, backend {node.backend}{qemu}")
+            t = table("MEMORY", "TYPE", "ADDRESS", "SIZE", "ACCESS")
+            for m in node.memory:
+                t.add_row(m.name or "-", m.type, f"{m.address:#010x}", f"{m.size:#x}", m.access)
+            out.print(t)
+            if node.peripherals:
+                t = table("PERIPHERAL", "TYPE", "ADDRESS", "IRQ", "CONSOLE")
+                for p in node.peripherals:
+                    t.add_row(p.id, p.type, f"{p.address:#010x}", "-" if p.irq is None else str(p.irq),
+                              "yes" if p.console else "")
+                out.print(t)
+
+    emit({"source": source, "board": data}, as_json, human)
+
+
+@app.command("validate")
+def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .json).")], as_json: JsonOpt = False) -> None:
+    """Validate a board file: errors name the file, line, field path, bad value and what was expected.
+
+    Example: virsim board validate my-board.yaml
+    """
+    config = load_board_file(path)
+    result = {"file": str(path), "valid": True, "system_id": config.system_id, "nodes": len(config.nodes)}
+    emit(result, as_json, lambda: out.print(f"[green]ok[/]: {path} is a valid board "
+                                             f"({config.system_id}, {len(config.nodes)} node(s))"))
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the BoardConfig JSON Schema (for editors and validators).
+
+    Example: virsim board schema > boardconfig.schema.json
+    """
+    print_json(board_json_schema())

@@ -1,0 +1,121 @@
+"""`virsim session …`: create, list, show, pause/resume/reset, power off/on and delete sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from virsim.cli.common import JsonOpt, SessionArg, client, parse_int
+from virsim.cli.render import duration, emit, err, out, state, table, when
+from virsim.protocol import SessionInfo
+
+app = typer.Typer(help="Emulation sessions: create, list, show, control, delete.", no_args_is_help=True)
+
+
+def show_info(info: SessionInfo) -> None:
+    out.print(f"[bold]{info.id}[/]  {info.name}")
+    rows = [("state", state(info.state)), ("board", info.board), ("backend", info.backend),
+            ("program", info.program or "-"), ("pid", str(info.pid or "-")),
+            ("deterministic", "yes" if info.deterministic else "no"),
+            ("created", when(info.created_at)), ("uptime", duration(info.uptime_s)),
+            ("console", f"{info.console_log} ({info.console_bytes} bytes)")]
+    rows += [(name, value) for name, value in sorted(info.endpoints.items())]
+    if info.error:
+        rows.append(("error", f"[red]{info.error}[/]"))
+    for key, value in rows:
+        out.print(f"  [dim]{key:>13}[/]  {value}")
+    if info.stderr_tail:
+        out.print("  [dim]emulator stderr (tail):[/]")
+        out.print(info.stderr_tail, markup=False)
+
+
+@app.command("create")
+def create(
+    board: Annotated[str, typer.Option("--board", "-b", help="Board name (virsim board list) or board file.")],
+    firmware: Annotated[Optional[Path], typer.Option("--firmware", "-f", help="Firmware image: ELF, Intel hex or raw binary.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend (e.g. qemu).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="A name to refer to the session by.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Start with the CPU halted (resume to run).")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Instruction-counted virtual time: same firmware + input -> same output.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="Image format: auto, elf, hex or bin.")] = "auto",
+    load_address: Annotated[Optional[str], typer.Option(help="Load address of a raw binary, e.g. 0x0.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a session: start the board's emulator with the firmware, and print the session id.
+
+    Example: virsim session create --board mps2-an385 --firmware examples/hello/hello.elf
+    """
+    info = client().session_create(board, firmware, backend=backend, name=name, paused=paused,
+                                   deterministic=deterministic, firmware_format=fmt,
+                                   load_address=parse_int(load_address, "--load-address"))
+
+    def human() -> None:
+        print(info.id)
+        err.print(f"[dim]session {info.name} {info.state} on {info.backend}; "
+                  f"console: virsim console {info.id} --follow[/]")
+
+    emit(info, as_json, human)
+
+
+@app.command("list")
+def list_(all_: Annotated[bool, typer.Option("--all", help="Include deleted sessions.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """List sessions: id, name, board, backend, state, uptime.
+
+    Example: virsim session list --all
+    """
+    sessions = client().session_list(all=all_)
+
+    def human() -> None:
+        if not sessions:
+            err.print("no sessions (create one: virsim session create --board mps2-an385 --firmware app.elf)")
+            return
+        t = table("ID", "NAME", "BOARD", "BACKEND", "STATE", "UPTIME")
+        for s in sessions:
+            t.add_row(s.id, s.name, s.board, s.backend, state(s.state), duration(s.uptime_s))
+        out.print(t)
+
+    emit(sessions, as_json, human)
+
+
+@app.command("show")
+def show(session: SessionArg, as_json: JsonOpt = False) -> None:
+    """Show one session in full: state, program, pid, endpoints, and the emulator's last words if it failed.
+
+    Example: virsim session show 3fa9c2d1
+    """
+    info = client().session("show", session)
+    emit(info, as_json, lambda: show_info(info))
+
+
+def _action(action: str, verb: str, doc: str) -> None:
+    def command(session: SessionArg, as_json: JsonOpt = False) -> None:
+        info = client().session(action, session)
+        emit(info, as_json, lambda: out.print(f"session {info.id}: {verb} ({state(info.state)})"))
+
+    command.__doc__ = doc
+    app.command(action.replace("_", "-"))(command)
+
+
+_action("pause", "paused", "Pause the CPU.\n\nExample: virsim session pause 3fa9c2d1")
+_action("resume", "resumed", "Resume a paused (or --paused) session.\n\nExample: virsim session resume 3fa9c2d1")
+_action("reset", "reset", "Reset the board (CPU restarts from its reset vector).\n\nExample: virsim session reset 3fa9c2d1")
+_action("power_off", "powered off", "Power off: stop the emulator, keep the session.\n\n"
+        "Example: virsim session power-off 3fa9c2d1")
+_action("power_on", "powered on", "Power on a stopped, failed or lost session with its current program.\n\n"
+        "Example: virsim session power-on 3fa9c2d1")
+
+
+@app.command("delete")
+def delete(session: SessionArg,
+           purge: Annotated[bool, typer.Option("--purge", help="Also delete the console log and other artifacts.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Delete a session: stop its emulator; its console log is kept unless --purge.
+
+    Example: virsim session delete 3fa9c2d1 --purge
+    """
+    reply = client().session_delete(session, purge=purge)
+    kept = "" if reply.purged else f"; console log kept at {reply.console_log}"
+    emit(reply, as_json, lambda: out.print(f"session {reply.session} deleted{kept}"))

@@ -1,0 +1,272 @@
+"""The client library: the CLI, the tests and the TUI talk to the daemon only through this.
+
+`Client` connects a DEALER to the daemon's control socket (starting the daemon first if none
+runs), opens with the `hello` handshake, and offers one typed method per request. `subscribe()`
+gives the live event stream; `follow_console()` joins history and live bytes by offset so
+nothing is duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import zmq
+
+from virsim import protocol as p
+from virsim.errors import DaemonUnavailable, ProtocolError, VirsimError
+from virsim.paths import Paths, get_paths
+
+M = TypeVar("M", bound=p.Message)
+DEFAULT_TIMEOUT = float(os.environ.get("VIRSIM_TIMEOUT", "30"))
+START_TIMEOUT = 10.0
+
+
+# ------------------------------------------------------------------------------------ daemon process
+
+
+def daemon_pid(paths: Paths) -> int | None:
+    """The pid of the daemon holding the lock, or None if no daemon runs."""
+    if not paths.lock_file.exists():
+        return None
+    fd = os.open(paths.lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            return int(paths.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return -1  # locked, but the pid file is not written yet
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def spawn_daemon(paths: Paths) -> None:
+    """Start a detached daemon (it forks into the background and exits this child at once)."""
+    paths.ensure()
+    with paths.daemon_log.open("ab") as logf:
+        child = subprocess.Popen([sys.executable, "-m", "virsim.daemon", "--detach"], stdin=subprocess.DEVNULL,
+                                 stdout=logf, stderr=logf, start_new_session=True, close_fds=True, cwd="/")
+    code = child.wait(START_TIMEOUT)
+    if code != 0:
+        raise DaemonUnavailable(f"the daemon failed to start (exit {code}); see {paths.daemon_log}",
+                                log=str(paths.daemon_log))
+
+
+# ---------------------------------------------------------------------------------------------- client
+
+
+class Subscription:
+    """Events from the daemon's PUB socket for one session (or all, with session=None)."""
+
+    def __init__(self, ctx: zmq.Context[Any], paths: Paths, session: str | None) -> None:
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        topic = f"session.{session}" if session else "session."
+        self.sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        self.sock.connect(f"ipc://{paths.events_socket}")
+
+    def recv(self, timeout: float) -> tuple[p.Event, bytes] | None:
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        _topic, header, data = self.sock.recv_multipart()
+        return p.Event.model_validate_json(header), data
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    def __init__(self, paths: Paths | None = None, timeout: float = DEFAULT_TIMEOUT, autostart: bool = True) -> None:
+        self.paths = paths or get_paths()
+        self.timeout = timeout
+        self.autostart = autostart
+        self.ctx: zmq.Context[Any] = zmq.Context.instance()
+        self.sock: zmq.Socket[Any] | None = None
+        self.daemon: p.HelloReply | None = None
+
+    # --------------------------------------------------------------------------------- connection
+
+    def connect(self) -> Client:
+        if self.sock is not None:
+            return self
+        if daemon_pid(self.paths) is None:
+            if not self.autostart:
+                raise DaemonUnavailable("the virsim daemon is not running (start it: virsim daemon start)")
+            spawn_daemon(self.paths)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.paths.control_socket.exists():
+            if time.monotonic() > deadline:
+                raise DaemonUnavailable(f"the daemon did not create {self.paths.control_socket} in time; "
+                                        f"see {self.paths.daemon_log}", log=str(self.paths.daemon_log))
+            time.sleep(0.005)
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"ipc://{self.paths.control_socket}")
+        self.daemon = self.call("hello", p.Hello(pid=os.getpid(), user=getpass.getuser()),
+                                timeout=max(self.timeout, START_TIMEOUT))  # type: ignore[assignment]
+        return self
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, frames: list[bytes], timeout: float | None = None) -> dict[str, Any]:
+        """Send raw frames and return the decoded reply envelope (for protocol tests)."""
+        self.connect()
+        assert self.sock is not None
+        self.sock.send_multipart(frames)
+        if not self.sock.poll(int((timeout or self.timeout) * 1000)):
+            raise DaemonUnavailable("no reply from the daemon")
+        return p.decode_envelope(self.sock.recv())
+
+    def call(self, type_: str, payload: p.Message | dict[str, Any] | None = None,
+             timeout: float | None = None) -> p.Message:
+        if self.sock is None:
+            if type_ == "hello":
+                raise ProtocolError("connect() before hello")
+            self.connect()
+        assert self.sock is not None
+        request_id = p.new_id()
+        self.sock.send(p.encode(type_, payload if payload is not None else {}, request_id))
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.sock.poll(int(remaining * 1000)):
+                raise DaemonUnavailable(f"the daemon did not answer {type_} within {timeout or self.timeout:.0f}s; "
+                                        f"see {self.paths.daemon_log}", request=type_)
+            env = p.decode_envelope(self.sock.recv())
+            if env.get("id") != request_id:
+                continue  # a late reply to an earlier request that timed out
+            if env["type"] == "error":
+                raise VirsimError.from_wire(env["payload"])
+            return p.REQUESTS[type_][1].model_validate(env["payload"])
+
+    # ------------------------------------------------------------------------------- typed requests
+
+    def status(self) -> p.DaemonInfo:
+        return self.call("daemon.status")  # type: ignore[return-value]
+
+    def stop_daemon(self, wait: float = 15.0) -> p.DaemonInfo:
+        """Ask the daemon to stop and wait until its process has exited (emulators stopped)."""
+        info: p.DaemonInfo = self.call("daemon.stop")  # type: ignore[assignment]
+        self.close()
+        deadline = time.monotonic() + wait
+        while daemon_pid(self.paths) is not None:
+            if time.monotonic() > deadline:
+                raise DaemonUnavailable(f"the daemon (pid {info.pid}) did not stop within {wait:.0f}s", pid=info.pid)
+            time.sleep(0.01)
+        return info
+
+    def session_create(self, board: str, firmware: str | Path | None = None, **options: Any) -> p.SessionInfo:
+        req = p.SessionCreate(board=_board_ref(board), firmware=_abs(firmware), **options)
+        return self.call("session.create", req)  # type: ignore[return-value]
+
+    def session_list(self, all: bool = False) -> list[p.SessionInfo]:
+        reply: p.SessionListReply = self.call("session.list", p.SessionList(all=all))  # type: ignore[assignment]
+        return reply.sessions
+
+    def session(self, action: str, session: str) -> p.SessionInfo:
+        """show | pause | resume | reset | power_off | power_on."""
+        return self.call(f"session.{action}", p.SessionRef(session=session))  # type: ignore[return-value]
+
+    def session_delete(self, session: str, purge: bool = False) -> p.DeleteReply:
+        return self.call("session.delete", p.SessionDelete(session=session, purge=purge))  # type: ignore[return-value]
+
+    def console_read(self, session: str, offset: int = 0, tail: int | None = None,
+                     limit: int = 256 * 1024) -> p.ConsoleChunk:
+        req = p.ConsoleRead(session=session, offset=offset, tail=tail, limit=limit)
+        return self.call("console.read", req)  # type: ignore[return-value]
+
+    def console_text(self, session: str) -> bytes:
+        """The whole console log so far."""
+        out, offset = b"", 0
+        while True:
+            chunk = self.console_read(session, offset=offset)
+            out += chunk.data.encode("latin-1")
+            if chunk.end >= chunk.size or chunk.end == offset:
+                return out
+            offset = chunk.end
+
+    def console_send(self, session: str, data: bytes) -> p.SendReply:
+        return self.call("console.send", p.ConsoleSend(session=session, data=data.decode("latin-1")))  # type: ignore[return-value]
+
+    def program_upload(self, session: str, path: str | Path, format: str = "auto",
+                       load_address: int | None = None) -> p.ProgramInfo:
+        req = p.ProgramUpload(session=session, path=str(_abs(path)), format=format,  # type: ignore[arg-type]
+                              load_address=load_address)
+        return self.call("program.upload", req)  # type: ignore[return-value]
+
+    def program_start(self, session: str, program: str) -> p.SessionInfo:
+        return self.call("program.start", p.ProgramStart(session=session, program=program))  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------------ events
+
+    def subscribe(self, session: str | None = None) -> Subscription:
+        self.connect()
+        return Subscription(self.ctx, self.paths, session)
+
+    def follow_console(self, session: str, tail: int | None = None, poll: float = 0.5,
+                       stop_when_down: bool = False) -> Iterator[bytes]:
+        """History (all, or the last `tail` bytes) then live console bytes, joined by offset."""
+        sid = self.session("show", session).id
+        with self.subscribe(sid) as sub:
+            first = self.console_read(sid, tail=tail)
+            if first.data:
+                yield first.data.encode("latin-1")
+            pos = first.end
+            while True:
+                got = sub.recv(poll)
+                if got is None or (got[0].type == "console" and (got[0].offset or 0) > pos):
+                    # quiet, or a gap (events dropped or not yet subscribed): read the log from pos
+                    chunk = self.console_read(sid, offset=pos)
+                    if chunk.data:
+                        yield chunk.data.encode("latin-1")
+                        pos = chunk.end
+                    if got is None:
+                        if stop_when_down and self.session("show", sid).state not in ("created", "running", "paused"):
+                            return
+                        continue
+                event, data = got
+                if event.type != "console" or event.offset is None:
+                    continue
+                end = event.offset + len(data)
+                if end > pos:
+                    yield data[pos - event.offset:]
+                    pos = end
+
+
+def _abs(path: str | Path | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path is not None else None
+
+
+def _board_ref(board: str) -> str:
+    """Board files are sent as absolute paths (the daemon has its own cwd); names as they are."""
+    path = Path(board).expanduser()
+    if path.suffix in (".yaml", ".yml", ".json") or os.sep in board or path.exists():
+        return str(path.resolve())
+    return board

@@ -1,0 +1,246 @@
+"""The daemon process: one per user, a ZeroMQ ROUTER for requests and a PUB for events.
+
+A single-threaded loop polls the control socket and every emulator channel (console sockets), so
+requests are served one at a time in arrival order and no lock guards the store or the instances.
+A lock file (flock) makes a second daemon for the same runtime dir exit at once. A malformed or
+oversized frame gets an error reply; no request can kill the loop. SIGTERM or `daemon.stop`
+powers every emulator off before the daemon exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from virsim import __version__
+from virsim import protocol as p
+from virsim.daemon.sessions import SessionService
+from virsim.daemon.store import Store
+from virsim.errors import ProtocolError, VersionMismatch, VirsimError
+from virsim.paths import Paths
+
+log = logging.getLogger("virsim.daemon")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+class Daemon:
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths.ensure()
+        self._lock_fd = self._lock()
+        self.started_at = time.time()
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.PUB)
+        # A little linger so the reply to daemon.stop still leaves before the sockets close.
+        self.router.setsockopt(zmq.LINGER, 500)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, p.MAX_FRAME + 4096)
+        self.pub.setsockopt(zmq.SNDHWM, 100_000)
+        for path, sock in ((paths.control_socket, self.router), (paths.events_socket, self.pub)):
+            path.unlink(missing_ok=True)  # stale after a crash; the lock says no daemon owns it
+            sock.bind(f"ipc://{path}")
+            os.chmod(path, 0o600)
+        self.store = Store(paths.database)
+        self.sessions = SessionService(paths, self.store, self.publish)
+        self.clients: dict[bytes, dict[str, Any]] = {}
+        self.stopping = False
+        self.handlers: dict[str, Callable[[Any], p.Message]] = {
+            "hello": self._hello,
+            "daemon.status": lambda _req: self.status(),
+            "daemon.stop": self._stop,
+            "session.create": self.sessions.create,
+            "session.list": self.sessions.list,
+            "session.show": self.sessions.show,
+            "session.pause": self.sessions.pause,
+            "session.resume": self.sessions.resume,
+            "session.reset": self.sessions.reset,
+            "session.power_off": self.sessions.power_off,
+            "session.power_on": self.sessions.power_on,
+            "session.delete": self.sessions.delete,
+            "console.read": self.sessions.console_read,
+            "console.send": self.sessions.console_send,
+            "program.upload": self.sessions.program_upload,
+            "program.start": self.sessions.program_start,
+        }
+        missing = set(p.REQUESTS) ^ set(self.handlers)
+        assert not missing, f"protocol and handlers disagree on {missing}"
+
+    def _lock(self) -> int:
+        fd = os.open(self.paths.lock_file, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            os.close(fd)
+            raise AlreadyRunning(f"another virsim daemon holds {self.paths.lock_file}") from err
+        self.paths.pid_file.write_text(f"{os.getpid()}\n")
+        return fd
+
+    # ------------------------------------------------------------------------------------------ events
+
+    def publish(self, event: p.Event, data: bytes) -> None:
+        topic = f"session.{event.session}".encode()
+        self.pub.send_multipart([topic, event.model_dump_json(exclude_none=True).encode(), data], copy=False)
+
+    # ---------------------------------------------------------------------------------------- handlers
+
+    def status(self) -> p.DaemonInfo:
+        active, total = self.sessions.counts()
+        return p.DaemonInfo(pid=os.getpid(), version=__version__, protocol=p.PROTOCOL_VERSION,
+                            started_at=self.started_at, uptime_s=time.time() - self.started_at,
+                            control_socket=str(self.paths.control_socket),
+                            events_socket=str(self.paths.events_socket), data_dir=str(self.paths.data),
+                            sessions_active=active, sessions_total=total)
+
+    def _hello(self, req: p.Hello) -> p.HelloReply:
+        if p.major(req.protocol) != p.major(p.PROTOCOL_VERSION):
+            raise VersionMismatch(f"client speaks protocol {req.protocol}, this daemon speaks {p.PROTOCOL_VERSION}: "
+                                  "upgrade virsim so both match, then run 'virsim daemon stop'",
+                                  theirs=req.protocol, ours=p.PROTOCOL_VERSION)
+        return p.HelloReply(protocol=p.PROTOCOL_VERSION, daemon_version=__version__, pid=os.getpid())
+
+    def _stop(self, _req: p.Empty) -> p.DaemonInfo:
+        self.stopping = True
+        return self.status()
+
+    # -------------------------------------------------------------------------------------------- loop
+
+    def handle_frames(self, identity: bytes, frames: list[bytes]) -> bytes:
+        """One request's frames -> one reply frame. Never raises."""
+        request_id = ""
+        started = time.monotonic()
+        env: dict[str, Any] | None = None
+        try:
+            if len(frames) != 1:
+                raise ProtocolError(f"expected one frame per request, got {len(frames)}")
+            env = p.decode_envelope(frames[0])
+            request_id = str(env.get("id", ""))
+            req = p.parse_request(env)
+            if env["type"] == "hello":
+                self.clients[identity] = {"user": getattr(req, "user", ""), "pid": getattr(req, "pid", 0)}
+            result = self.handlers[env["type"]](req)
+            reply = p.reply_frame(request_id, result=result)
+            self._audit(identity, env, req, "ok", None, started)
+            return reply
+        except VirsimError as err:
+            if env is not None:
+                self._audit(identity, env, None, "error", err.code, started)
+            return p.reply_frame(request_id, error=err.to_wire())
+        except Exception as err:  # a bug must not take the daemon down
+            log.exception("internal error handling %s", env.get("type") if env else "a frame")
+            internal = VirsimError(f"internal daemon error: {type(err).__name__}: {err}")
+            return p.reply_frame(request_id, error=internal.to_wire())
+
+    def _audit(self, identity: bytes, env: dict[str, Any], req: Any, result: str, code: str | None,
+               started: float) -> None:
+        if env.get("type") not in p.MUTATING:
+            return
+        client = self.clients.get(identity, {})
+        session = getattr(req, "session", None) or env.get("payload", {}).get("session")
+        try:
+            self.store.log_event(user=client.get("user"), client_pid=client.get("pid"), request=env["type"],
+                                 session=session, result=result, code=code,
+                                 duration_ms=(time.monotonic() - started) * 1000)
+        except Exception:  # the audit log must never fail a request
+            log.exception("writing the event log")
+
+    def serve(self) -> None:
+        self.sessions.reconcile()
+        log.info("daemon %s listening on %s (pid %d)", __version__, self.paths.control_socket, os.getpid())
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        registered: dict[int, str] = {}
+        last_tick = 0.0
+        while not self.stopping:
+            fds = self.sessions.fds()
+            for fd in registered.keys() - fds.keys():
+                poller.unregister(fd)
+            for fd in fds.keys() - registered.keys():
+                poller.register(fd, zmq.POLLIN)
+            registered = fds
+            timeout = 2 if self.sessions.hot() else (100 if self.sessions.live else 1000)
+            try:
+                events = dict(poller.poll(timeout))
+            except zmq.ZMQError as err:
+                if err.errno == zmq.EINTR:
+                    continue
+                raise
+            if events.pop(self.router, None):
+                self._serve_requests()
+            for fd in events:
+                if isinstance(fd, int) and fd in registered:
+                    self.sessions.on_readable(fd, registered[fd])
+            now = time.monotonic()
+            if self.sessions.hot() or now - last_tick >= 0.1:
+                self.sessions.tick()
+                last_tick = now
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                msg = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity, frames = msg[0], msg[1:]
+            reply = self.handle_frames(identity, frames)
+            self.router.send_multipart([identity, reply])
+
+    def close(self) -> None:
+        try:
+            self.sessions.shutdown()
+        finally:
+            self.router.close()
+            self.pub.close()
+            self.ctx.term()
+            for path in (self.paths.control_socket, self.paths.events_socket, self.paths.pid_file):
+                path.unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            log.info("daemon stopped")
+
+
+def _detach() -> None:
+    """Fork into the background: the parent returns to its caller at once, the child is reparented."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+
+
+def run(argv: list[str]) -> int:
+    """Entry point of `python -m virsim.daemon [--detach]`."""
+    from virsim.paths import get_paths
+
+    if "--detach" in argv:
+        _detach()
+    paths = get_paths().ensure()
+    logging.basicConfig(filename=paths.daemon_log, level=os.environ.get("VIRSIM_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    try:
+        daemon = Daemon(paths)
+    except AlreadyRunning as err:
+        log.info("not starting: %s", err)
+        return 0
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        daemon.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        daemon.serve()
+    except Exception:
+        log.exception("daemon loop failed")
+        raise
+    finally:
+        daemon.close()
+    return 0

@@ -1,0 +1,437 @@
+"""The session service: session lifecycle, programs, console and supervision of emulator instances.
+
+It owns the live `Instance` of every session, keeps the store in step with them, enforces the
+state machine (states.py), checks backend capabilities before calling a feature, and turns an
+emulator's death into a `failed` session. After a daemon restart `reconcile()` re-attaches to
+emulators that still run, marks the rest `lost`, and stops any emulator of ours it cannot account for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from virsim import protocol as p
+from virsim.backends import get_backend
+from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
+from virsim.backends.process import tail
+from virsim.board import BoardConfig, resolve_board
+from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
+from virsim.daemon.states import LIVE, SessionState, require
+from virsim.daemon.store import Store
+from virsim.errors import EmulatorError, InvalidInput, InvalidState, NotSupported, VirsimError
+from virsim.firmware import FirmwareImage, check_fits, inspect
+from virsim.paths import Paths
+
+log = logging.getLogger("virsim.daemon.sessions")
+S = SessionState
+Publisher = Callable[[p.Event, bytes], None]
+
+
+class Live:
+    """A session's in-memory side: its instance and its console tail."""
+
+    def __init__(self, instance: Instance, tail_: ConsoleTail) -> None:
+        self.instance = instance
+        self.tail = tail_
+        self.hot_until = 0.0  # pump the console eagerly until then (bytes just arrived)
+
+
+class SessionService:
+    def __init__(self, paths: Paths, store: Store, publish: Publisher) -> None:
+        self.paths = paths
+        self.store = store
+        self.publish = publish
+        self.live: dict[str, Live] = {}
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _row(self, ref: str) -> dict[str, Any]:
+        return self.store.find_session(ref)
+
+    @staticmethod
+    def _state(row: dict[str, Any]) -> SessionState:
+        return SessionState(row["state"])
+
+    def _board(self, row: dict[str, Any]) -> BoardConfig:
+        return BoardConfig.model_validate_json(row["board_json"])
+
+    def _spec(self, row: dict[str, Any], firmware: FirmwareImage | None, paused: bool) -> InstanceSpec:
+        board = self._board(row)
+        node = next(n for n in board.nodes if n.id == row["node"])
+        workdir = self.paths.session_dir(row["id"])
+        return InstanceSpec(
+            session_id=row["id"], board=board, node=node, workdir=workdir,
+            rundir=self.paths.session_runtime(row["id"]), console_log=workdir / "console.log",
+            stderr_log=workdir / "emulator.log", firmware=firmware,
+            deterministic=bool(row["deterministic"]), start_paused=paused)
+
+    def _program_image(self, row: dict[str, Any]) -> FirmwareImage | None:
+        if not row.get("program"):
+            return None
+        prog = self.store.get_program(row["id"], row["program"])
+        return inspect(Path(prog["path"]), prog["format"], prog["load_address"])
+
+    def _set_state(self, row: dict[str, Any], state: SessionState, reason: str = "", **fields: Any) -> dict[str, Any]:
+        previous = row["state"]
+        row = self.store.update_session(row["id"], state=state.value, **fields)
+        if previous != state.value:
+            log.info("session %s: %s -> %s %s", row["id"], previous, state.value, reason)
+            self.publish(p.Event(type="state", session=row["id"], time=time.time(), state=state.value,
+                                 previous=previous, reason=reason or None), b"")
+        return row
+
+    def _attach_live(self, row: dict[str, Any], instance: Instance, from_start: bool) -> None:
+        sid = row["id"]
+
+        def publish_console(offset: int, data: bytes) -> None:
+            self.publish(p.Event(type="console", session=sid, time=time.time(), offset=offset), data)
+
+        tail_ = ConsoleTail(self._spec(row, None, False).console_log, publish_console, from_start=from_start)
+        self.live[sid] = Live(instance, tail_)
+
+    def _started(self, row: dict[str, Any], instance: Instance, state: SessionState, reason: str) -> dict[str, Any]:
+        proc = instance.handle().get("process") or {}
+        return self._set_state(row, state, reason, started_at=time.time(), pid=instance.pid,
+                               pid_create_time=proc.get("create_time"), handle=instance.handle(),
+                               error=None, stderr_tail=None)
+
+    def _adapter(self, row: dict[str, Any]) -> BackendAdapter:
+        return get_backend(row["backend"])
+
+    def _need(self, row: dict[str, Any], capability: Capability) -> None:
+        adapter = self._adapter(row)
+        if capability not in adapter.get_capabilities():
+            raise NotSupported(f"backend {adapter.backend_type()} of session {row['id']} does not support "
+                               f"{capability.value}", backend=adapter.backend_type(), capability=capability.value)
+
+    def _instance(self, row: dict[str, Any]) -> Instance:
+        live = self.live.get(row["id"])
+        if live is None:
+            raise InvalidState(f"session {row['id']} has no running emulator (it is {row['state']})",
+                               session=row["id"], current=row["state"])
+        return live.instance
+
+    def info(self, row: dict[str, Any]) -> p.SessionInfo:
+        live = self.live.get(row["id"])
+        state = self._state(row)
+        workdir = self.paths.session_dir(row["id"])
+        started = row.get("started_at")
+        try:
+            caps = sorted(c.value for c in self._adapter(row).get_capabilities())
+        except NotSupported:
+            caps = []
+        return p.SessionInfo(
+            id=row["id"], name=row["name"], board=row["board"], backend=row["backend"], state=state.value,
+            created_at=row["created_at"], started_at=started,
+            uptime_s=(time.time() - started) if started and state in LIVE else None,
+            deterministic=bool(row["deterministic"]), program=row.get("program"),
+            pid=live.instance.pid if live else None, console_log=str(workdir / "console.log"),
+            console_bytes=log_size(workdir / "console.log"), error=row.get("error"),
+            stderr_tail=row.get("stderr_tail"), capabilities=caps,
+            endpoints=live.instance.endpoints() if live else {})
+
+    def _save_program(self, session_id: str, source: Path, fmt: str, load_address: int | None,
+                      board: BoardConfig, node_id: str) -> dict[str, Any]:
+        node = next(n for n in board.nodes if n.id == node_id)
+        image = inspect(source, fmt, load_address)
+        check_fits(image, node)
+        program_id = "p" + secrets.token_hex(3)
+        dest_dir = self.paths.session_dir(session_id) / "programs"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{program_id}-{source.name}"
+        shutil.copyfile(source, dest)
+        row = {"id": program_id, "session": session_id, "format": image.format, "path": str(dest),
+               "source": str(source), "size": image.size, "sha256": image.sha256, "entry": image.entry,
+               "load_address": image.load_address, "machine": image.machine, "created_at": time.time()}
+        self.store.insert_program(row)
+        self.store.add_artifact(session_id, "program", dest)
+        return row
+
+    @staticmethod
+    def _program_info(row: dict[str, Any]) -> p.ProgramInfo:
+        return p.ProgramInfo(id=row["id"], session=row["session"], format=row["format"], size=row["size"],
+                             sha256=row["sha256"], entry=row["entry"], load_address=row["load_address"],
+                             machine=row["machine"], source=row["source"], created_at=row["created_at"])
+
+    # ---------------------------------------------------------------------------------------- requests
+
+    def create(self, req: p.SessionCreate) -> p.SessionInfo:
+        board, source = resolve_board(req.board)
+        if board.multi_node:
+            raise NotSupported(f"board {board.system_id} has {len(board.nodes)} nodes: multi-node sessions are not "
+                               "supported yet (single-node boards only)", board=board.system_id,
+                               capability="multi-node")
+        node = board.nodes[0]
+        backend = req.backend or node.backend
+        adapter = get_backend(backend)
+        adapter.check_node(node)
+        caps = adapter.get_capabilities()
+        if req.deterministic and Capability.DETERMINISTIC not in caps:
+            raise NotSupported(f"backend {backend} has no deterministic mode", backend=backend,
+                               capability=Capability.DETERMINISTIC.value)
+        image = inspect(Path(req.firmware), req.firmware_format, req.load_address) if req.firmware else None
+        if image is not None:
+            check_fits(image, node)
+            if FORMAT_CAPABILITY[image.format] not in caps:
+                raise NotSupported(f"backend {backend} cannot load {image.format} images", backend=backend,
+                                   capability=FORMAT_CAPABILITY[image.format].value)
+        if req.name is not None:
+            if not req.name.strip() or len(req.name) > 64:
+                raise InvalidInput(f"session name {req.name!r} must be 1-64 characters", field="name")
+            if self.store.name_taken(req.name):
+                raise InvalidInput(f"a session named {req.name!r} already exists", field="name", value=req.name)
+        sid = secrets.token_hex(4)
+        name = req.name or f"{board.system_id}-{sid[:4]}"
+        workdir = self.paths.session_dir(sid)
+        workdir.mkdir(parents=True)
+        now = time.time()
+        self.store.insert_session({
+            "id": sid, "name": name, "board": board.system_id, "board_source": source,
+            "board_json": board.model_dump_json(), "node": node.id, "backend": backend,
+            "state": S.CREATED.value, "deterministic": int(req.deterministic), "program": None,
+            "created_at": now, "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
+            "error": None, "stderr_tail": None})
+        try:
+            row = self.store.get_session(sid)
+            if image is not None:
+                prog = self._save_program(sid, image.path, image.format, image.load_address, board, node.id)
+                row = self.store.update_session(sid, program=prog["id"])
+                image = self._program_image(row)
+            ensure_log(workdir / "console.log")
+            self.store.add_artifact(sid, "console-log", workdir / "console.log")
+            # Without a program there is nothing to run: the emulator waits, halted, for `program start`.
+            paused = req.paused or image is None
+            instance = adapter.create_instance(self._spec(row, image, paused))
+            instance.power_on()
+        except BaseException:
+            self.store.delete_session_rows(sid)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        self._attach_live(row, instance, from_start=True)
+        row = self._started(row, instance, S.CREATED if paused else S.RUNNING, "created")
+        return self.info(row)
+
+    def list(self, req: p.SessionList) -> p.SessionListReply:
+        return p.SessionListReply(sessions=[self.info(r) for r in self.store.sessions(req.all)])
+
+    def show(self, req: p.SessionRef) -> p.SessionInfo:
+        return self.info(self._row(req.session))
+
+    def pause(self, req: p.SessionRef) -> p.SessionInfo:
+        row = self._row(req.session)
+        require("pause", row["id"], self._state(row))
+        self._need(row, Capability.PAUSE)
+        self._instance(row).pause()
+        return self.info(self._set_state(row, S.PAUSED, "paused by user"))
+
+    def resume(self, req: p.SessionRef) -> p.SessionInfo:
+        row = self._row(req.session)
+        require("resume", row["id"], self._state(row))
+        self._need(row, Capability.PAUSE)
+        if not row.get("program"):
+            raise InvalidState(f"session {row['id']} has no program to run: 'virsim program upload' one, "
+                               "then 'virsim program start'", session=row["id"], current=row["state"],
+                               operation="resume")
+        self._instance(row).resume()
+        return self.info(self._set_state(row, S.RUNNING, "resumed by user"))
+
+    def reset(self, req: p.SessionRef) -> p.SessionInfo:
+        row = self._row(req.session)
+        require("reset", row["id"], self._state(row))
+        self._need(row, Capability.RESET)
+        self._instance(row).reset()
+        return self.info(row)
+
+    def power_off(self, req: p.SessionRef) -> p.SessionInfo:
+        row = self._row(req.session)
+        require("power-off", row["id"], self._state(row))
+        self._need(row, Capability.POWER)
+        self._stop_instance(row["id"])
+        return self.info(self._set_state(row, S.STOPPED, "powered off", pid=None))
+
+    def power_on(self, req: p.SessionRef) -> p.SessionInfo:
+        row = self._row(req.session)
+        require("power-on", row["id"], self._state(row))
+        self._need(row, Capability.POWER)
+        return self.info(self._boot(row, self._program_image(row), "powered on"))
+
+    def _boot(self, row: dict[str, Any], image: FirmwareImage | None, reason: str) -> dict[str, Any]:
+        paused = image is None
+        instance = self._adapter(row).create_instance(self._spec(row, image, paused))
+        instance.power_on()
+        self._attach_live(row, instance, from_start=False)
+        return self._started(row, instance, S.CREATED if paused else S.RUNNING, reason)
+
+    def _stop_instance(self, session_id: str) -> None:
+        live = self.live.pop(session_id, None)
+        if live is not None:
+            try:
+                live.instance.destroy()
+            finally:
+                live.tail.pump()
+
+    def delete(self, req: p.SessionDelete) -> p.DeleteReply:
+        row = self._row(req.session)
+        if row["state"] == S.DELETED.value:
+            if not req.purge:
+                raise InvalidState(f"session {row['id']} is already deleted (use --purge to remove its artifacts)",
+                                   session=row["id"], current=row["state"], operation="delete")
+        else:
+            require("delete", row["id"], self._state(row))
+        self._stop_instance(row["id"])
+        console_log = self.paths.session_dir(row["id"]) / "console.log"
+        if req.purge:
+            shutil.rmtree(self.paths.session_dir(row["id"]), ignore_errors=True)
+            self.store.delete_session_rows(row["id"])
+            self.publish(p.Event(type="state", session=row["id"], time=time.time(), state=S.DELETED.value,
+                                 previous=row["state"], reason="purged"), b"")
+            return p.DeleteReply(session=row["id"], purged=True, console_log=None)
+        self._set_state(row, S.DELETED, "deleted", pid=None)
+        return p.DeleteReply(session=row["id"], purged=False, console_log=str(console_log))
+
+    def console_read(self, req: p.ConsoleRead) -> p.ConsoleChunk:
+        row = self._row(req.session)
+        live = self.live.get(row["id"])
+        if live is not None:
+            live.tail.pump()  # publish before answering, so a follower's read and events meet
+        path = self.paths.session_dir(row["id"]) / "console.log"
+        start, data, size = read_log(path, req.offset, req.limit, req.tail)
+        return p.ConsoleChunk(session=row["id"], offset=start, end=start + len(data), size=size,
+                              data=data.decode("latin-1"))
+
+    def console_send(self, req: p.ConsoleSend) -> p.SendReply:
+        row = self._row(req.session)
+        require("console-send", row["id"], self._state(row))
+        self._need(row, Capability.CONSOLE)
+        try:
+            data = req.data.encode("latin-1")
+        except UnicodeEncodeError as err:
+            raise InvalidInput("console data must be bytes 0-255 (latin-1)", field="data") from err
+        return p.SendReply(session=row["id"], sent=self._instance(row).console_write(data))
+
+    def program_upload(self, req: p.ProgramUpload) -> p.ProgramInfo:
+        row = self._row(req.session)
+        require("program-upload", row["id"], self._state(row))
+        board = self._board(row)
+        prog = self._save_program(row["id"], Path(req.path), req.format, req.load_address, board, row["node"])
+        if FORMAT_CAPABILITY[prog["format"]] not in self._adapter(row).get_capabilities():
+            raise NotSupported(f"backend {row['backend']} cannot load {prog['format']} images",
+                               backend=row["backend"], capability=FORMAT_CAPABILITY[prog["format"]].value)
+        return self._program_info(prog)
+
+    def program_start(self, req: p.ProgramStart) -> p.SessionInfo:
+        row = self._row(req.session)
+        require("program-start", row["id"], self._state(row))
+        prog = self.store.get_program(row["id"], req.program)
+        image = inspect(Path(prog["path"]), prog["format"], prog["load_address"])
+        row = self.store.update_session(row["id"], program=prog["id"])
+        live = self.live.get(row["id"])
+        if live is None:
+            return self.info(self._boot(row, image, f"started program {prog['id']}"))
+        live.instance.start_program(image)
+        return self.info(self._started(row, live.instance, S.RUNNING, f"started program {prog['id']}"))
+
+    # ------------------------------------------------------------------------------------- supervision
+
+    def fds(self) -> dict[int, str]:
+        return {fd: sid for sid, live in self.live.items() for fd in live.instance.poll_fds()}
+
+    def on_readable(self, fd: int, session_id: str) -> None:
+        live = self.live.get(session_id)
+        if live is None:
+            return
+        live.instance.on_readable(fd)
+        live.tail.pump()
+        # The console socket can announce bytes a moment before QEMU's log write lands.
+        live.hot_until = time.monotonic() + 0.05
+
+    def hot(self) -> bool:
+        now = time.monotonic()
+        return any(live.hot_until > now for live in self.live.values())
+
+    def tick(self) -> None:
+        """Pump consoles and notice emulators that died on their own."""
+        for sid, live in list(self.live.items()):
+            live.tail.pump()
+            status = live.instance.exit_status()
+            if status is None:
+                continue
+            del self.live[sid]
+            try:
+                live.instance.destroy()
+            except VirsimError:
+                log.exception("cleaning up after the crash of session %s", sid)
+            row = self.store.get_session(sid)
+            if self._state(row) in LIVE:
+                stderr = status.stderr_tail or tail(self.paths.session_dir(sid) / "emulator.log")
+                self._set_state(row, S.FAILED, f"emulator {status.reason}", pid=None,
+                                error=f"emulator {status.reason}", stderr_tail=stderr[-2000:] or None)
+
+    def reconcile(self) -> None:
+        """After a daemon (re)start: re-attach to emulators still running, mark the others lost."""
+        for row in self.store.sessions():
+            if self._state(row) not in LIVE:
+                continue
+            handle = json.loads(row["handle_json"] or "{}")
+            instance = None
+            try:
+                adapter = self._adapter(row)
+                if Capability.REATTACH in adapter.get_capabilities():
+                    instance = adapter.attach(self._spec(row, self._program_image(row), False), handle)
+            except VirsimError:
+                log.exception("re-attaching session %s", row["id"])
+            if instance is None:
+                self._set_state(row, S.LOST, "emulator gone after a daemon restart", pid=None,
+                                error="the emulator was not running when the daemon restarted")
+                continue
+            self._attach_live(row, instance, from_start=False)
+            try:
+                running = instance.run_status().running
+            except EmulatorError:
+                running = row["state"] == S.RUNNING.value
+            state = S.RUNNING if running else (S.CREATED if row["state"] == S.CREATED.value else S.PAUSED)
+            self._set_state(row, state, "re-attached after a daemon restart")
+            log.info("re-attached session %s (pid %s)", row["id"], instance.pid)
+        self._stop_strays()
+
+    def _stop_strays(self) -> None:
+        """Stop emulators started from our runtime dir that no session accounts for (no orphans)."""
+        marker = str(self.paths.runtime / "s") + "/"
+        known = {live.instance.pid for live in self.live.values()}
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = proc.info.get("cmdline") or []
+            if proc.info["pid"] in known or not any(marker in arg for arg in cmd):
+                continue
+            log.warning("stopping stray emulator pid %s: %s", proc.pid, " ".join(cmd)[:200])
+            try:
+                proc.terminate()
+                proc.wait(2)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+    def shutdown(self) -> None:
+        """Daemon stop: power every emulator off; sessions become `stopped` (power-on brings them back)."""
+        for sid in list(self.live):
+            try:
+                self._stop_instance(sid)
+            except VirsimError:
+                log.exception("stopping session %s", sid)
+            row = self.store.get_session(sid)
+            if self._state(row) in LIVE:
+                self._set_state(row, S.STOPPED, "daemon stopped", pid=None)
+
+    def counts(self) -> tuple[int, int]:
+        rows = self.store.sessions()
+        return sum(1 for r in rows if self._state(r) in LIVE), len(rows)
+

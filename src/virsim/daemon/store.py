@@ -1,0 +1,148 @@
+"""The daemon's SQLite store (through sqlite-utils): sessions, programs, artifacts and the event log.
+
+Schema changes are ordered, named migrations recorded in the `migrations` table; a landed migration
+is never edited, a new one is appended. Only the daemon writes the database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from virsim.errors import NotFound
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db["sessions"].create({
+        "id": str, "name": str, "board": str, "board_source": str, "board_json": str, "node": str,
+        "backend": str, "state": str, "deterministic": int, "program": str,
+        "created_at": float, "started_at": float, "updated_at": float,
+        "pid": int, "pid_create_time": float, "handle_json": str,
+        "error": str, "stderr_tail": str,
+    }, pk="id", not_null={"name", "board", "backend", "state"})
+    db["sessions"].create_index(["name"])
+    db["programs"].create({
+        "id": str, "session": str, "format": str, "path": str, "source": str, "size": int, "sha256": str,
+        "entry": int, "load_address": int, "machine": str, "created_at": float,
+    }, pk="id", foreign_keys=[("session", "sessions", "id")])
+    db["artifacts"].create({
+        "id": int, "session": str, "kind": str, "path": str, "created_at": float,
+    }, pk="id", foreign_keys=[("session", "sessions", "id")])
+    db["events"].create({
+        "id": int, "time": float, "user": str, "client_pid": int, "request": str, "session": str,
+        "result": str, "code": str, "duration_ms": float,
+    }, pk="id")
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_initial", _m001_initial),
+]
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.migrate()
+
+    def migrate(self) -> list[str]:
+        """Apply migrations not yet recorded, each in its own transaction; return their names."""
+        if "migrations" not in self.db.table_names():
+            self.db["migrations"].create({"name": str, "applied_at": float}, pk="name")
+        done = {r["name"] for r in self.db["migrations"].rows}
+        applied = []
+        for name, fn in MIGRATIONS:
+            if name in done:
+                continue
+            with self.db.conn:
+                self.db.execute("BEGIN")
+                fn(self.db)
+                self.db["migrations"].insert({"name": name, "applied_at": time.time()})
+            applied.append(name)
+        return applied
+
+    def applied_migrations(self) -> list[str]:
+        return [r["name"] for r in self.db["migrations"].rows_where(order_by="name")]
+
+    # ------------------------------------------------------------------------------------------ sessions
+
+    def insert_session(self, row: dict[str, Any]) -> None:
+        self.db["sessions"].insert({**row, "updated_at": time.time()})
+
+    def update_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
+        if "handle" in fields:
+            fields["handle_json"] = json.dumps(fields.pop("handle"))
+        self.db["sessions"].update(session_id, {**fields, "updated_at": time.time()})
+        return self.get_session(session_id)
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        try:
+            return dict(self.db["sessions"].get(session_id))
+        except sqlite_utils.db.NotFoundError as err:
+            raise NotFound(f"no session {session_id}", kind="session", id=session_id) from err
+
+    def find_session(self, ref: str) -> dict[str, Any]:
+        """By exact id, then by name, then by unique id prefix (deleted sessions match only by id)."""
+        rows = list(self.db["sessions"].rows_where("id = ?", [ref]))
+        if not rows:
+            rows = list(self.db["sessions"].rows_where("name = ? and state != 'deleted'", [ref]))
+        if not rows and len(ref) >= 3:
+            rows = list(self.db["sessions"].rows_where("id like ? and state != 'deleted'", [ref + "%"]))
+        if len(rows) == 1:
+            return dict(rows[0])
+        if not rows:
+            raise NotFound(f"no session {ref!r}: see 'virsim session list'", kind="session", id=ref)
+        raise NotFound(f"{ref!r} matches {len(rows)} sessions ({', '.join(r['id'] for r in rows)}): give more of the id",
+                       kind="session", id=ref, matches=[r["id"] for r in rows])
+
+    def sessions(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        where = None if include_deleted else "state != 'deleted'"
+        return [dict(r) for r in self.db["sessions"].rows_where(where, order_by="created_at")]
+
+    def name_taken(self, name: str) -> bool:
+        return self.db["sessions"].count_where("name = ? and state != 'deleted'", [name]) > 0
+
+    def delete_session_rows(self, session_id: str) -> None:
+        with self.db.conn:
+            self.db.execute("BEGIN")
+            self.db["artifacts"].delete_where("session = ?", [session_id])
+            self.db["programs"].delete_where("session = ?", [session_id])
+            self.db["sessions"].delete(session_id)
+
+    # ------------------------------------------------------------------------------------------ programs
+
+    def insert_program(self, row: dict[str, Any]) -> None:
+        self.db["programs"].insert(row)
+
+    def get_program(self, session_id: str, program_id: str) -> dict[str, Any]:
+        rows = list(self.db["programs"].rows_where("session = ? and id = ?", [session_id, program_id]))
+        if not rows:
+            raise NotFound(f"session {session_id} has no program {program_id!r}", kind="program", id=program_id)
+        return dict(rows[0])
+
+    # ----------------------------------------------------------------------------------------- artifacts
+
+    def add_artifact(self, session_id: str, kind: str, path: Path) -> None:
+        self.db["artifacts"].insert({"session": session_id, "kind": kind, "path": str(path),
+                                     "created_at": time.time()})
+
+    def artifacts(self, session_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db["artifacts"].rows_where("session = ?", [session_id], order_by="id")]
+
+    # --------------------------------------------------------------------------------------- event log
+
+    def log_event(self, **row: Any) -> None:
+        self.db["events"].insert({"time": time.time(), **row})
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db["events"].rows_where(order_by="id desc", limit=limit)]

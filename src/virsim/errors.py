@@ -1,0 +1,132 @@
+"""The one error tree of virsim.
+
+Every error a user can see is a `VirsimError` subclass with a stable `code` (the wire's
+ERROR_CODE), a process `exit_code`, structured `details` and a human message. The daemon sends
+`{"error": message, "code": code, "details": {...}}`; the client rebuilds the same class from the
+code, so the CLI prints the same message and exits with the same code whichever side raised it.
+
+Exit codes are part of the CLI contract (docs/exit-codes.md); never renumber one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# code -> class, filled by __init_subclass__ so a wire error maps back to its class.
+_BY_CODE: dict[str, type[VirsimError]] = {}
+
+
+class VirsimError(Exception):
+    """Base of every virsim error."""
+
+    code: ClassVar[str] = "INTERNAL"
+    exit_code: ClassVar[int] = 70  # EX_SOFTWARE: a bug in virsim, not in the user's input
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = {k: v for k, v in details.items() if v is not None}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _BY_CODE.setdefault(cls.code, cls)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, "details": self.details}
+
+    @staticmethod
+    def from_wire(reply: dict[str, Any]) -> VirsimError:
+        cls = _BY_CODE.get(str(reply.get("code")), VirsimError)
+        err = cls.__new__(cls)
+        VirsimError.__init__(err, str(reply.get("error", "unknown error")), **dict(reply.get("details") or {}))
+        if cls is VirsimError and reply.get("code"):
+            # An error code this client does not know (newer daemon): keep the code for --json output.
+            err.details.setdefault("unknown_code", reply.get("code"))
+        return err
+
+
+_BY_CODE[VirsimError.code] = VirsimError
+
+
+class InvalidInput(VirsimError):
+    """A request or argument is malformed or out of range."""
+
+    code = "INVALID_INPUT"
+    exit_code = 2
+
+
+class BoardConfigError(InvalidInput):
+    """A BoardConfig file or value is invalid. details: file, problems[{path, value, message, line}]."""
+
+    code = "BOARD_INVALID"
+
+
+class FirmwareError(InvalidInput):
+    """A firmware image cannot run on the session's board (format, architecture, addresses)."""
+
+    code = "FIRMWARE_INVALID"
+
+
+class NotFound(VirsimError):
+    """A session, program, board or artifact does not exist. details: kind, id."""
+
+    code = "NOT_FOUND"
+    exit_code = 3
+
+
+class InvalidState(VirsimError):
+    """An operation was asked of a session in a state that does not allow it.
+
+    details: session, operation, current, required.
+    """
+
+    code = "INVALID_STATE"
+    exit_code = 4
+
+
+class NotSupported(VirsimError):
+    """The backend (or virsim) cannot do this yet. details: backend, capability."""
+
+    code = "NOT_SUPPORTED"
+    exit_code = 5
+
+
+class EmulatorError(VirsimError):
+    """An emulator failed to start, crashed or stopped answering. details: stderr_tail, returncode."""
+
+    code = "EMULATOR_FAILED"
+    exit_code = 6
+
+
+class EmulatorMissing(EmulatorError):
+    """The emulator binary a backend needs is not installed. details: binary, install."""
+
+    code = "EMULATOR_NOT_INSTALLED"
+
+
+class DaemonUnavailable(VirsimError):
+    """The daemon could not be started or reached in time."""
+
+    code = "DAEMON_UNAVAILABLE"
+    exit_code = 7
+
+
+class ProtocolError(VirsimError):
+    """A wire frame was malformed, too large or of an unknown type."""
+
+    code = "PROTOCOL_ERROR"
+    exit_code = 7
+
+
+class VersionMismatch(ProtocolError):
+    """Client and daemon speak different major protocol versions."""
+
+    code = "PROTOCOL_VERSION_MISMATCH"
+
+
+def error_codes() -> dict[str, type[VirsimError]]:
+    """All known error codes (for docs and the docs test)."""
+    return dict(_BY_CODE)

@@ -1,0 +1,135 @@
+"""Firmware images: detect the format (ELF, Intel hex, raw binary) and check one fits a board node.
+
+The check happens before any emulator starts, so a wrong image is a clear FIRMWARE_INVALID error
+naming the file and what is wrong (architecture, a segment outside the board's memory, a missing
+load address) instead of an emulator that silently runs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+from virsim.board import MemoryRegion, Node
+from virsim.errors import FirmwareError
+
+# ELF e_machine names as pyelftools reports them -> virsim's names (board.PROCESSORS).
+_ELF_MACHINES = {"EM_ARM": "ARM", "EM_AARCH64": "AArch64", "EM_RISCV": "RISC-V", "EM_X86_64": "x86-64",
+                 "EM_386": "x86", "EM_XTENSA": "Xtensa", "EM_MIPS": "MIPS", "EM_AVR": "AVR"}
+
+
+@dataclass(frozen=True)
+class FirmwareImage:
+    path: Path
+    format: str  # elf | hex | bin
+    size: int
+    sha256: str
+    entry: int | None
+    load_address: int | None
+    machine: str | None
+    segments: tuple[tuple[int, int], ...]  # (address, size) of loaded bytes
+
+
+def detect_format(data: bytes) -> str:
+    if data[:4] == b"\x7fELF":
+        return "elf"
+    head = data[:64].lstrip()
+    if head[:1] == b":" and all(c in b"0123456789abcdefABCDEF:\r\n" for c in data[:4096]):
+        return "hex"
+    return "bin"
+
+
+def _read_elf(path: Path) -> tuple[str, int, tuple[tuple[int, int], ...]]:
+    """(machine, entry, loaded segments by physical address) of an ELF file."""
+    try:
+        with path.open("rb") as fh:
+            elf = ELFFile(fh)
+            raw = elf["e_machine"]
+            segments = tuple((int(seg["p_paddr"]), int(seg["p_filesz"])) for seg in elf.iter_segments()
+                             if seg["p_type"] == "PT_LOAD" and seg["p_filesz"] > 0)
+            entry = int(elf["e_entry"])
+    except ELFError as err:
+        raise FirmwareError(f"{path}: not a valid ELF file: {err}", file=str(path)) from err
+    return _ELF_MACHINES.get(raw, str(raw).removeprefix("EM_")), entry, segments
+
+
+def _read_hex(path: Path, data: bytes) -> tuple[tuple[int, int], ...]:
+    """Intel hex -> contiguous (address, size) runs, with checksums verified."""
+    upper = 0
+    runs: list[list[int]] = []
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            rec = bytes.fromhex(line[1:].decode())
+        except ValueError as err:
+            raise FirmwareError(f"{path}:{lineno}: not an Intel hex record", file=str(path), line=lineno) from err
+        if line[:1] != b":" or len(rec) < 5 or len(rec) != rec[0] + 5 or sum(rec) & 0xFF:
+            raise FirmwareError(f"{path}:{lineno}: bad Intel hex record (length or checksum)",
+                                file=str(path), line=lineno)
+        count, offset, kind = rec[0], int.from_bytes(rec[1:3], "big"), rec[3]
+        if kind == 0:
+            addr = upper + offset
+            if runs and runs[-1][0] + runs[-1][1] == addr:
+                runs[-1][1] += count
+            else:
+                runs.append([addr, count])
+        elif kind == 2:
+            upper = int.from_bytes(rec[4:6], "big") << 4
+        elif kind == 4:
+            upper = int.from_bytes(rec[4:6], "big") << 16
+        elif kind == 1:
+            break
+    return tuple((a, n) for a, n in runs)
+
+
+def inspect(path: Path, fmt: str = "auto", load_address: int | None = None) -> FirmwareImage:
+    """Read an image and describe it; raise FirmwareError for unreadable or malformed files."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise FirmwareError(f"firmware file {path} does not exist", file=str(path)) from err
+    except OSError as err:
+        raise FirmwareError(f"cannot read firmware file {path}: {err.strerror}", file=str(path)) from err
+    if not data:
+        raise FirmwareError(f"firmware file {path} is empty", file=str(path))
+    kind = detect_format(data) if fmt == "auto" else fmt
+    digest = hashlib.sha256(data).hexdigest()
+    if kind == "elf":
+        if data[:4] != b"\x7fELF":
+            raise FirmwareError(f"{path}: --format elf given but the file is not an ELF", file=str(path))
+        machine, entry, segments = _read_elf(path)
+        return FirmwareImage(path, "elf", len(data), digest, entry, None, machine, segments)
+    if kind == "hex":
+        segments = _read_hex(path, data)
+        return FirmwareImage(path, "hex", len(data), digest, None, None, None, segments)
+    if load_address is None:
+        raise FirmwareError(f"{path} is a raw binary: give its load address (--load-address 0x…)",
+                            file=str(path), format="bin")
+    return FirmwareImage(path, "bin", len(data), digest, None, load_address, None, ((load_address, len(data)),))
+
+
+def _region_for(regions: list[MemoryRegion], address: int, size: int) -> MemoryRegion | None:
+    return next((r for r in regions if r.contains(address, size)), None)
+
+
+def check_fits(image: FirmwareImage, node: Node) -> None:
+    """Refuse an image built for another architecture or for addresses the node has no memory at."""
+    want = node.processor.elf_machine
+    if image.machine is not None and image.machine != want:
+        raise FirmwareError(
+            f"{image.path} is a {image.machine} ELF but board node {node.id!r} has a {node.processor.type} "
+            f"({want}): rebuild it for {node.processor.type}",
+            file=str(image.path), elf_machine=image.machine, expected=want, processor=node.processor.type)
+    for address, size in image.segments:
+        if _region_for(node.memory, address, size) is None:
+            regions = ", ".join(f"{r.name or r.type} {r.address:#x}..{r.end:#x}" for r in node.memory)
+            raise FirmwareError(
+                f"{image.path}: {size} bytes at {address:#010x} lie outside the memory of node {node.id!r} "
+                f"({regions}): was it linked for another board?",
+                file=str(image.path), address=address, size=size)

@@ -1,0 +1,95 @@
+"""Where virsim keeps things on disk: one small module over platformdirs.
+
+`VIRSIM_HOME` overrides every location (tests isolate a whole daemon with it):
+  $VIRSIM_HOME/run   runtime: sockets, lock and pid file (mode 0700)
+  $VIRSIM_HOME/data  the SQLite store and artifacts (console logs, programs, ...)
+  $VIRSIM_HOME/log   the daemon's own log
+Without it, platformdirs' per-user runtime, data and log directories are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP = "virsim"
+# sockaddr_un.sun_path is 108 bytes on Linux; keep margin for the longest socket name we create.
+_MAX_SOCKET_DIR = 80
+
+
+@dataclass(frozen=True)
+class Paths:
+    runtime: Path
+    data: Path
+    log: Path
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime / "control.sock"
+
+    @property
+    def events_socket(self) -> Path:
+        return self.runtime / "events.sock"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.runtime / "daemon.lock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.runtime / "daemon.pid"
+
+    @property
+    def database(self) -> Path:
+        return self.data / "virsim.db"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.data / "sessions"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.log / "daemon.log"
+
+    def session_dir(self, session_id: str) -> Path:
+        return self.sessions_dir / session_id
+
+    def session_runtime(self, session_id: str) -> Path:
+        """Per-session sockets (QMP, serial, gdb) live under the short runtime dir."""
+        return self.runtime / "s" / session_id
+
+    def ensure(self) -> Paths:
+        for d in (self.runtime, self.data, self.log, self.sessions_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        # The runtime dir holds the control socket: only this user may connect to it.
+        os.chmod(self.runtime, 0o700)
+        return self
+
+
+def _short_runtime(preferred: Path) -> Path:
+    """Unix socket paths are short; fall back to a per-user dir in /tmp when `preferred` is too long."""
+    if len(str(preferred)) <= _MAX_SOCKET_DIR:
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"virsim-{os.getuid()}-{digest}"
+
+
+def get_paths() -> Paths:
+    home = os.environ.get("VIRSIM_HOME")
+    if home:
+        base = Path(home).expanduser().resolve()
+        return Paths(runtime=_short_runtime(base / "run"), data=base / "data", log=base / "log")
+    runtime = Path(platformdirs.user_runtime_dir(APP))
+    if not runtime.parent.is_dir():
+        # e.g. root on a machine without /run/user/0: use a private dir in /tmp instead.
+        runtime = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
+    return Paths(
+        runtime=_short_runtime(runtime),
+        data=Path(platformdirs.user_data_dir(APP)),
+        log=Path(platformdirs.user_log_dir(APP)),
+    )

@@ -1,0 +1,283 @@
+"""The wire protocol between virsim clients and the daemon: the one place messages are defined.
+
+Transport (see docs/architecture.md): the daemon binds a ZeroMQ ROUTER on `ipc://<runtime>/control.sock`
+and a PUB on `ipc://<runtime>/events.sock`. Every frame on the control socket is one JSON envelope:
+
+    request  {"v": "1.0", "id": "<request id>", "type": "session.create", "payload": {...}}
+    reply    {"v": "1.0", "id": "<same id>", "type": "result", "payload": {...}}
+          or {"v": "1.0", "id": "<same id>", "type": "error",
+              "payload": {"error": "message", "code": "ERROR_CODE", "details": {...}}}
+
+A connection opens with a `hello` request; the daemon refuses a different major version with
+PROTOCOL_VERSION_MISMATCH (and checks `v` on every later frame too). Frames are capped at
+MAX_FRAME bytes. Events on the PUB socket are multipart: [topic, header JSON, raw bytes], with
+topic `session.<id>` so a client subscribes to one session or (prefix `session.`) to all.
+
+Compatibility rule: never rename or retype a field; add optional ones and bump the minor version.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
+
+PROTOCOL_VERSION = "1.0"
+MAX_FRAME = 1024 * 1024
+
+
+def major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------- requests
+
+
+class Hello(Message):
+    protocol: str = PROTOCOL_VERSION
+    client: str = "virsim"
+    pid: int = 0
+    user: str = ""
+
+
+class Empty(Message):
+    pass
+
+
+class SessionCreate(Message):
+    board: str = Field(description="board template name or absolute path of a board file")
+    firmware: str | None = Field(None, description="absolute path of the firmware image")
+    firmware_format: Literal["auto", "elf", "bin", "hex"] = "auto"
+    load_address: int | None = Field(None, description="load address for raw binaries")
+    backend: str | None = Field(None, description="override the board node's backend")
+    name: str | None = None
+    paused: bool = False
+    deterministic: bool = False
+
+
+class SessionList(Message):
+    all: bool = Field(False, description="include deleted sessions")
+
+
+class SessionRef(Message):
+    session: str = Field(description="session id, unique id prefix or name")
+
+
+class SessionDelete(SessionRef):
+    purge: bool = Field(False, description="also delete the session's artifacts")
+
+
+class ConsoleRead(SessionRef):
+    offset: int = Field(0, ge=0, description="byte offset in the console log to read from")
+    limit: int = Field(256 * 1024, ge=0, le=512 * 1024, description="at most this many bytes")
+    tail: int | None = Field(None, ge=0, description="read only the last N bytes (overrides offset)")
+
+
+class ConsoleSend(SessionRef):
+    data: str = Field(description="bytes to send, latin-1 encoded into a string")
+
+
+class ProgramUpload(SessionRef):
+    path: str = Field(description="absolute path of the image on the daemon's machine")
+    format: Literal["auto", "elf", "bin", "hex"] = "auto"
+    load_address: int | None = None
+
+
+class ProgramStart(SessionRef):
+    program: str = Field(description="program id returned by program.upload")
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+class HelloReply(Message):
+    protocol: str
+    daemon_version: str
+    pid: int
+
+
+class DaemonInfo(Message):
+    pid: int
+    version: str
+    protocol: str
+    started_at: float
+    uptime_s: float
+    control_socket: str
+    events_socket: str
+    data_dir: str
+    sessions_active: int
+    sessions_total: int
+
+
+class ProgramInfo(Message):
+    id: str
+    session: str
+    format: str
+    size: int
+    sha256: str
+    entry: int | None
+    load_address: int | None
+    machine: str | None = Field(None, description="ELF machine, e.g. ARM")
+    source: str
+    created_at: float
+
+
+class SessionInfo(Message):
+    id: str
+    name: str
+    board: str
+    backend: str
+    state: str
+    created_at: float
+    started_at: float | None
+    uptime_s: float | None
+    deterministic: bool
+    program: str | None = Field(None, description="id of the program the emulator runs")
+    pid: int | None = None
+    console_log: str
+    console_bytes: int
+    error: str | None = None
+    stderr_tail: str | None = None
+    capabilities: list[str] = []
+    endpoints: dict[str, str] = Field({}, description="backend endpoints, e.g. gdb, qmp socket paths")
+
+
+class SessionListReply(Message):
+    sessions: list[SessionInfo]
+
+
+class ConsoleChunk(Message):
+    session: str
+    offset: int
+    end: int = Field(description="offset just after the returned bytes")
+    size: int = Field(description="total size of the console log now")
+    data: str = Field(description="the bytes, latin-1 decoded into a string")
+
+
+class SendReply(Message):
+    session: str
+    sent: int
+
+
+class DeleteReply(Message):
+    session: str
+    purged: bool
+    console_log: str | None
+
+
+class Event(Message):
+    """Header of an event on the PUB socket; console bytes follow as a separate raw frame."""
+
+    v: str = PROTOCOL_VERSION
+    type: Literal["console", "state"]
+    session: str
+    time: float
+    offset: int | None = Field(None, description="console: offset of the first byte in the log")
+    state: str | None = None
+    previous: str | None = None
+    reason: str | None = None
+
+
+# type -> (request payload model, result model). The daemon dispatches on this table and
+# `virsim daemon schema` prints it, so it is the whole API in one place.
+REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
+    "hello": (Hello, HelloReply),
+    "daemon.status": (Empty, DaemonInfo),
+    "daemon.stop": (Empty, DaemonInfo),
+    "session.create": (SessionCreate, SessionInfo),
+    "session.list": (SessionList, SessionListReply),
+    "session.show": (SessionRef, SessionInfo),
+    "session.pause": (SessionRef, SessionInfo),
+    "session.resume": (SessionRef, SessionInfo),
+    "session.reset": (SessionRef, SessionInfo),
+    "session.power_off": (SessionRef, SessionInfo),
+    "session.power_on": (SessionRef, SessionInfo),
+    "session.delete": (SessionDelete, DeleteReply),
+    "console.read": (ConsoleRead, ConsoleChunk),
+    "console.send": (ConsoleSend, SendReply),
+    "program.upload": (ProgramUpload, ProgramInfo),
+    "program.start": (ProgramStart, SessionInfo),
+}
+
+# Requests that change state: the daemon records each in the store's event log.
+MUTATING = frozenset(t for t in REQUESTS if t.split(".", 1)[-1] not in {"status", "list", "show", "read"} and t != "hello")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def encode(type_: str, payload: dict[str, Any] | Message, request_id: str | None = None) -> bytes:
+    if isinstance(payload, Message):
+        payload = payload.model_dump(mode="json")
+    frame = json.dumps({"v": PROTOCOL_VERSION, "id": request_id or new_id(), "type": type_, "payload": payload},
+                       separators=(",", ":")).encode()
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(f"message of {len(frame)} bytes exceeds the {MAX_FRAME}-byte frame limit",
+                            size=len(frame), limit=MAX_FRAME)
+    return frame
+
+
+def decode_envelope(frame: bytes) -> dict[str, Any]:
+    """Parse one frame into an envelope dict, telling version skew apart from garbage."""
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME}-byte limit",
+                            size=len(frame), limit=MAX_FRAME)
+    try:
+        env = json.loads(frame)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProtocolError(f"frame is not a JSON envelope: {err}") from err
+    if not isinstance(env, dict) or not isinstance(env.get("type"), str) or not isinstance(env.get("v"), str):
+        raise ProtocolError("frame is not an envelope: expected an object with 'v', 'id', 'type' and 'payload'")
+    if major(env["v"]) != major(PROTOCOL_VERSION):
+        raise VersionMismatch(
+            f"protocol version {env['v']} is not compatible with {PROTOCOL_VERSION}: "
+            "upgrade virsim so the CLI and daemon match, then run 'virsim daemon stop'",
+            theirs=env["v"], ours=PROTOCOL_VERSION)
+    if not isinstance(env.get("payload", {}), dict):
+        raise ProtocolError("envelope payload must be an object")
+    env.setdefault("id", "")
+    env.setdefault("payload", {})
+    return env
+
+
+def parse_request(env: dict[str, Any]) -> Message:
+    """Validate a request envelope's payload against its model."""
+    entry = REQUESTS.get(env["type"])
+    if entry is None:
+        raise ProtocolError(f"unknown request type {env['type']!r}", type=env["type"], known=sorted(REQUESTS))
+    try:
+        return entry[0].model_validate(env["payload"])
+    except ValidationError as err:
+        problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in err.errors()]
+        first = problems[0]
+        raise InvalidInput(f"invalid {env['type']} request: {first['path']}: {first['message']}",
+                           problems=problems) from err
+
+
+def reply_frame(request_id: str, result: Message | None = None, error: dict[str, Any] | None = None) -> bytes:
+    if error is not None:
+        body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request_id, "type": "error", "payload": error}
+    else:
+        assert result is not None
+        body = {"v": PROTOCOL_VERSION, "id": request_id, "type": "result", "payload": result.model_dump(mode="json")}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def schema() -> dict[str, Any]:
+    """A JSON Schema of every request and result, for `virsim daemon schema`."""
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "max_frame": MAX_FRAME,
+        "requests": {t: {"payload": req.model_json_schema(), "result": res.model_json_schema()}
+                     for t, (req, res) in REQUESTS.items()},
+        "event": Event.model_json_schema(),
+    }
