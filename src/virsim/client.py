@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import zmq
 
 from virsim import protocol as p
+from virsim.backends.process import wait_gone
 from virsim.errors import DaemonUnavailable, ProtocolError, VirsimError
 from virsim.paths import Paths, get_paths
 
@@ -175,11 +177,12 @@ class Client:
         """Ask the daemon to stop and wait until its process has exited (emulators stopped)."""
         info: p.DaemonInfo = self.call("daemon.stop")  # type: ignore[assignment]
         self.close()
-        deadline = time.monotonic() + wait
-        while daemon_pid(self.paths) is not None:
-            if time.monotonic() > deadline:
-                raise DaemonUnavailable(f"the daemon (pid {info.pid}) did not stop within {wait:.0f}s", pid=info.pid)
-            time.sleep(0.01)
+        try:
+            still = wait_gone([psutil.Process(info.pid)], wait)
+        except psutil.NoSuchProcess:
+            still = []
+        if still:
+            raise DaemonUnavailable(f"the daemon (pid {info.pid}) did not stop within {wait:.0f}s", pid=info.pid)
         return info
 
     def session_create(self, board: str, firmware: str | Path | None = None, **options: Any) -> p.SessionInfo:
@@ -232,7 +235,10 @@ class Client:
 
     def follow_console(self, session: str, tail: int | None = None, poll: float = 0.5,
                        stop_when_down: bool = False) -> Iterator[bytes]:
-        """History (all, or the last `tail` bytes) then live console bytes, joined by offset."""
+        """History (all, or the last `tail` bytes) then live console bytes, joined by offset.
+
+        Yields b"" every `poll` seconds while the console is quiet, so callers can keep deadlines.
+        """
         sid = self.session("show", session).id
         with self.subscribe(sid) as sub:
             first = self.console_read(sid, tail=tail)
@@ -248,6 +254,7 @@ class Client:
                         yield chunk.data.encode("latin-1")
                         pos = chunk.end
                     if got is None:
+                        yield b""  # an idle tick: lets the caller check its own deadline
                         if stop_when_down and self.session("show", sid).state not in ("created", "running", "paused"):
                             return
                         continue

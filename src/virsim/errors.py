@@ -107,6 +107,13 @@ class EmulatorMissing(EmulatorError):
     code = "EMULATOR_NOT_INSTALLED"
 
 
+class Timeout(VirsimError):
+    """What was awaited did not happen in time (exit code 42, as Wokwi CLI uses for timeouts)."""
+
+    code = "TIMEOUT"
+    exit_code = 42
+
+
 class DaemonUnavailable(VirsimError):
     """The daemon could not be started or reached in time."""
 

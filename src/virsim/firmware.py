@@ -31,7 +31,8 @@ class FirmwareImage:
     entry: int | None
     load_address: int | None
     machine: str | None
-    segments: tuple[tuple[int, int], ...]  # (address, size) of loaded bytes
+    segments: tuple[tuple[int, int], ...]  # (address, size) of memory the image loads into or runs in
+    first_word: int | None = None  # initial SP if the image starts with a Cortex-M vector table
 
 
 def detect_format(data: bytes) -> str:
@@ -43,18 +44,26 @@ def detect_format(data: bytes) -> str:
     return "bin"
 
 
-def _read_elf(path: Path) -> tuple[str, int, tuple[tuple[int, int], ...]]:
-    """(machine, entry, loaded segments by physical address) of an ELF file."""
+def _read_elf(path: Path) -> tuple[str, int, tuple[tuple[int, int], ...], int | None]:
+    """(machine, entry, memory it occupies, first word of the lowest loaded segment) of an ELF file.
+
+    The memory is both where segments load (physical address, file size) and where they run
+    (virtual address, memory size: .data and .bss in RAM). The first word is the initial stack
+    pointer when the image starts with a Cortex-M vector table.
+    """
     try:
         with path.open("rb") as fh:
             elf = ELFFile(fh)
             raw = elf["e_machine"]
-            segments = tuple((int(seg["p_paddr"]), int(seg["p_filesz"])) for seg in elf.iter_segments()
-                             if seg["p_type"] == "PT_LOAD" and seg["p_filesz"] > 0)
+            loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD" and seg["p_memsz"] > 0]
+            spans = {(int(seg["p_paddr"]), int(seg["p_filesz"])) for seg in loads if seg["p_filesz"] > 0}
+            spans |= {(int(seg["p_vaddr"]), int(seg["p_memsz"])) for seg in loads}
+            first = min((seg for seg in loads if seg["p_filesz"] >= 4), key=lambda seg: seg["p_paddr"], default=None)
+            word0 = int.from_bytes(first.data()[:4], "little") if first is not None else None
             entry = int(elf["e_entry"])
     except ELFError as err:
         raise FirmwareError(f"{path}: not a valid ELF file: {err}", file=str(path)) from err
-    return _ELF_MACHINES.get(raw, str(raw).removeprefix("EM_")), entry, segments
+    return _ELF_MACHINES.get(raw, str(raw).removeprefix("EM_")), entry, tuple(sorted(spans)), word0
 
 
 def _read_hex(path: Path, data: bytes) -> tuple[tuple[int, int], ...]:
@@ -103,8 +112,8 @@ def inspect(path: Path, fmt: str = "auto", load_address: int | None = None) -> F
     if kind == "elf":
         if data[:4] != b"\x7fELF":
             raise FirmwareError(f"{path}: --format elf given but the file is not an ELF", file=str(path))
-        machine, entry, segments = _read_elf(path)
-        return FirmwareImage(path, "elf", len(data), digest, entry, None, machine, segments)
+        machine, entry, segments, word0 = _read_elf(path)
+        return FirmwareImage(path, "elf", len(data), digest, entry, None, machine, segments, word0)
     if kind == "hex":
         segments = _read_hex(path, data)
         return FirmwareImage(path, "hex", len(data), digest, None, None, None, segments)
@@ -133,3 +142,10 @@ def check_fits(image: FirmwareImage, node: Node) -> None:
                 f"{image.path}: {size} bytes at {address:#010x} lie outside the memory of node {node.id!r} "
                 f"({regions}): was it linked for another board?",
                 file=str(image.path), address=address, size=size)
+    sp = image.first_word
+    if node.processor.profile == "m" and sp is not None:
+        # The vector table's first word is the initial SP: it must point into (or just past) RAM.
+        if not any(r.type == "RAM" and r.address < sp <= r.end for r in node.memory):
+            raise FirmwareError(
+                f"{image.path}: initial stack pointer {sp:#010x} (vector table word 0) is not in the RAM of "
+                f"node {node.id!r}: was it linked for another board?", file=str(image.path), initial_sp=sp)

@@ -84,9 +84,11 @@ def get_paths() -> Paths:
     if home:
         base = Path(home).expanduser().resolve()
         return Paths(runtime=_short_runtime(base / "run"), data=base / "data", log=base / "log")
-    runtime = Path(platformdirs.user_runtime_dir(APP))
-    if not runtime.parent.is_dir():
-        # e.g. root on a machine without /run/user/0: use a private dir in /tmp instead.
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and Path(xdg).is_dir():
+        runtime = Path(platformdirs.user_runtime_dir(APP))
+    else:
+        # No per-user runtime dir (e.g. a CI container): a private dir in /tmp instead.
         runtime = Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
     return Paths(
         runtime=_short_runtime(runtime),

@@ -9,8 +9,10 @@ the whole process tree: terminate, wait, then kill what is left.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,11 @@ from virsim.backends.base import ExitStatus
 _START_TIME_TOLERANCE = 0.05
 
 
+def _no_core_dumps() -> None:
+    # An emulator that aborts (QEMU does on a Cortex-M lockup) must not leave a core file per crash.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def tail(path: Path, max_bytes: int = 2000) -> str:
     try:
         with path.open("rb") as fh:
@@ -31,6 +38,29 @@ def tail(path: Path, max_bytes: int = 2000) -> str:
             return fh.read().decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; return those still alive after `timeout` seconds.
+
+    A zombie counts as exited: a process that is not our child (a re-attached emulator, the
+    detached daemon) is reaped by init, which on some machines takes seconds.
+    """
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _gone(p)]
+    delay = 0.001
+    while alive and time.monotonic() < deadline:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+        alive = [p for p in alive if not _gone(p)]
+    return alive
 
 
 def describe_returncode(code: int) -> str:
@@ -55,7 +85,7 @@ class EmulatorProcess:
         stderr_log.parent.mkdir(parents=True, exist_ok=True)
         with stderr_log.open("ab") as err:
             popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=cwd,
-                                     start_new_session=True, close_fds=True)
+                                     start_new_session=True, close_fds=True, preexec_fn=_no_core_dumps)
         try:
             create_time = psutil.Process(popen.pid).create_time()
         except psutil.NoSuchProcess:
@@ -108,11 +138,10 @@ class EmulatorProcess:
             self.poll()
             return True
         try:
-            psutil.Process(self.pid).wait(timeout)
+            if wait_gone([psutil.Process(self.pid)], timeout):
+                return False
         except psutil.NoSuchProcess:
             pass
-        except psutil.TimeoutExpired:
-            return False
         self.poll()
         return True
 
@@ -131,11 +160,9 @@ class EmulatorProcess:
                 p.terminate()
             except psutil.NoSuchProcess:
                 pass
-        _gone, alive = psutil.wait_procs(procs, timeout=grace)
-        for p in alive:
+        for p in wait_gone(procs, grace):
             try:
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(alive, timeout=grace)
         self.wait(grace)

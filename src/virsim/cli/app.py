@@ -11,7 +11,7 @@ import sys
 import typer
 
 from virsim import __version__
-from virsim.cli import board, console, daemon, doctor, program, session
+from virsim.cli import board, console, daemon, demo, doctor, program, session
 from virsim.cli.render import print_error
 from virsim.errors import VirsimError
 
@@ -29,6 +29,7 @@ app.add_typer(program.app, name="program")
 app.add_typer(daemon.app, name="daemon")
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
+app.command("demo")(demo.demo)
 
 
 def _version(value: bool) -> None:

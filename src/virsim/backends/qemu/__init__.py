@@ -236,6 +236,10 @@ class QemuInstance(Instance):
             self.console.sendall(data)
         finally:
             self.console.setblocking(False)
+        # QEMU's chardev stops watching the socket while the UART cannot receive (e.g. before the
+        # firmware enables RX) and only looks again when its main loop wakes up; a bare socket write
+        # does not wake it. Any QMP command does, so input is not left stuck in the socket buffer.
+        self._qmp().execute("query-status")
         return len(data)
 
     def endpoints(self) -> dict[str, str]:
