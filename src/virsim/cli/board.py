@@ -81,8 +81,8 @@ def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .js
 
 
 @app.command("schema")
-def schema() -> None:
-    """Print the BoardConfig JSON Schema (for editors and validators).
+def schema(as_json: JsonOpt = True) -> None:
+    """Print the BoardConfig JSON Schema (for editors and validators); it is JSON with or without --json.
 
     Example: virsim board schema > boardconfig.schema.json
     """

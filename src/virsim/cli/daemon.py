@@ -97,8 +97,8 @@ def logs(lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="How ma
 
 
 @app.command("schema")
-def schema() -> None:
-    """Print the JSON Schema of every wire message (requests, results, events).
+def schema(as_json: JsonOpt = True) -> None:
+    """Print the JSON Schema of every wire message (requests, results, events); JSON with or without --json.
 
     Example: virsim daemon schema > virsim-protocol.json
     """

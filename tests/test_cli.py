@@ -1,0 +1,109 @@
+"""CLI-wide behaviour: --json everywhere, doctor, daemon commands, backend choice, missing emulators."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from conftest import HELLO, CLI, console_contains, wait_for
+from virsim.cli.app import app
+from virsim.client import Client
+
+
+def all_commands() -> list[tuple[str, click.Command]]:
+    def walk(cmd: click.Command, prefix: str) -> list[tuple[str, click.Command]]:
+        if hasattr(cmd, "commands"):  # a group (typer may ship its own click classes)
+            return [c for name, sub in sorted(cmd.commands.items()) for c in walk(sub, f"{prefix} {name}")]
+        return [(prefix, cmd)]
+
+    return walk(typer.main.get_command(app), "virsim")
+
+
+@pytest.mark.parametrize("name,command", all_commands(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_command_accepts_json(name: str, command: click.Command) -> None:
+    assert any("--json" in p.opts for p in command.params), f"{name} has no --json option"
+
+
+def test_version_and_help(cli: CLI) -> None:
+    assert cli("--version").stdout.startswith("virsim 0.")
+    assert "Example:" in cli("session", "create", "--help").stdout
+
+
+def test_doctor_reports_tools_store_and_daemon(cli: CLI, client: Client) -> None:
+    report = cli.json("doctor")
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["ok"] is True
+    assert checks["qemu-system-arm"]["ok"] and checks["qemu-system-arm"]["version"].startswith(("7.", "8.", "9."))
+    assert checks["store"]["ok"] and checks["store"]["version"] == "001_initial"
+    assert checks["runtime dir"]["version"] == "0o700"
+    assert "round trip" in checks["daemon"]["note"]
+
+
+def test_doctor_names_the_install_command_for_missing_qemu(cli: CLI, tmp_path: Path) -> None:
+    env = {**cli.env, "PATH": str(tmp_path)}  # nothing on PATH: no QEMU, no gdb, no toolchain
+    proc = subprocess.run([sys.executable, "-m", "virsim", "doctor", "--json"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 6
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    assert checks["qemu-system-arm"]["ok"] is False
+    assert checks["qemu-system-arm"]["install"] == "sudo apt-get install -y qemu-system-arm"
+    assert checks["gdb-multiarch"]["install"] == "sudo apt-get install -y gdb-multiarch"
+    human = subprocess.run([sys.executable, "-m", "virsim", "doctor"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert "to fix qemu-system-arm: sudo apt-get install -y qemu-system-arm" in human.stdout
+
+
+def test_missing_emulator_is_a_clear_error(cli: CLI, tmp_path: Path) -> None:
+    env = {**cli.env, "PATH": str(tmp_path)}  # the daemon this starts inherits the empty PATH
+    proc = subprocess.run([sys.executable, "-m", "virsim", "session", "create", "-b", "mps2-an385", "-f",
+                           str(HELLO), "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 6
+    err = json.loads(proc.stdout)
+    assert err["code"] == "EMULATOR_NOT_INSTALLED"
+    assert err["details"] == {"binary": "qemu-system-arm", "install": "sudo apt-get install -y qemu-system-arm"}
+
+
+@pytest.mark.usefixtures("qemu")
+def test_backend_override(cli: CLI, client: Client) -> None:
+    info = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu")
+    assert info["backend"] == "qemu"
+    wait_for(console_contains(client, info["id"], b"tick 1\n"))
+    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin", check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "builtin" in err["error"]
+    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "nosuch", check=5)
+    assert "unknown backend" in err["error"]
+    assert len(cli.json("session", "list")) == 1
+
+
+def test_daemon_commands(cli: CLI) -> None:
+    assert cli.json("daemon", "status") == {"running": False, "control_socket": cli.json("daemon", "status")[
+        "control_socket"]}
+    started = cli.json("daemon", "start")
+    assert started["running"] is True and started["protocol"] == "1.0"
+    assert cli.json("daemon", "start")["pid"] == started["pid"]  # idempotent
+    logs = cli.json("daemon", "logs", "-n", "5")
+    assert any("listening on" in line for line in logs["lines"])
+    schema = cli.json("daemon", "schema")
+    assert "session.create" in schema["requests"] and schema["protocol"] == "1.0"
+    assert cli.json("daemon", "stop") == {"running": False, "stopped": True, "pid": started["pid"]}
+    assert cli.json("daemon", "stop") == {"running": False, "stopped": False}
+
+
+@pytest.mark.usefixtures("qemu")
+def test_demo_runs_and_cleans_up(cli: CLI) -> None:
+    result = cli.json("demo")
+    assert result["console"].startswith("Hello from virsim on mps2-an385\ntick 1\ntick 2\ntick 3")
+    assert cli.json("session", "list", "--all") == []
+
+
+def test_runtime_dir_is_private(cli: CLI, client: Client) -> None:
+    runtime = client.paths.runtime
+    assert os.stat(runtime).st_mode & 0o777 == 0o700
+    assert os.stat(client.paths.control_socket).st_mode & 0o777 == 0o600
