@@ -48,7 +48,7 @@ def parse_frequency(value: Any) -> int:
         return value
     if isinstance(value, str):
         m = _FREQ_RE.match(value)
-        if m:
+        if m and int(float(m.group(1)) * _HZ[m.group(2).lower()]) > 0:
             return int(float(m.group(1)) * _HZ[m.group(2).lower()])
     raise ValueError("expected a positive integer in Hz or a frequency like 25MHz")
 
@@ -65,6 +65,14 @@ PROCESSORS: dict[str, tuple[str, str]] = {
     "rv32": ("RISC-V", "rv32"), "rv64": ("RISC-V", "rv64"),
 }
 BACKENDS = ("qemu", "builtin", "renode", "skyeye")
+
+
+class BoardProblem(ValueError):
+    """A validator's error about a field below the validated model (loc relative to that model)."""
+
+    def __init__(self, message: str, *loc: Any) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class Model(BaseModel):
@@ -136,8 +144,8 @@ class Node(Model):
         regions = sorted(enumerate(self.memory), key=lambda r: r[1].address)
         for (ia, a), (ib, b) in zip(regions, regions[1:]):
             if b.address < a.end:
-                raise ValueError(f"memory[{ib}] at {b.address:#x} overlaps memory[{ia}] "
-                                 f"({a.address:#x}..{a.end:#x})")
+                raise BoardProblem(f"memory[{ib}] at {b.address:#x} overlaps memory[{ia}] "
+                                   f"({a.address:#x}..{a.end:#x})", "memory", ib)
         ids = [p.id for p in self.peripherals]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
@@ -183,23 +191,24 @@ class BoardConfig(Model):
     @model_validator(mode="after")
     def _references(self) -> BoardConfig:
         ids = [n.id for n in self.nodes]
-        dup = {i for i in ids if ids.count(i) > 1}
-        if dup:
-            raise ValueError(f"duplicate node id(s): {', '.join(sorted(dup))}")
+        for i, node_id in enumerate(ids):
+            if node_id in ids[:i]:
+                raise BoardProblem(f"duplicate node id {node_id!r}", "nodes", i, "id")
         known = set(ids)
         ic = self.interconnect
-        for sm in ic.shared_memory:
+        for i, sm in enumerate(ic.shared_memory):
             for node in sm.mappings:
                 if node not in known:
-                    raise ValueError(f"shared_memory {sm.id!r} maps unknown node {node!r}")
-        for route in ic.irq_routes:
-            for ref in (route.source.split(".", 1)[0], route.target):
+                    raise BoardProblem(f"shared_memory {sm.id!r} maps unknown node {node!r}",
+                                       "interconnect", "shared_memory", i, "mappings", node)
+        for i, route in enumerate(ic.irq_routes):
+            for field, ref in (("source", route.source.split(".", 1)[0]), ("target", route.target)):
                 if ref not in known:
-                    raise ValueError(f"irq route names unknown node {ref!r}")
-        for m in ic.mmio_map:
-            for ref in (m.node, m.target.split(".", 1)[0]):
+                    raise BoardProblem(f"irq route names unknown node {ref!r}", "interconnect", "irq_routes", i, field)
+        for i, m in enumerate(ic.mmio_map):
+            for field, ref in (("node", m.node), ("target", m.target.split(".", 1)[0])):
                 if ref not in known:
-                    raise ValueError(f"mmio_map names unknown node {ref!r}")
+                    raise BoardProblem(f"mmio_map names unknown node {ref!r}", "interconnect", "mmio_map", i, field)
         return self
 
     @property
@@ -264,8 +273,10 @@ def parse_board(text: str, source: str) -> BoardConfig:
         return BoardConfig.model_validate(data)
     except ValidationError as err:
         problems = []
-        for e in err.errors():
+        # A misspelled key (extra field) explains a missing one: report it first.
+        for e in sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden"):
             loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            loc += getattr((e.get("ctx") or {}).get("error"), "loc", ())
             value = _value_at(data, loc) if loc else None
             problems.append({"path": _dotted(loc), "line": _line_of(root, loc), "value": value,
                              "message": e["msg"].removeprefix("Value error, ")})

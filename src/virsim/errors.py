@@ -42,7 +42,7 @@ class VirsimError(Exception):
         cls = _BY_CODE.get(str(reply.get("code")), VirsimError)
         err = cls.__new__(cls)
         VirsimError.__init__(err, str(reply.get("error", "unknown error")), **dict(reply.get("details") or {}))
-        if cls is VirsimError and reply.get("code"):
+        if str(reply.get("code")) not in _BY_CODE and reply.get("code"):
             # An error code this client does not know (newer daemon): keep the code for --json output.
             err.details.setdefault("unknown_code", reply.get("code"))
         return err

@@ -129,6 +129,9 @@ def _region_for(regions: list[MemoryRegion], address: int, size: int) -> MemoryR
 
 def check_fits(image: FirmwareImage, node: Node) -> None:
     """Refuse an image built for another architecture or for addresses the node has no memory at."""
+    if not image.segments:
+        raise FirmwareError(f"{image.path} contains no bytes to load (an ELF without PT_LOAD segments, or a "
+                            "hex file without data records)", file=str(image.path))
     want = node.processor.elf_machine
     if image.machine is not None and image.machine != want:
         raise FirmwareError(

@@ -2,16 +2,22 @@
 
 Adding a backend = a package here implementing BackendAdapter, one line in REGISTRY, and its
 capabilities declared honestly. The daemon looks backends up here and asks their capabilities.
+Entries name the class by import path so that importing this package (the CLI does, for
+process helpers) does not import every emulator's dependencies.
 """
 
 from __future__ import annotations
 
-from virsim.backends.base import BackendAdapter
-from virsim.backends.qemu import QemuBackend
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from virsim.errors import NotSupported
 
-REGISTRY: dict[str, type[BackendAdapter]] = {
-    QemuBackend.name: QemuBackend,
+if TYPE_CHECKING:
+    from virsim.backends.base import BackendAdapter
+
+REGISTRY: dict[str, str] = {
+    "qemu": "virsim.backends.qemu:QemuBackend",
 }
 
 # Backends the BoardConfig schema names that virsim cannot drive yet, with the reason.
@@ -29,5 +35,10 @@ def get_backend(name: str) -> BackendAdapter:
         why = PLANNED.get(name, f"unknown backend; known: {', '.join(REGISTRY)}")
         raise NotSupported(f"backend {name!r} is not available: {why}", backend=name, available=list(REGISTRY))
     if name not in _instances:
-        _instances[name] = REGISTRY[name]()
+        module, _, cls = REGISTRY[name].partition(":")
+        _instances[name] = getattr(import_module(module), cls)()
     return _instances[name]
+
+
+def all_backends() -> list[BackendAdapter]:
+    return [get_backend(name) for name in REGISTRY]

@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
+from virsim.backends.process import ExitStatus
 from virsim.board import BoardConfig, Node
 from virsim.errors import NotSupported
 from virsim.firmware import FirmwareImage
@@ -62,13 +63,6 @@ class InstanceSpec:
     firmware: FirmwareImage | None = None
     deterministic: bool = False
     start_paused: bool = False
-
-
-@dataclass
-class ExitStatus:
-    returncode: int | None  # None when the process was not our child (re-attached)
-    reason: str
-    stderr_tail: str = ""
 
 
 @dataclass

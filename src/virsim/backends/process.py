@@ -13,15 +13,22 @@ import resource
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from virsim.backends.base import ExitStatus
 
 # psutil's create_time is rounded; two readings of one process agree far closer than this.
 _START_TIME_TOLERANCE = 0.05
+
+
+@dataclass
+class ExitStatus:
+    returncode: int | None  # None when the process was not our child (re-attached)
+    reason: str
+    stderr_tail: str = ""
 
 
 def _no_core_dumps() -> None:

@@ -1,6 +1,7 @@
 """`virsim board …`: list, show, validate board templates and print the BoardConfig schema.
 
-Boards need no daemon: these commands read and validate files in this process.
+Boards need no daemon: these commands read and validate files in this process. virsim.board is
+imported inside the commands so that other commands do not pay for it at start-up.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from virsim.board import board_json_schema, board_to_dict, list_templates, load_board_file, resolve_board
 from virsim.cli.common import JsonOpt
 from virsim.cli.render import emit, out, print_json, table
 
@@ -23,6 +23,8 @@ def list_(as_json: JsonOpt = False) -> None:
 
     Example: virsim board list
     """
+    from virsim.board import list_templates
+
     boards = list_templates()
     rows = [{"name": name, "system_id": b.system_id, "title": b.name, "nodes": len(b.nodes),
              "processor": b.nodes[0].processor.type, "backend": b.nodes[0].backend} for name, b in boards.items()]
@@ -43,6 +45,8 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
 
     Example: virsim board show mps2-an385
     """
+    from virsim.board import board_to_dict, resolve_board
+
     config, source = resolve_board(board)
     data = board_to_dict(config)
 
@@ -74,6 +78,8 @@ def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .js
 
     Example: virsim board validate my-board.yaml
     """
+    from virsim.board import load_board_file
+
     config = load_board_file(path)
     result = {"file": str(path), "valid": True, "system_id": config.system_id, "nodes": len(config.nodes)}
     emit(result, as_json, lambda: out.print(f"[green]ok[/]: {path} is a valid board "
@@ -86,4 +92,6 @@ def schema(as_json: JsonOpt = True) -> None:
 
     Example: virsim board schema > boardconfig.schema.json
     """
+    from virsim.board import board_json_schema
+
     print_json(board_json_schema())

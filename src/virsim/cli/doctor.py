@@ -11,20 +11,24 @@ import stat
 import subprocess
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import typer
 
 from virsim import __version__
-from virsim.backends import REGISTRY
-from virsim.backends.base import ToolCheck
 from virsim.cli.common import JsonOpt
 from virsim.cli.render import emit, out, table
 from virsim.client import Client, daemon_pid
 from virsim.errors import VirsimError
 from virsim.paths import get_paths
 
+if TYPE_CHECKING:
+    from virsim.backends.base import ToolCheck
+
 
 def _tool(name: str, install: str, note: str) -> ToolCheck:
+    from virsim.backends.base import ToolCheck
+
     path = shutil.which(name)
     version = None
     if path:
@@ -36,9 +40,11 @@ def _tool(name: str, install: str, note: str) -> ToolCheck:
 
 def checks() -> tuple[list[ToolCheck], bool]:
     """All checks, and whether everything required (the default backend) is there."""
+    from virsim.backends import all_backends
+    from virsim.backends.base import ToolCheck
     results = [ToolCheck("python", True, platform.python_version(), note=f"virsim {__version__}")]
-    for backend in REGISTRY.values():
-        results += backend().doctor()
+    for backend in all_backends():
+        results += backend.doctor()
     results.append(_tool("gdb-multiarch", "sudo apt-get install -y gdb-multiarch", "debugging, external gdb"))
     results.append(_tool("arm-none-eabi-gcc", "sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi",
                          "only to rebuild the examples"))

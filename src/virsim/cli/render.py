@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from virsim.errors import VirsimError
@@ -48,7 +49,7 @@ def print_error(error: VirsimError, as_json: bool) -> None:
     if as_json:
         print_json(error.to_wire())
         return
-    err.print(f"[bold red]error[/] [dim]({error.code})[/]: {error.message}", markup=True)
+    err.print(f"[bold red]error[/] [dim]({error.code})[/]: {escape(error.message)}", markup=True)
     for problem in error.details.get("problems", [])[1:6]:
         line = f":{problem['line']}" if problem.get("line") else ""
         err.print(f"  also{line} {problem.get('path', '')}: {problem.get('message', '')}", markup=False)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_int
 from virsim.cli.render import duration, emit, err, out, state, table, when
-from virsim.protocol import SessionInfo
+
+if TYPE_CHECKING:
+    from virsim.protocol import SessionInfo
 
 app = typer.Typer(help="Emulation sessions: create, list, show, control, delete.", no_args_is_help=True)
 

@@ -10,6 +10,7 @@ powers every emulator off before the daemon exits.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -132,6 +133,12 @@ class Daemon:
             self._audit(identity, env, req, "ok", None, started)
             return reply
         except VirsimError as err:
+            if not request_id and len(frames) == 1 and len(frames[0]) <= p.MAX_FRAME:
+                try:  # echo the id even when the envelope is refused (version, payload), if there is one
+                    raw = json.loads(frames[0])
+                    request_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
+                except ValueError:
+                    pass
             if env is not None:
                 self._audit(identity, env, None, "error", err.code, started)
             return p.reply_frame(request_id, error=err.to_wire())

@@ -19,13 +19,12 @@ from typing import Any
 from virsim.backends.base import (
     BackendAdapter,
     Capability,
-    ExitStatus,
     Instance,
     InstanceSpec,
     RunStatus,
     ToolCheck,
 )
-from virsim.backends.process import EmulatorProcess
+from virsim.backends.process import EmulatorProcess, ExitStatus
 from virsim.backends.qemu.qmp import QMPClient
 from virsim.board import Node
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
