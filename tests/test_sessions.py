@@ -141,6 +141,17 @@ def test_other_board_lm3s811evb(client: Client) -> None:
     assert getattr(excinfo.value, "code", "") == "FIRMWARE_INVALID"
 
 
+def test_a_profile_board_and_profile_check(client: Client) -> None:
+    virt_hello = HELLO.parents[1] / "virt-a15" / "hello.elf"
+    info = client.session_create("virt-a15", virt_hello)
+    wait_for(console_contains(client, info.id, b"Hello from virsim on virt (Cortex-A15)\ntick 1\n"))
+    for board, image, built_for in (("virt-a15", HELLO, "M-profile"), ("mps2-an385", virt_hello, "A-profile")):
+        with pytest.raises(Exception) as excinfo:
+            client.session_create(board, image)
+        assert getattr(excinfo.value, "code", "") == "FIRMWARE_INVALID"
+        assert built_for in str(excinfo.value)
+
+
 def test_multi_node_board_is_refused_for_now(cli: CLI, tmp_path: Path) -> None:
     board = tmp_path / "two.yaml"
     node = ("  - id: {id}\n    backend: qemu\n    processor: {{type: cortex-m3, frequency: 25MHz}}\n"

@@ -59,7 +59,12 @@ def spawn_daemon(paths: Paths) -> None:
     with paths.daemon_log.open("ab") as logf:
         child = subprocess.Popen([sys.executable, "-m", "virsim.daemon", "--detach"], stdin=subprocess.DEVNULL,
                                  stdout=logf, stderr=logf, start_new_session=True, close_fds=True, cwd="/")
-    code = child.wait(START_TIMEOUT)
+    try:
+        code = child.wait(START_TIMEOUT)
+    except subprocess.TimeoutExpired as err:
+        child.kill()
+        raise DaemonUnavailable(f"the daemon did not detach within {START_TIMEOUT:.0f}s; see {paths.daemon_log}",
+                                log=str(paths.daemon_log)) from err
     if code != 0:
         raise DaemonUnavailable(f"the daemon failed to start (exit {code}); see {paths.daemon_log}",
                                 log=str(paths.daemon_log))

@@ -33,6 +33,7 @@ class FirmwareImage:
     machine: str | None
     segments: tuple[tuple[int, int], ...]  # (address, size) of memory the image loads into or runs in
     first_word: int | None = None  # initial SP if the image starts with a Cortex-M vector table
+    profile: str | None = None  # ARM architecture profile the ELF was built for: m, a or r
 
 
 def detect_format(data: bytes) -> str:
@@ -44,8 +45,8 @@ def detect_format(data: bytes) -> str:
     return "bin"
 
 
-def _read_elf(path: Path) -> tuple[str, int, tuple[tuple[int, int], ...], int | None]:
-    """(machine, entry, memory it occupies, first word of the lowest loaded segment) of an ELF file.
+def _read_elf(path: Path) -> tuple[str, int, tuple[tuple[int, int], ...], int | None, str | None]:
+    """(machine, entry, memory it occupies, first word of the lowest loaded segment, ARM profile) of an ELF.
 
     The memory is both where segments load (physical address, file size) and where they run
     (virtual address, memory size: .data and .bss in RAM). The first word is the initial stack
@@ -61,9 +62,23 @@ def _read_elf(path: Path) -> tuple[str, int, tuple[tuple[int, int], ...], int | 
             first = min((seg for seg in loads if seg["p_filesz"] >= 4), key=lambda seg: seg["p_paddr"], default=None)
             word0 = int.from_bytes(first.data()[:4], "little") if first is not None else None
             entry = int(elf["e_entry"])
+            profile = _arm_profile(elf)
     except ELFError as err:
         raise FirmwareError(f"{path}: not a valid ELF file: {err}", file=str(path)) from err
-    return _ELF_MACHINES.get(raw, str(raw).removeprefix("EM_")), entry, tuple(sorted(spans)), word0
+    return _ELF_MACHINES.get(raw, str(raw).removeprefix("EM_")), entry, tuple(sorted(spans)), word0, profile
+
+
+def _arm_profile(elf: ELFFile) -> str | None:
+    """'m', 'a' or 'r' from the ARM build attributes (Tag_CPU_arch_profile), if the ELF records it."""
+    section = elf.get_section_by_name(".ARM.attributes")
+    if section is None or not hasattr(section, "iter_subsections"):
+        return None
+    for sub in section.iter_subsections():
+        for subsub in sub.iter_subsubsections():
+            for attr in subsub.iter_attributes():
+                if attr.tag == "TAG_CPU_ARCH_PROFILE" and attr.value in (0x41, 0x52, 0x4D):
+                    return chr(attr.value).lower()
+    return None
 
 
 def _read_hex(path: Path, data: bytes) -> tuple[tuple[int, int], ...]:
@@ -112,8 +127,8 @@ def inspect(path: Path, fmt: str = "auto", load_address: int | None = None) -> F
     if kind == "elf":
         if data[:4] != b"\x7fELF":
             raise FirmwareError(f"{path}: --format elf given but the file is not an ELF", file=str(path))
-        machine, entry, segments, word0 = _read_elf(path)
-        return FirmwareImage(path, "elf", len(data), digest, entry, None, machine, segments, word0)
+        machine, entry, segments, word0, profile = _read_elf(path)
+        return FirmwareImage(path, "elf", len(data), digest, entry, None, machine, segments, word0, profile)
     if kind == "hex":
         segments = _read_hex(path, data)
         return FirmwareImage(path, "hex", len(data), digest, None, None, None, segments)
@@ -138,6 +153,12 @@ def check_fits(image: FirmwareImage, node: Node) -> None:
             f"{image.path} is a {image.machine} ELF but board node {node.id!r} has a {node.processor.type} "
             f"({want}): rebuild it for {node.processor.type}",
             file=str(image.path), elf_machine=image.machine, expected=want, processor=node.processor.type)
+    want_profile = node.processor.profile
+    if image.profile is not None and want_profile in ("m", "a") and image.profile != want_profile:
+        raise FirmwareError(
+            f"{image.path} was built for an ARM {image.profile.upper()}-profile CPU but node {node.id!r} has a "
+            f"{node.processor.type} ({want_profile.upper()}-profile): rebuild it for {node.processor.type}",
+            file=str(image.path), elf_profile=image.profile, expected=want_profile, processor=node.processor.type)
     for address, size in image.segments:
         if _region_for(node.memory, address, size) is None:
             regions = ", ".join(f"{r.name or r.type} {r.address:#x}..{r.end:#x}" for r in node.memory)

@@ -66,8 +66,9 @@ class Paths:
     def ensure(self) -> Paths:
         for d in (self.runtime, self.data, self.log, self.sessions_dir):
             d.mkdir(parents=True, exist_ok=True)
-        # The runtime dir holds the control socket: only this user may connect to it.
-        os.chmod(self.runtime, 0o700)
+        # The control socket, the store, firmware and console logs are this user's alone.
+        for d in (self.runtime, self.data, self.log):
+            os.chmod(d, 0o700)
         return self
 
 

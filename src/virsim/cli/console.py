@@ -50,6 +50,8 @@ def console(
         return
     try:
         for data in c.follow_console(session, tail=tail):
+            if not data:
+                continue  # an idle tick
             if as_json:
                 sys.stdout.write(json.dumps({"data": data.decode("latin-1")}) + "\n")
                 sys.stdout.flush()

@@ -432,6 +432,6 @@ class SessionService:
                 self._set_state(row, S.STOPPED, "daemon stopped", pid=None)
 
     def counts(self) -> tuple[int, int]:
-        rows = self.store.sessions()
-        return sum(1 for r in rows if self._state(r) in LIVE), len(rows)
+        """(sessions with a live emulator, sessions not deleted)."""
+        return len(self.live), self.store.count_sessions()
 

@@ -109,6 +109,9 @@ class Store:
         where = None if include_deleted else "state != 'deleted'"
         return [dict(r) for r in self.db["sessions"].rows_where(where, order_by="created_at")]
 
+    def count_sessions(self) -> int:
+        return self.db["sessions"].count_where("state != 'deleted'")
+
     def name_taken(self, name: str) -> bool:
         return self.db["sessions"].count_where("name = ? and state != 'deleted'", [name]) > 0
 
