@@ -179,11 +179,19 @@ class QemuInstance(Instance):
         self.proc = EmulatorProcess.launch(self.command, self.spec.stderr_log, self.spec.workdir)
         try:
             self._connect(time.monotonic() + _START_TIMEOUT)
-            if not self.spec.start_paused:
-                self._qmp().execute("cont")
         except BaseException:
             self.power_off()
             raise
+        if not self.spec.start_paused:
+            try:
+                self._qmp().execute("cont")
+            except EmulatorError:
+                assert self.proc is not None
+                if not self.proc.wait(2.0):
+                    self.power_off()
+                    raise
+                # The firmware made QEMU exit as soon as it ran (e.g. a Cortex-M lockup): the
+                # instance did start, and supervision reports the session as failed with the reason.
 
     def power_off(self) -> None:
         if self.proc is None:

@@ -69,6 +69,8 @@ class QMPClient:
                 chunk = self._sock.recv(65536)
             except socket.timeout as err:
                 raise EmulatorError(f"QEMU did not answer on QMP within {self.timeout}s") from err
+            except OSError as err:  # e.g. reset: QEMU died while we waited
+                raise EmulatorError(f"QMP connection lost: {err}") from err
             if not chunk:
                 raise EmulatorError("QEMU closed the QMP connection")
             self._buf += chunk
@@ -85,6 +87,8 @@ class QMPClient:
                 try:
                     chunk = self._sock.recv(65536)
                 except BlockingIOError:
+                    break
+                except OSError:
                     break
                 if not chunk:
                     break
