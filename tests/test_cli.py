@@ -15,6 +15,7 @@ import typer
 from conftest import HELLO, CLI, console_contains, wait_for
 from virsim.cli.app import app
 from virsim.client import Client
+from virsim.protocol import PROTOCOL_VERSION
 
 
 def all_commands() -> list[tuple[str, click.Command]]:
@@ -41,7 +42,9 @@ def test_doctor_reports_tools_store_and_daemon(cli: CLI, client: Client) -> None
     checks = {c["name"]: c for c in report["checks"]}
     assert report["ok"] is True
     assert checks["qemu-system-arm"]["ok"] and checks["qemu-system-arm"]["version"].startswith(("7.", "8.", "9."))
-    assert checks["store"]["ok"] and checks["store"]["version"] == "001_initial"
+    from virsim.daemon.store import MIGRATIONS
+
+    assert checks["store"]["ok"] and checks["store"]["version"] == MIGRATIONS[-1][0]
     assert checks["runtime dir"]["version"] == "0o700"
     assert "round trip" in checks["daemon"]["note"]
 
@@ -86,12 +89,12 @@ def test_daemon_commands(cli: CLI) -> None:
     assert cli.json("daemon", "status") == {"running": False, "control_socket": cli.json("daemon", "status")[
         "control_socket"]}
     started = cli.json("daemon", "start")
-    assert started["running"] is True and started["protocol"] == "1.0"
+    assert started["running"] is True and started["protocol"] == PROTOCOL_VERSION
     assert cli.json("daemon", "start")["pid"] == started["pid"]  # idempotent
     logs = cli.json("daemon", "logs", "-n", "5")
     assert any("listening on" in line for line in logs["lines"])
     schema = cli.json("daemon", "schema")
-    assert "session.create" in schema["requests"] and schema["protocol"] == "1.0"
+    assert "session.create" in schema["requests"] and schema["protocol"] == PROTOCOL_VERSION
     assert cli.json("daemon", "stop") == {"running": False, "stopped": True, "pid": started["pid"]}
     assert cli.json("daemon", "stop") == {"running": False, "stopped": False}
 

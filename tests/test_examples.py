@@ -13,7 +13,8 @@ from virsim.client import Client
 
 BUILDS = {  # directory -> (ELF, board, what it prints first)
     "examples/hello": [("hello.elf", "mps2-an385", b"Hello from virsim on mps2-an385\ntick 1\n"),
-                       ("hello-systick.elf", "mps2-an385", b"Hello from virsim on mps2-an385 (SysTick)\ntick 1\n")],
+                       ("hello-systick.elf", "mps2-an385", b"Hello from virsim on mps2-an385 (SysTick)\ntick 1\n"),
+                       ("fault.elf", "mps2-an385", b"Hello from virsim on mps2-an385 (fault)\nabout to divide by zero\n")],
     "examples/lm3s811evb": [("hello.elf", "lm3s811evb", b"Hello from virsim on lm3s811evb\ntick 1\n")],
     "examples/virt-a15": [("hello.elf", "virt-a15", b"Hello from virsim on virt (Cortex-A15)\ntick 1\ntick 2\ntick 3\n")],
     "tests/firmware": [("jitter.elf", "mps2-an385", b"jitter\ntick 1 loops "), ("lockup.elf", "mps2-an385", None)],

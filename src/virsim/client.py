@@ -112,24 +112,47 @@ class Client:
     # --------------------------------------------------------------------------------- connection
 
     def connect(self) -> Client:
+        """Connect to the daemon (starting one if none runs) and say hello.
+
+        A daemon that dies while we wait for its hello (killed a moment ago, still holding its
+        lock when we looked) is noticed by its lock going free, and a new one is started.
+        """
         if self.sock is not None:
             return self
-        if daemon_pid(self.paths) is None:
-            if not self.autostart:
-                raise DaemonUnavailable("the virsim daemon is not running (start it: virsim daemon start)")
-            spawn_daemon(self.paths)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.paths.control_socket.exists():
-            if time.monotonic() > deadline:
-                raise DaemonUnavailable(f"the daemon did not create {self.paths.control_socket} in time; "
-                                        f"see {self.paths.daemon_log}", log=str(self.paths.daemon_log))
-            time.sleep(0.005)
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(f"ipc://{self.paths.control_socket}")
-        self.daemon = self.call("hello", p.Hello(pid=os.getpid(), user=getpass.getuser()),
-                                timeout=max(self.timeout, START_TIMEOUT))  # type: ignore[assignment]
-        return self
+        deadline = time.monotonic() + max(self.timeout, START_TIMEOUT)
+        for _attempt in range(3):
+            if daemon_pid(self.paths) is None:
+                if not self.autostart:
+                    raise DaemonUnavailable("the virsim daemon is not running (start it: virsim daemon start)")
+                spawn_daemon(self.paths)
+            while not self.paths.control_socket.exists():
+                if time.monotonic() > deadline:
+                    raise DaemonUnavailable(f"the daemon did not create {self.paths.control_socket} in time; "
+                                            f"see {self.paths.daemon_log}", log=str(self.paths.daemon_log))
+                time.sleep(0.005)
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"ipc://{self.paths.control_socket}")
+            request_id = p.new_id()
+            sock.send(p.encode("hello", p.Hello(pid=os.getpid(), user=getpass.getuser()), request_id))
+            while time.monotonic() < deadline:
+                if sock.poll(200):
+                    env = p.decode_envelope(sock.recv())
+                    if env.get("id") != request_id:
+                        continue
+                    if env["type"] == "error":
+                        sock.close(0)
+                        raise VirsimError.from_wire(env["payload"])
+                    self.sock = sock
+                    self.daemon = p.HelloReply.model_validate(env["payload"])
+                    return self
+                if daemon_pid(self.paths) is None:
+                    break  # it died: start another
+            sock.close(0)
+            if time.monotonic() >= deadline:
+                break
+        raise DaemonUnavailable(f"the daemon did not answer in time; see {self.paths.daemon_log}",
+                                log=str(self.paths.daemon_log))
 
     def close(self) -> None:
         if self.sock is not None:
@@ -231,6 +254,16 @@ class Client:
 
     def program_start(self, session: str, program: str) -> p.SessionInfo:
         return self.call("program.start", p.ProgramStart(session=session, program=program))  # type: ignore[return-value]
+
+    def debug(self, action: str, session: str, **fields: Any) -> Any:
+        """debug.<action> (break, watch, list, delete, continue, step, where, regs, reg_set, mem,
+        mem_write, eval, disasm, gdb) with its fields; returns the typed result."""
+        type_ = f"debug.{action}"
+        if type_ not in p.REQUESTS:
+            raise ProtocolError(f"unknown debug action {action!r}")
+        req = p.REQUESTS[type_][0](session=session, **fields)
+        wait = float(getattr(req, "timeout", 0) or 0)
+        return self.call(type_, req, timeout=max(self.timeout, wait + 10))
 
     # ------------------------------------------------------------------------------------------ events
 

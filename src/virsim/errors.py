@@ -70,6 +70,12 @@ class FirmwareError(InvalidInput):
     code = "FIRMWARE_INVALID"
 
 
+class DebugCommandFailed(InvalidInput):
+    """The debugger refused a command (bad expression, location, register). details: gdb_message."""
+
+    code = "DEBUG_COMMAND_FAILED"
+
+
 class NotFound(VirsimError):
     """A session, program, board or artifact does not exist. details: kind, id."""
 
@@ -85,6 +91,12 @@ class InvalidState(VirsimError):
 
     code = "INVALID_STATE"
     exit_code = 4
+
+
+class DebuggerBusy(InvalidState):
+    """An external debugger holds the session's gdb stub. details: session, held_by."""
+
+    code = "DEBUGGER_BUSY"
 
 
 class NotSupported(VirsimError):

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop
 MAX_FRAME = 1024 * 1024
 
 
@@ -95,6 +95,71 @@ class ProgramStart(SessionRef):
     program: str = Field(description="program id returned by program.upload")
 
 
+class DebugBreak(SessionRef):
+    location: str = Field(description="symbol, file:line, or *0xADDRESS")
+    condition: str | None = Field(None, description="stop only when this expression is true")
+    temporary: bool = False
+    ignore_count: int = Field(0, ge=0, description="pass the breakpoint this many times before stopping")
+
+
+class DebugWatch(SessionRef):
+    target: str = Field(description="a symbol (expression) or an address, e.g. counter or 0x20000054")
+    size: int | None = Field(None, description="bytes watched at an address: 1, 2, 4 or 8")
+    access: Literal["write", "read", "access"] = "write"
+
+
+class DebugDelete(SessionRef):
+    breakpoint: int | None = Field(None, description="virsim breakpoint id (see debug list)")
+    all: bool = False
+
+
+class DebugContinue(SessionRef):
+    wait: bool = Field(False, description="reply only when the target stops (or at timeout)")
+    timeout: float = Field(10.0, gt=0, le=3600)
+
+
+class DebugStep(SessionRef):
+    kind: Literal["step", "next", "finish", "stepi", "nexti"] = "step"
+    count: int = Field(1, ge=1, le=100_000)
+    timeout: float = Field(10.0, gt=0, le=3600)
+
+
+class DebugPeek(SessionRef):
+    peek: bool = Field(False, description="on a running session: halt, read, resume")
+
+
+class DebugRegs(DebugPeek):
+    scope: Literal["general", "all", "fp", "system"] = "general"
+
+
+class DebugRegSet(SessionRef):
+    name: str = Field(description="register name, e.g. r0, pc")
+    value: int
+
+
+class DebugMem(DebugPeek):
+    address: str = Field(description="an address (0x…) or a symbol")
+    size: int | None = Field(None, ge=1, le=256 * 1024, description="bytes; default: the symbol's size or 64")
+
+
+class DebugMemWrite(SessionRef):
+    address: str = Field(description="an address (0x…) or a symbol")
+    data: str = Field(description="bytes as hex")
+
+
+class DebugEval(DebugPeek):
+    expression: str
+
+
+class DebugDisasm(DebugPeek):
+    at: str | None = Field(None, description="address or symbol; default: the pc")
+    count: int = Field(16, ge=1, le=4096)
+
+
+class DebugGdb(SessionRef):
+    tcp: bool = Field(False, description="also listen on 127.0.0.1 (for IDEs that only speak TCP)")
+
+
 # ----------------------------------------------------------------------------------------------- results
 
 
@@ -148,6 +213,104 @@ class SessionInfo(Message):
     stderr_tail: str | None = None
     capabilities: list[str] = []
     endpoints: dict[str, str] = Field({}, description="backend endpoints, e.g. gdb, qmp socket paths")
+    debugger: str | None = Field(None, description="virsim or external while a debugger is attached")
+    stop: StopInfo | None = Field(None, description="why the debugger last stopped the target")
+
+
+class BreakpointInfo(Message):
+    id: int
+    session: str
+    kind: Literal["breakpoint", "watchpoint"]
+    location: str
+    condition: str | None = None
+    temporary: bool = False
+    ignore_count: int = 0
+    access: str | None = None
+    size: int | None = None
+    address: int | None = None
+    hits: int = 0
+    resolved: str | None = Field(None, description="where gdb placed it, e.g. on_tick at hello.c:24")
+
+
+class BreakpointList(Message):
+    session: str
+    breakpoints: list[BreakpointInfo]
+
+
+class DeletedBreakpoints(Message):
+    session: str
+    deleted: list[int]
+
+
+class StopInfo(Message):
+    session: str
+    seq: int = Field(description="how many times this session has stopped under the debugger")
+    reason: str = Field(description="breakpoint, watchpoint, step, finish, interrupted, fault, signal, exited")
+    pc: int | None = None
+    function: str | None = None
+    file: str | None = None
+    line: int | None = None
+    breakpoint: int | None = None
+    watch: dict[str, Any] | None = Field(None, description="watchpoint: expression, old and new value")
+    fault: dict[str, Any] | None = Field(None, description="fault: handler, CFSR/HFSR bits, fault_pc")
+    backtrace: list[dict[str, Any]] = []
+    time: float
+
+
+class DebugRunReply(Message):
+    session: str
+    state: str = Field(description="running or stopped")
+    stop: StopInfo | None = None
+    timed_out: bool = False
+
+
+class Register(Message):
+    name: str
+    value: int
+    changed: bool = False
+    group: str = "general"
+
+
+class RegisterList(Message):
+    session: str
+    scope: str
+    registers: list[Register]
+    unavailable: list[str] = Field([], description="registers of the scope this backend cannot read")
+    note: str | None = None
+
+
+class MemoryChunk(Message):
+    session: str
+    address: int
+    size: int
+    data: str = Field(description="hex")
+    symbol: str | None = None
+
+
+class EvalReply(Message):
+    session: str
+    expression: str
+    value: str
+
+
+class Instruction(Message):
+    address: int
+    function: str | None = None
+    offset: int | None = None
+    text: str
+
+
+class Disassembly(Message):
+    session: str
+    instructions: list[Instruction]
+
+
+class GdbEndpoint(Message):
+    session: str
+    address: str = Field(description="unix socket path (or host:port with --tcp) for 'target remote'")
+    command: str = Field(description="the exact gdb command line that attaches")
+    tcp: str | None = None
+    held_by: str | None = Field(None, description="'external' while an external debugger is attached")
 
 
 class SessionListReply(Message):
@@ -177,13 +340,14 @@ class Event(Message):
     """Header of an event on the PUB socket; console bytes follow as a separate raw frame."""
 
     v: str = PROTOCOL_VERSION
-    type: Literal["console", "state"]
+    type: Literal["console", "state", "stop"]
     session: str
     time: float
     offset: int | None = Field(None, description="console: offset of the first byte in the log")
     state: str | None = None
     previous: str | None = None
     reason: str | None = None
+    stop: StopInfo | None = None
 
 
 # type -> (request payload model, result model). The daemon dispatches on this table and
@@ -205,10 +369,26 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "console.send": (ConsoleSend, SendReply),
     "program.upload": (ProgramUpload, ProgramInfo),
     "program.start": (ProgramStart, SessionInfo),
+    "debug.break": (DebugBreak, BreakpointInfo),
+    "debug.watch": (DebugWatch, BreakpointInfo),
+    "debug.list": (SessionRef, BreakpointList),
+    "debug.delete": (DebugDelete, DeletedBreakpoints),
+    "debug.continue": (DebugContinue, DebugRunReply),
+    "debug.step": (DebugStep, DebugRunReply),
+    "debug.where": (DebugPeek, StopInfo),
+    "debug.regs": (DebugRegs, RegisterList),
+    "debug.reg_set": (DebugRegSet, Register),
+    "debug.mem": (DebugMem, MemoryChunk),
+    "debug.mem_write": (DebugMemWrite, MemoryChunk),
+    "debug.eval": (DebugEval, EvalReply),
+    "debug.disasm": (DebugDisasm, Disassembly),
+    "debug.gdb": (DebugGdb, GdbEndpoint),
 }
 
 # Requests that change state: the daemon records each in the store's event log.
-MUTATING = frozenset(t for t in REQUESTS if t.split(".", 1)[-1] not in {"status", "list", "show", "read"} and t != "hello")
+MUTATING = frozenset(t for t in REQUESTS if t.split(".", 1)[-1] not in
+                     {"status", "list", "show", "read", "where", "regs", "mem", "eval", "disasm", "gdb"}
+                     and t != "hello")
 
 
 def new_id() -> str:

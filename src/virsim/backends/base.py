@@ -135,25 +135,18 @@ class Instance(ABC):
         """Power off and release every resource the instance holds."""
         self.power_off()
 
-    # ---- program
-    def start_program(self, image: FirmwareImage) -> None:
-        """Make `image` the running program (restarting execution from its reset state)."""
-        raise NotSupported(f"{type(self).__name__} cannot load programs", capability="program")
-
     # ---- console
     def console_write(self, data: bytes) -> int:
         raise NotSupported(f"{type(self).__name__} has no console input", capability=str(Capability.CONSOLE))
 
-    # ---- debug, snapshot, analysis: later issues implement these per backend
-    def set_breakpoint(self, address: int) -> None:
-        raise NotSupported("breakpoints are not supported by this backend yet", capability=str(Capability.DEBUG))
+    # ---- debug: the generic debugger (daemon/debugger.py) drives this gdb remote endpoint
+    def gdb_endpoint(self) -> str | None:
+        """Where a GDB remote-protocol client reaches this instance's CPU (unix socket path or
+        host:port), for backends with the DEBUG capability. The spec's SetBreakpoint,
+        ReadRegisters and ReadMemory are served through it."""
+        return None
 
-    def read_registers(self, scope: str = "general") -> dict[str, int]:
-        raise NotSupported("register reads are not supported by this backend yet", capability=str(Capability.DEBUG))
-
-    def read_memory(self, address: int, size: int) -> bytes:
-        raise NotSupported("memory reads are not supported by this backend yet", capability=str(Capability.DEBUG))
-
+    # ---- snapshot, analysis: later issues implement these per backend
     def create_snapshot(self, path: Path) -> None:
         raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
 

@@ -24,3 +24,21 @@ def parse_int(value: str | None, what: str) -> int | None:
         return int(value, 0)
     except ValueError as err:
         raise typer.BadParameter(f"{what} must be an integer like 0x8000, got {value!r}") from err
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "": 1.0}
+
+
+def parse_duration(value: str, what: str) -> float:
+    """`5s`, `500ms`, `2m`, `1.5` (seconds) -> seconds."""
+    text = value.strip().lower()
+    for unit in ("us", "ms", "s", "m", ""):
+        if text.endswith(unit):
+            number = text[: len(text) - len(unit)] if unit else text
+            try:
+                seconds = float(number) * _UNITS[unit]
+            except ValueError:
+                continue
+            if seconds > 0:
+                return seconds
+    raise typer.BadParameter(f"{what} must be a positive duration like 5s, 500ms or 2m, got {value!r}")

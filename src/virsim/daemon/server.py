@@ -22,6 +22,8 @@ import zmq
 
 from virsim import __version__
 from virsim import protocol as p
+from virsim.daemon.debug import DebugService
+from virsim.daemon.pending import Deferred, PendingReplies
 from virsim.daemon.sessions import SessionService
 from virsim.daemon.store import Store
 from virsim.errors import ProtocolError, VersionMismatch, VirsimError
@@ -53,6 +55,8 @@ class Daemon:
             os.chmod(path, 0o600)
         self.store = Store(paths.database)
         self.sessions = SessionService(paths, self.store, self.publish)
+        self.pending = PendingReplies(self._send_reply)
+        self.debug = DebugService(self.sessions, self.store, self.pending)
         self.clients: dict[bytes, dict[str, Any]] = {}
         self.stopping = False
         self.handlers: dict[str, Callable[[Any], p.Message]] = {
@@ -72,6 +76,20 @@ class Daemon:
             "console.send": self.sessions.console_send,
             "program.upload": self.sessions.program_upload,
             "program.start": self.sessions.program_start,
+            "debug.break": self.debug.break_,
+            "debug.watch": self.debug.watch,
+            "debug.list": self.debug.list_,
+            "debug.delete": self.debug.delete,
+            "debug.continue": self.debug.continue_,
+            "debug.step": self.debug.step,
+            "debug.where": self.debug.where,
+            "debug.regs": self.debug.regs,
+            "debug.reg_set": self.debug.reg_set,
+            "debug.mem": self.debug.mem,
+            "debug.mem_write": self.debug.mem_write,
+            "debug.eval": self.debug.eval,
+            "debug.disasm": self.debug.disasm,
+            "debug.gdb": self.debug.gdb,
         }
         missing = set(p.REQUESTS) ^ set(self.handlers)
         assert not missing, f"protocol and handlers disagree on {missing}"
@@ -115,8 +133,15 @@ class Daemon:
 
     # -------------------------------------------------------------------------------------------- loop
 
-    def handle_frames(self, identity: bytes, frames: list[bytes]) -> bytes:
-        """One request's frames -> one reply frame. Never raises."""
+    def _send_reply(self, identity: bytes, request_id: str, answer: p.Message | VirsimError) -> None:
+        if isinstance(answer, VirsimError):
+            frame = p.reply_frame(request_id, error=answer.to_wire())
+        else:
+            frame = p.reply_frame(request_id, result=answer)
+        self.router.send_multipart([identity, frame])
+
+    def handle_frames(self, identity: bytes, frames: list[bytes]) -> bytes | None:
+        """One request's frames -> one reply frame, or None when the reply is deferred. Never raises."""
         request_id = ""
         started = time.monotonic()
         env: dict[str, Any] | None = None
@@ -129,6 +154,10 @@ class Daemon:
             if env["type"] == "hello":
                 self.clients[identity] = {"user": getattr(req, "user", ""), "pid": getattr(req, "pid", 0)}
             result = self.handlers[env["type"]](req)
+            if isinstance(result, Deferred):
+                self.pending.add(identity, request_id, result)
+                self._audit(identity, env, req, "ok", None, started)
+                return None
             reply = p.reply_frame(request_id, result=result)
             self._audit(identity, env, req, "ok", None, started)
             return reply
@@ -165,16 +194,19 @@ class Daemon:
         log.info("daemon %s listening on %s (pid %d)", __version__, self.paths.control_socket, os.getpid())
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        registered: dict[int, str] = {}
+        registered: set[int] = set()
         last_tick = 0.0
         while not self.stopping:
-            fds = self.sessions.fds()
-            for fd in registered.keys() - fds.keys():
+            watched = {**self.sessions.watched(), **self.debug.watched()}
+            for fd in registered - watched.keys():
                 poller.unregister(fd)
-            for fd in fds.keys() - registered.keys():
+            for fd in watched.keys() - registered:
                 poller.register(fd, zmq.POLLIN)
-            registered = fds
+            registered = set(watched)
             timeout = 2 if self.sessions.hot() else (100 if self.sessions.live else 1000)
+            deadline = self.pending.next_deadline()
+            if deadline is not None:
+                timeout = max(0, min(timeout, int((deadline - time.monotonic()) * 1000) + 1))
             try:
                 events = dict(poller.poll(timeout))
             except zmq.ZMQError as err:
@@ -184,8 +216,13 @@ class Daemon:
             if events.pop(self.router, None):
                 self._serve_requests()
             for fd in events:
-                if isinstance(fd, int) and fd in registered:
-                    self.sessions.on_readable(fd, registered[fd])
+                callback = watched.get(fd) if isinstance(fd, int) else None
+                if callback is not None:
+                    try:
+                        callback()
+                    except Exception:  # one broken channel must not take the daemon down
+                        log.exception("handling fd %s", fd)
+            self.pending.expire()
             now = time.monotonic()
             if self.sessions.hot() or now - last_tick >= 0.1:
                 self.sessions.tick()
@@ -199,7 +236,8 @@ class Daemon:
                 return
             identity, frames = msg[0], msg[1:]
             reply = self.handle_frames(identity, frames)
-            self.router.send_multipart([identity, reply])
+            if reply is not None:
+                self.router.send_multipart([identity, reply])
 
     def close(self) -> None:
         try:

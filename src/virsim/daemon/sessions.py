@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -23,13 +24,16 @@ from virsim import protocol as p
 from virsim.backends import get_backend
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
 from virsim.backends.process import tail
-from virsim.board import BoardConfig, resolve_board
+from virsim.board import BoardConfig, Node, resolve_board
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
 from virsim.daemon.states import LIVE, SessionState, require
 from virsim.daemon.store import Store
 from virsim.errors import EmulatorError, InvalidInput, InvalidState, NotSupported, VirsimError
 from virsim.firmware import FirmwareImage, check_fits, inspect
 from virsim.paths import Paths
+
+if TYPE_CHECKING:
+    from virsim.daemon.debug import DebugService
 
 log = logging.getLogger("virsim.daemon.sessions")
 S = SessionState
@@ -51,18 +55,22 @@ class SessionService:
         self.store = store
         self.publish = publish
         self.live: dict[str, Live] = {}
+        self.debug: DebugService | None = None  # set by the DebugService; it owns run control when attached
 
     # ------------------------------------------------------------------------------------------ helpers
 
-    def _row(self, ref: str) -> dict[str, Any]:
+    def row(self, ref: str) -> dict[str, Any]:
         return self.store.find_session(ref)
 
     @staticmethod
-    def _state(row: dict[str, Any]) -> SessionState:
+    def state_of(row: dict[str, Any]) -> SessionState:
         return SessionState(row["state"])
 
     def _board(self, row: dict[str, Any]) -> BoardConfig:
         return BoardConfig.model_validate_json(row["board_json"])
+
+    def board_node(self, row: dict[str, Any]) -> Node:
+        return next(n for n in self._board(row).nodes if n.id == row["node"])
 
     def _spec(self, row: dict[str, Any], firmware: FirmwareImage | None, paused: bool) -> InstanceSpec:
         board = self._board(row)
@@ -80,7 +88,7 @@ class SessionService:
         prog = self.store.get_program(row["id"], row["program"])
         return inspect(Path(prog["path"]), prog["format"], prog["load_address"])
 
-    def _set_state(self, row: dict[str, Any], state: SessionState, reason: str = "", **fields: Any) -> dict[str, Any]:
+    def set_state(self, row: dict[str, Any], state: SessionState, reason: str = "", **fields: Any) -> dict[str, Any]:
         previous = row["state"]
         row = self.store.update_session(row["id"], state=state.value, **fields)
         if previous != state.value:
@@ -100,15 +108,15 @@ class SessionService:
 
     def _started(self, row: dict[str, Any], instance: Instance, state: SessionState, reason: str) -> dict[str, Any]:
         proc = instance.handle().get("process") or {}
-        return self._set_state(row, state, reason, started_at=time.time(), pid=instance.pid,
+        return self.set_state(row, state, reason, started_at=time.time(), pid=instance.pid,
                                pid_create_time=proc.get("create_time"), handle=instance.handle(),
                                error=None, stderr_tail=None)
 
-    def _adapter(self, row: dict[str, Any]) -> BackendAdapter:
+    def adapter(self, row: dict[str, Any]) -> BackendAdapter:
         return get_backend(row["backend"])
 
-    def _need(self, row: dict[str, Any], capability: Capability) -> None:
-        adapter = self._adapter(row)
+    def need(self, row: dict[str, Any], capability: Capability) -> None:
+        adapter = self.adapter(row)
         if capability not in adapter.get_capabilities():
             raise NotSupported(f"backend {adapter.backend_type()} of session {row['id']} does not support "
                                f"{capability.value}", backend=adapter.backend_type(), capability=capability.value)
@@ -122,13 +130,14 @@ class SessionService:
 
     def info(self, row: dict[str, Any]) -> p.SessionInfo:
         live = self.live.get(row["id"])
-        state = self._state(row)
+        state = self.state_of(row)
         workdir = self.paths.session_dir(row["id"])
         started = row.get("started_at")
         try:
-            caps = sorted(c.value for c in self._adapter(row).get_capabilities())
+            caps = sorted(c.value for c in self.adapter(row).get_capabilities())
         except NotSupported:
             caps = []
+        debugger, stop = self.debug.info(row["id"]) if self.debug else (None, None)
         return p.SessionInfo(
             id=row["id"], name=row["name"], board=row["board"], backend=row["backend"], state=state.value,
             created_at=row["created_at"], started_at=started,
@@ -137,7 +146,16 @@ class SessionService:
             pid=live.instance.pid if live else None, console_log=str(workdir / "console.log"),
             console_bytes=log_size(workdir / "console.log"), error=row.get("error"),
             stderr_tail=row.get("stderr_tail"), capabilities=caps,
-            endpoints=live.instance.endpoints() if live else {})
+            endpoints=self._endpoints(row["id"], live), debugger=debugger, stop=stop)
+
+    def _endpoints(self, session_id: str, live: Live | None) -> dict[str, str]:
+        if live is None:
+            return {}
+        out = live.instance.endpoints()
+        proxy = self.debug.state[session_id].proxy if self.debug and session_id in self.debug.state else None
+        if proxy is not None:
+            out["gdb"] = str(proxy.path)
+        return out
 
     def _save_program(self, session_id: str, source: Path, fmt: str, load_address: int | None,
                       board: BoardConfig, node_id: str) -> dict[str, Any]:
@@ -208,85 +226,102 @@ class SessionService:
                 image = self._program_image(row)
             ensure_log(workdir / "console.log")
             self.store.add_artifact(sid, "console-log", workdir / "console.log")
-            # Without a program there is nothing to run: the emulator waits, halted, for `program start`.
-            paused = req.paused or image is None
-            instance = adapter.create_instance(self._spec(row, image, paused))
-            instance.power_on()
+            row = self._boot(row, image, "created", paused=req.paused, from_start=True)
         except BaseException:
+            self._stop_instance(sid)
             self.store.delete_session_rows(sid)
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        self._attach_live(row, instance, from_start=True)
-        row = self._started(row, instance, S.CREATED if paused else S.RUNNING, "created")
         return self.info(row)
 
     def list(self, req: p.SessionList) -> p.SessionListReply:
         return p.SessionListReply(sessions=[self.info(r) for r in self.store.sessions(req.all)])
 
     def show(self, req: p.SessionRef) -> p.SessionInfo:
-        return self.info(self._row(req.session))
+        return self.info(self.row(req.session))
 
     def pause(self, req: p.SessionRef) -> p.SessionInfo:
-        row = self._row(req.session)
-        require("pause", row["id"], self._state(row))
-        self._need(row, Capability.PAUSE)
-        self._instance(row).pause()
-        return self.info(self._set_state(row, S.PAUSED, "paused by user"))
+        row = self.row(req.session)
+        require("pause", row["id"], self.state_of(row))
+        self.need(row, Capability.PAUSE)
+        if self.debug and self.debug.controller(row["id"]):
+            self.debug.interrupt(row["id"])  # the debugger owns run control while attached
+        else:
+            self._instance(row).pause()
+        return self.info(self.set_state(self.store.get_session(row["id"]), S.PAUSED, "paused by user"))
 
     def resume(self, req: p.SessionRef) -> p.SessionInfo:
-        row = self._row(req.session)
-        require("resume", row["id"], self._state(row))
-        self._need(row, Capability.PAUSE)
+        row = self.row(req.session)
+        require("resume", row["id"], self.state_of(row))
+        self.need(row, Capability.PAUSE)
         if not row.get("program"):
             raise InvalidState(f"session {row['id']} has no program to run: 'virsim program upload' one, "
                                "then 'virsim program start'", session=row["id"], current=row["state"],
                                operation="resume")
-        self._instance(row).resume()
-        return self.info(self._set_state(row, S.RUNNING, "resumed by user"))
+        if self.debug and self.debug.controller(row["id"]):
+            self.debug.resume(row["id"])
+        else:
+            self._instance(row).resume()
+        return self.info(self.set_state(row, S.RUNNING, "resumed by user"))
 
     def reset(self, req: p.SessionRef) -> p.SessionInfo:
-        row = self._row(req.session)
-        require("reset", row["id"], self._state(row))
-        self._need(row, Capability.RESET)
+        row = self.row(req.session)
+        require("reset", row["id"], self.state_of(row))
+        self.need(row, Capability.RESET)
         self._instance(row).reset()
+        dbg = self.debug.controller(row["id"]) if self.debug else None
+        if dbg is not None and not dbg.running:
+            dbg.cli("maintenance flush register-cache")  # the CPU state gdb cached is gone
         return self.info(row)
 
     def power_off(self, req: p.SessionRef) -> p.SessionInfo:
-        row = self._row(req.session)
-        require("power-off", row["id"], self._state(row))
-        self._need(row, Capability.POWER)
+        row = self.row(req.session)
+        require("power-off", row["id"], self.state_of(row))
+        self.need(row, Capability.POWER)
         self._stop_instance(row["id"])
-        return self.info(self._set_state(row, S.STOPPED, "powered off", pid=None))
+        return self.info(self.set_state(row, S.STOPPED, "powered off", pid=None))
 
     def power_on(self, req: p.SessionRef) -> p.SessionInfo:
-        row = self._row(req.session)
-        require("power-on", row["id"], self._state(row))
-        self._need(row, Capability.POWER)
+        row = self.row(req.session)
+        require("power-on", row["id"], self.state_of(row))
+        self.need(row, Capability.POWER)
         return self.info(self._boot(row, self._program_image(row), "powered on"))
 
-    def _boot(self, row: dict[str, Any], image: FirmwareImage | None, reason: str) -> dict[str, Any]:
-        paused = image is None
-        instance = self._adapter(row).create_instance(self._spec(row, image, paused))
+    def _boot(self, row: dict[str, Any], image: FirmwareImage | None, reason: str, paused: bool = False,
+              from_start: bool = False) -> dict[str, Any]:
+        """Start an emulator for the session with `image` (or none: it then waits halted)."""
+        paused = paused or image is None
+        # With breakpoints to re-apply, start halted: the debugger attaches before the first instruction.
+        hold = paused or bool(self.store.breakpoints(row["id"]))
+        instance = self.adapter(row).create_instance(self._spec(row, image, hold))
         instance.power_on()
-        self._attach_live(row, instance, from_start=False)
-        return self._started(row, instance, S.CREATED if paused else S.RUNNING, reason)
+        self._attach_live(row, instance, from_start=from_start)
+        row = self._started(row, instance, S.CREATED if paused else S.RUNNING, reason)
+        attached = self.debug.instance_started(row) if self.debug else False
+        if hold and not paused and not attached:
+            instance.resume()
+        return row
 
     def _stop_instance(self, session_id: str) -> None:
         live = self.live.pop(session_id, None)
-        if live is not None:
-            try:
-                live.instance.destroy()
-            finally:
-                live.tail.pump()
+        try:
+            if self.debug is not None:
+                self.debug.instance_stopping(session_id)
+        finally:
+            if live is not None:
+                try:
+                    live.instance.destroy()
+                finally:
+                    live.tail.pump()
 
     def delete(self, req: p.SessionDelete) -> p.DeleteReply:
-        row = self._row(req.session)
+        row = self.row(req.session)
         if row["state"] == S.DELETED.value:
             if not req.purge:
                 raise InvalidState(f"session {row['id']} is already deleted (use --purge to remove its artifacts)",
                                    session=row["id"], current=row["state"], operation="delete")
         else:
-            require("delete", row["id"], self._state(row))
+            require("delete", row["id"], self.state_of(row))
         self._stop_instance(row["id"])
         console_log = self.paths.session_dir(row["id"]) / "console.log"
         if req.purge:
@@ -295,11 +330,11 @@ class SessionService:
             self.publish(p.Event(type="state", session=row["id"], time=time.time(), state=S.DELETED.value,
                                  previous=row["state"], reason="purged"), b"")
             return p.DeleteReply(session=row["id"], purged=True, console_log=None)
-        self._set_state(row, S.DELETED, "deleted", pid=None)
+        self.set_state(row, S.DELETED, "deleted", pid=None)
         return p.DeleteReply(session=row["id"], purged=False, console_log=str(console_log))
 
     def console_read(self, req: p.ConsoleRead) -> p.ConsoleChunk:
-        row = self._row(req.session)
+        row = self.row(req.session)
         live = self.live.get(row["id"])
         if live is not None:
             live.tail.pump()  # publish before answering, so a follower's read and events meet
@@ -309,9 +344,9 @@ class SessionService:
                               data=data.decode("latin-1"))
 
     def console_send(self, req: p.ConsoleSend) -> p.SendReply:
-        row = self._row(req.session)
-        require("console-send", row["id"], self._state(row))
-        self._need(row, Capability.CONSOLE)
+        row = self.row(req.session)
+        require("console-send", row["id"], self.state_of(row))
+        self.need(row, Capability.CONSOLE)
         try:
             data = req.data.encode("latin-1")
         except UnicodeEncodeError as err:
@@ -319,31 +354,31 @@ class SessionService:
         return p.SendReply(session=row["id"], sent=self._instance(row).console_write(data))
 
     def program_upload(self, req: p.ProgramUpload) -> p.ProgramInfo:
-        row = self._row(req.session)
-        require("program-upload", row["id"], self._state(row))
+        row = self.row(req.session)
+        require("program-upload", row["id"], self.state_of(row))
         board = self._board(row)
         prog = self._save_program(row["id"], Path(req.path), req.format, req.load_address, board, row["node"])
-        if FORMAT_CAPABILITY[prog["format"]] not in self._adapter(row).get_capabilities():
+        if FORMAT_CAPABILITY[prog["format"]] not in self.adapter(row).get_capabilities():
             raise NotSupported(f"backend {row['backend']} cannot load {prog['format']} images",
                                backend=row["backend"], capability=FORMAT_CAPABILITY[prog["format"]].value)
         return self._program_info(prog)
 
     def program_start(self, req: p.ProgramStart) -> p.SessionInfo:
-        row = self._row(req.session)
-        require("program-start", row["id"], self._state(row))
+        row = self.row(req.session)
+        require("program-start", row["id"], self.state_of(row))
         prog = self.store.get_program(row["id"], req.program)
         image = inspect(Path(prog["path"]), prog["format"], prog["load_address"])
         row = self.store.update_session(row["id"], program=prog["id"])
-        live = self.live.get(row["id"])
-        if live is None:
-            return self.info(self._boot(row, image, f"started program {prog['id']}"))
-        live.instance.start_program(image)
-        return self.info(self._started(row, live.instance, S.RUNNING, f"started program {prog['id']}"))
+        # The spec's StartProgram: a power cycle with the new image, from its reset state.
+        self._stop_instance(row["id"])
+        return self.info(self._boot(row, image, f"started program {prog['id']}"))
 
     # ------------------------------------------------------------------------------------- supervision
 
-    def fds(self) -> dict[int, str]:
-        return {fd: sid for sid, live in self.live.items() for fd in live.instance.poll_fds()}
+    def watched(self) -> dict[int, Callable[[], None]]:
+        """fd -> what to do when it is readable, for the daemon's poll loop."""
+        return {fd: (lambda fd=fd, sid=sid: self.on_readable(fd, sid))
+                for sid, live in self.live.items() for fd in live.instance.poll_fds()}
 
     def on_readable(self, fd: int, session_id: str) -> None:
         live = self.live.get(session_id)
@@ -365,32 +400,31 @@ class SessionService:
             status = live.instance.exit_status()
             if status is None:
                 continue
-            del self.live[sid]
             try:
-                live.instance.destroy()
+                self._stop_instance(sid)
             except VirsimError:
                 log.exception("cleaning up after the crash of session %s", sid)
             row = self.store.get_session(sid)
-            if self._state(row) in LIVE:
+            if self.state_of(row) in LIVE:
                 stderr = status.stderr_tail or tail(self.paths.session_dir(sid) / "emulator.log")
-                self._set_state(row, S.FAILED, f"emulator {status.reason}", pid=None,
+                self.set_state(row, S.FAILED, f"emulator {status.reason}", pid=None,
                                 error=f"emulator {status.reason}", stderr_tail=stderr[-2000:] or None)
 
     def reconcile(self) -> None:
         """After a daemon (re)start: re-attach to emulators still running, mark the others lost."""
         for row in self.store.sessions():
-            if self._state(row) not in LIVE:
+            if self.state_of(row) not in LIVE:
                 continue
             handle = json.loads(row["handle_json"] or "{}")
             instance = None
             try:
-                adapter = self._adapter(row)
+                adapter = self.adapter(row)
                 if Capability.REATTACH in adapter.get_capabilities():
                     instance = adapter.attach(self._spec(row, self._program_image(row), False), handle)
             except VirsimError:
                 log.exception("re-attaching session %s", row["id"])
             if instance is None:
-                self._set_state(row, S.LOST, "emulator gone after a daemon restart", pid=None,
+                self.set_state(row, S.LOST, "emulator gone after a daemon restart", pid=None,
                                 error="the emulator was not running when the daemon restarted")
                 continue
             self._attach_live(row, instance, from_start=False)
@@ -399,14 +433,18 @@ class SessionService:
             except EmulatorError:
                 running = row["state"] == S.RUNNING.value
             state = S.RUNNING if running else (S.CREATED if row["state"] == S.CREATED.value else S.PAUSED)
-            self._set_state(row, state, "re-attached after a daemon restart")
+            self.set_state(row, state, "re-attached after a daemon restart")
             log.info("re-attached session %s (pid %s)", row["id"], instance.pid)
+        # Strays first: a debugger left by the dead daemon still holds the gdb stub.
         self._stop_strays()
+        if self.debug is not None:
+            for sid in list(self.live):
+                self.debug.instance_started(self.store.get_session(sid))
 
     def _stop_strays(self) -> None:
         """Stop emulators started from our runtime dir that no session accounts for (no orphans)."""
         marker = str(self.paths.runtime / "s") + "/"
-        known = {live.instance.pid for live in self.live.values()}
+        known = {live.instance.pid for live in self.live.values()} | {os.getpid()}
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmd = proc.info.get("cmdline") or []
             if proc.info["pid"] in known or not any(marker in arg for arg in cmd):
@@ -425,11 +463,11 @@ class SessionService:
         for sid in list(self.live):
             try:
                 self._stop_instance(sid)
-            except VirsimError:
+            except Exception:  # keep stopping the others: nothing may be left running
                 log.exception("stopping session %s", sid)
             row = self.store.get_session(sid)
-            if self._state(row) in LIVE:
-                self._set_state(row, S.STOPPED, "daemon stopped", pid=None)
+            if self.state_of(row) in LIVE:
+                self.set_state(row, S.STOPPED, "daemon stopped", pid=None)
 
     def counts(self) -> tuple[int, int]:
         """(sessions with a live emulator, sessions not deleted)."""

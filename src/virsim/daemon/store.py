@@ -40,8 +40,17 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     }, pk="id")
 
 
+def _m002_breakpoints(db: sqlite_utils.Database) -> None:
+    db["breakpoints"].create({
+        "id": int, "session": str, "kind": str, "location": str, "condition": str, "temporary": int,
+        "ignore_count": int, "access": str, "size": int, "address": int, "hits": int, "created_at": float,
+    }, pk="id", foreign_keys=[("session", "sessions", "id")])
+    db["breakpoints"].create_index(["session"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
+    ("002_breakpoints", _m002_breakpoints),
 ]
 
 
@@ -119,6 +128,7 @@ class Store:
         with self.db.conn:
             self.db.execute("BEGIN")
             self.db["artifacts"].delete_where("session = ?", [session_id])
+            self.db["breakpoints"].delete_where("session = ?", [session_id])
             self.db["programs"].delete_where("session = ?", [session_id])
             self.db["sessions"].delete(session_id)
 
@@ -132,6 +142,29 @@ class Store:
         if not rows:
             raise NotFound(f"session {session_id} has no program {program_id!r}", kind="program", id=program_id)
         return dict(rows[0])
+
+    # --------------------------------------------------------------------------------------- breakpoints
+
+    def add_breakpoint(self, row: dict[str, Any]) -> dict[str, Any]:
+        table = self.db["breakpoints"]
+        table.insert({**row, "hits": 0, "created_at": time.time()})
+        return dict(table.get(table.last_pk))
+
+    def breakpoints(self, session_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db["breakpoints"].rows_where("session = ?", [session_id], order_by="id")]
+
+    def get_breakpoint(self, session_id: str, bp_id: int) -> dict[str, Any]:
+        rows = list(self.db["breakpoints"].rows_where("session = ? and id = ?", [session_id, bp_id]))
+        if not rows:
+            raise NotFound(f"session {session_id} has no breakpoint {bp_id} (see 'virsim debug list')",
+                           kind="breakpoint", id=bp_id)
+        return dict(rows[0])
+
+    def count_hit(self, bp_id: int) -> None:
+        self.db.execute("update breakpoints set hits = hits + 1 where id = ?", [bp_id])
+
+    def delete_breakpoint(self, bp_id: int) -> None:
+        self.db["breakpoints"].delete(bp_id)
 
     # ----------------------------------------------------------------------------------------- artifacts
 

@@ -90,7 +90,7 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
         "-chardev", f"socket,id=console,path={run / 'console.sock'},{srv},logfile={spec.console_log},logappend=on",
     ]
     args += ["-serial", "null"] * console_index + ["-serial", "chardev:console"]
-    args += ["-chardev", f"socket,id=gdb,path={run / 'gdb.sock'},{srv}", "-gdb", "chardev:gdb"]
+    args += ["-chardev", f"socket,id=gdb,path={run / 'gdbstub.sock'},{srv}", "-gdb", "chardev:gdb"]
     if spec.deterministic:
         # One instruction = 1 ns of virtual time, no host timing: same firmware + input -> same bytes.
         args += ["-icount", "shift=0,align=off,sleep=off"]
@@ -172,7 +172,7 @@ class QemuInstance(Instance):
             raise EmulatorMissing(f"{binary_for(self.spec.node)} is not installed: {INSTALL_HINT}",
                                   binary=binary_for(self.spec.node), install=INSTALL_HINT)
         self.spec.rundir.mkdir(parents=True, exist_ok=True)
-        for name in ("qmp.sock", "console.sock", "gdb.sock"):
+        for name in ("qmp.sock", "console.sock", "gdbstub.sock"):
             (self.spec.rundir / name).unlink(missing_ok=True)
         self.command = build_command(self.spec, version)
         self.command[0] = shutil.which(self.command[0]) or self.command[0]
@@ -207,7 +207,7 @@ class QemuInstance(Instance):
 
     def destroy(self) -> None:
         self.power_off()
-        for name in ("qmp.sock", "console.sock", "gdb.sock"):
+        for name in ("qmp.sock", "console.sock", "gdbstub.sock"):
             (self.spec.rundir / name).unlink(missing_ok=True)
         try:
             self.spec.rundir.rmdir()
@@ -227,13 +227,7 @@ class QemuInstance(Instance):
         status = self._qmp().execute("query-status")
         return RunStatus(bool(status.get("running")), str(status.get("status", "")))
 
-    # ---------------------------------------------------------------- program, console
-    def start_program(self, image: FirmwareImage) -> None:
-        self.power_off()
-        self.spec.firmware = image
-        self.spec.start_paused = False
-        self.power_on()
-
+    # ----------------------------------------------------------------------------- console
     def console_write(self, data: bytes) -> int:
         if self.console is None:
             raise EmulatorError("the console of this QEMU instance is not connected")
@@ -250,8 +244,10 @@ class QemuInstance(Instance):
         return len(data)
 
     def endpoints(self) -> dict[str, str]:
-        run = self.spec.rundir
-        return {"gdb": str(run / "gdb.sock"), "qmp": str(run / "qmp.sock")}
+        return {"qmp": str(self.spec.rundir / "qmp.sock")}
+
+    def gdb_endpoint(self) -> str | None:
+        return str(self.spec.rundir / "gdbstub.sock")
 
 
 class QemuBackend(BackendAdapter):
@@ -259,6 +255,7 @@ class QemuBackend(BackendAdapter):
     capabilities = frozenset({
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
+        Capability.DEBUG,
     })
 
     def check_node(self, node: Node) -> None:

@@ -1,0 +1,309 @@
+"""A GDB/MI driver: one `gdb-multiarch` per debugged session, attached to the backend's gdb stub.
+
+GDB does what a debugger must get right and virsim should not reimplement: DWARF symbols and
+file:line, expressions in the program's terms, conditional/temporary/ignore-count breakpoints,
+watchpoints, step/next/finish, backtraces, stepping off a breakpoint before continuing (QEMU's stub
+reports the same breakpoint again otherwise). pygdbmi's parser reads its MI records; the process
+is driven here directly (not through pygdbmi's polling controller, which adds ~200 ms a call),
+and its stdout is one more fd in the daemon's poll loop so asynchronous stops arrive as events.
+
+GDB runs in all-stop mode with `mi-async on`: the daemon can send commands while the target runs.
+Breakpoints cannot be inserted into a running remote target, so changes made while it runs go
+through `halted()`: interrupt, change, continue — invisible to the user except as a short pause.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pygdbmi.gdbmiparser import parse_response
+
+from virsim.errors import DebugCommandFailed, EmulatorError, EmulatorMissing, Timeout
+
+GDB = "gdb-multiarch"
+INSTALL_HINT = "sudo apt-get install -y gdb-multiarch"
+Record = dict[str, Any]
+
+
+GdbError = DebugCommandFailed  # what GDB's ^error becomes
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the daemon dies, so no debugger outlives it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the next daemon's stray sweep stops it
+
+
+def gdb_binary() -> str:
+    path = shutil.which(GDB)
+    if path is None:
+        raise EmulatorMissing(f"{GDB} is not installed: {INSTALL_HINT}", binary=GDB, install=INSTALL_HINT)
+    return path
+
+
+def mi_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Debugger:
+    """One GDB process driving one target over the GDB remote protocol."""
+
+    def __init__(self, elf: Path | None, endpoint: str, on_stop: Callable[[Record], None],
+                 log: Path | None = None, cwd: Path | None = None) -> None:
+        self.elf = elf
+        self.endpoint = endpoint
+        self.on_stop = on_stop
+        self.running = False
+        self._token = 0
+        self._buf = b""
+        self._pending: list[Record] = []  # async records seen while waiting for a result
+        self._quiet_stops = 0  # stops we caused ourselves (halted()), not reported to on_stop
+        args = [gdb_binary(), "--interpreter=mi3", "-q", "-nx"]
+        if cwd is not None:
+            # Runs in the session's runtime dir, which names it in its command line: a daemon that
+            # restarts after a crash finds and stops debuggers it did not start (they hold the stub).
+            args.append(f"--cd={cwd}")
+        self._log = log.open("ab") if log else None
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log or subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        try:
+            for setting in ("pagination off", "confirm off", "mi-async on", "print pretty off",
+                            "breakpoint pending off", "remotetimeout 5", "width 0", "height 0"):
+                self.command(f"-gdb-set {setting}")
+            if elf is not None:
+                self.command(f"-file-exec-and-symbols {mi_quote(str(elf))}")
+            self.command(f"-target-select remote {endpoint}", timeout=10)
+        except BaseException:
+            self.close()
+            raise
+        self.running = False  # QEMU halts the CPU when a debugger connects
+        self._pending.clear()  # that initial halt is not a stop anyone asked for
+
+    # ------------------------------------------------------------------------------------- plumbing
+
+    def fileno(self) -> int:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read_records(self, timeout: float) -> list[Record]:
+        """Records from whatever GDB has written within `timeout` seconds (maybe none)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        if b"\n" not in self._buf:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if ready:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    chunk = b""
+                if not chunk and self.proc.poll() is not None:
+                    raise EmulatorError("gdb exited", returncode=self.proc.returncode)
+                self._buf += chunk
+        records = []
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            text = line.decode(errors="replace").rstrip("\r")
+            if self._log:
+                self._log.write(b"<- " + line + b"\n")
+            if not text or text == "(gdb) ":
+                continue
+            records.append(parse_response(text))
+        return records
+
+    def command(self, cmd: str, timeout: float = 5.0) -> Record:
+        """Send one MI command and return its result record; async records are queued."""
+        assert self.proc.stdin is not None
+        self._token += 1
+        token = self._token
+        line = f"{token}{cmd}\n".encode()
+        if self._log:
+            self._log.write(b"-> " + line)
+        try:
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError) as err:
+            raise EmulatorError(f"gdb is gone ({err})") from err
+        deadline = time.monotonic() + timeout
+        console: list[str] = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"gdb did not answer {cmd.split()[0]} within {timeout:g}s", command=cmd)
+            for rec in self._read_records(remaining):
+                if rec["type"] == "result" and rec.get("token") == token:
+                    if rec["message"] == "error":
+                        msg = (rec.get("payload") or {}).get("msg", "gdb error")
+                        raise GdbError(msg, gdb_message=msg, command=cmd)
+                    if rec["message"] == "running":
+                        self.running = True
+                    rec["console"] = "".join(console)
+                    return rec
+                if rec["type"] == "console":
+                    console.append(str(rec.get("payload") or ""))
+                elif rec["type"] == "notify":
+                    self._note(rec)
+
+    def _note(self, rec: Record) -> None:
+        if rec.get("message") == "running":
+            self.running = True
+        elif rec.get("message") == "stopped":
+            self.running = False
+            self._pending.append(rec)
+
+    def pump(self) -> list[Record]:
+        """Read what GDB sent on its own (called when its fd is readable) and report stops."""
+        for rec in self._read_records(0):
+            if rec["type"] == "notify":
+                self._note(rec)
+        return self.dispatch()
+
+    def dispatch(self) -> list[Record]:
+        stops, self._pending = self._pending, []
+        reported = []
+        for rec in stops:
+            if self._quiet_stops:
+                self._quiet_stops -= 1
+                continue
+            payload = rec.get("payload") or {}
+            self.on_stop(payload)
+            reported.append(payload)
+        return reported
+
+    def wait_stopped(self, timeout: float) -> Record:
+        """Block until the target stops (used for our own interrupts)."""
+        deadline = time.monotonic() + timeout
+        while self.running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"the target did not stop within {timeout:g}s")
+            for rec in self._read_records(remaining):
+                if rec["type"] == "notify":
+                    self._note(rec)
+        return self._pending[-1].get("payload", {}) if self._pending else {}
+
+    # ----------------------------------------------------------------------------- run control
+
+    def interrupt(self, quiet: bool = False) -> None:
+        if not self.running:
+            return
+        if quiet:
+            self._quiet_stops += 1
+        self.command("-exec-interrupt")
+        self.wait_stopped(5.0)
+
+    def resume(self) -> None:
+        if not self.running:
+            self.command("-exec-continue")
+
+    @contextmanager
+    def halted(self) -> Iterator[bool]:
+        """Hold the target stopped for the body; resume afterwards if it was running. Yields
+        whether it was running."""
+        was_running = self.running
+        if was_running:
+            self.interrupt(quiet=True)
+            self.dispatch()
+        try:
+            yield was_running
+        finally:
+            if was_running and self.alive():
+                self.command("-exec-continue")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                if self.running:
+                    self.interrupt(quiet=True)
+                self.command("-target-detach", timeout=2)
+            except Exception:  # gdb or the target may already be gone; we only want it to end
+                pass
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"-gdb-exit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(2)
+        self._release()
+
+    def kill(self) -> None:
+        """End gdb at once (its target is going away anyway)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(2)
+        self._release()
+
+    def _release(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass  # a write buffered for a gdb that is gone
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    # ---------------------------------------------------------------------------------- queries
+
+    def evaluate(self, expression: str) -> str:
+        return str(self.command(f"-data-evaluate-expression {mi_quote(expression)}")["payload"]["value"])
+
+    def cli(self, line: str) -> str:
+        """A GDB console command's output (for things MI has no command for)."""
+        return str(self.command(f"-interpreter-exec console {mi_quote(line)}")["console"])
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        rec = self.command(f"-data-read-memory-bytes {address:#x} {size}")
+        out = b""
+        for block in rec["payload"]["memory"]:
+            out += bytes.fromhex(block["contents"])
+        if len(out) != size:
+            raise GdbError(f"could read only {len(out)} of {size} bytes at {address:#x}")
+        return out
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        self.command(f"-data-write-memory-bytes {address:#x} {data.hex()}")
+
+    def register_names(self) -> list[str]:
+        return list(self.command("-data-list-register-names")["payload"]["register-names"])
+
+    def register_values(self) -> dict[int, int]:
+        rec = self.command("-data-list-register-values x")
+        out = {}
+        for item in rec["payload"]["register-values"]:
+            try:
+                out[int(item["number"])] = int(item["value"], 16)
+            except ValueError:
+                continue  # vector registers print as {…}: not part of the scopes we show
+        return out
+
+    def changed_registers(self) -> set[int]:
+        return {int(n) for n in self.command("-data-list-changed-registers")["payload"]["changed-registers"]}
+
+    def frame(self) -> Record:
+        return dict(self.command("-stack-info-frame")["payload"]["frame"])
+
+    def backtrace(self, limit: int = 32) -> list[Record]:
+        rec = self.command(f"-stack-list-frames 0 {limit - 1}")
+        return [dict(f) for f in rec["payload"]["stack"]]

@@ -1,0 +1,265 @@
+"""Debugging through the real daemon, real QEMU and real gdb-multiarch."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import HELLO, ROOT, CLI, console_contains, need_tool, wait_for
+from virsim.client import Client
+from virsim.errors import VirsimError
+
+FAULT = ROOT / "examples" / "hello" / "fault.elf"
+
+
+@pytest.fixture(autouse=True)
+def tools() -> None:
+    need_tool("qemu-system-arm")
+    need_tool("gdb-multiarch")
+
+
+def paused_hello(client: Client, elf: Path = HELLO) -> str:
+    return client.session_create("mps2-an385", elf, paused=True).id
+
+
+def code_of(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
+    assert isinstance(excinfo.value, VirsimError), excinfo.value
+    return excinfo.value.code
+
+
+def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    bp = cli.json("debug", "break", sid, "on_tick")
+    assert bp["resolved"] == "on_tick at hello.c:24" and bp["address"] == 0x40
+    first = cli.json("debug", "continue", sid, "--wait", "--timeout", "10s")
+    assert first["stop"]["reason"] == "breakpoint" and first["stop"]["function"] == "on_tick"
+    start = int(cli.json("debug", "eval", sid, "tick_count")["value"])
+    for _ in range(5):
+        assert cli.json("debug", "continue", sid, "--wait")["stop"]["breakpoint"] == bp["id"]
+    assert int(cli.json("debug", "eval", sid, "tick_count")["value"]) == start + 5
+    assert int(cli.json("debug", "eval", sid, "n")["value"]) == start + 5  # the argument, a local
+    assert cli.json("debug", "list", sid)["breakpoints"][0]["hits"] == 6
+    human = cli("debug", "continue", sid, "--wait").stdout
+    assert human.startswith(f"stopped: breakpoint {bp['id']} at on_tick (hello.c:24)")
+    assert client.session("show", sid).state == "paused"
+
+
+def test_condition_ignore_count_and_temporary(client: Client) -> None:
+    sid = paused_hello(client)
+    client.debug("break", sid, location="on_tick", condition="n > 3")
+    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    assert client.debug("eval", sid, expression="n").value == "4"
+    client.debug("delete", sid, all=True)
+    assert client.debug("list", sid).breakpoints == []
+    client.debug("break", sid, location="on_tick", ignore_count=2, temporary=True)
+    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    assert stop.reason == "breakpoint" and client.debug("eval", sid, expression="n").value == "7"
+    assert client.debug("list", sid).breakpoints == []  # temporary: gone after its hit
+    reply = client.debug("continue", sid, wait=True, timeout=0.5)
+    assert reply.timed_out and reply.state == "running"
+
+
+def test_continue_wait_timeout_exits_42(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    proc = cli("debug", "continue", sid, "--wait", "--timeout", "300ms", check=42)
+    assert "still running" in proc.stderr
+
+
+def test_watchpoint_fires_on_write(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    w = cli.json("debug", "watch", sid, "tick_count", "--access", "write")
+    assert w["kind"] == "watchpoint" and w["address"] == 0x20000054 and w["size"] == 4
+    stop = cli.json("debug", "continue", sid, "--wait")["stop"]
+    assert stop["reason"] == "watchpoint" and stop["function"] == "main"
+    assert (stop["watch"]["old"], stop["watch"]["new"]) == ("0", "1")
+    stop = cli.json("debug", "continue", sid, "--wait")["stop"]
+    assert (stop["watch"]["old"], stop["watch"]["new"]) == ("1", "2")
+    by_address = client.debug("watch", sid, target="0x20000054", size=4, access="read")
+    assert by_address.location == "*(unsigned int *)0x20000054"
+
+
+def test_step_into_over_and_finish(client: Client) -> None:
+    sid = paused_hello(client)
+    client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid, wait=True, timeout=10)
+    into = client.debug("step", sid, kind="step", count=2).stop
+    assert into.function == "uart_puts" or into.function == "uart_putc"  # stepped into the callee
+    out = client.debug("step", sid, kind="finish").stop
+    assert out.reason == "finish"
+    client.debug("continue", sid, wait=True, timeout=10)
+    # next over `uart_puts("tick ")` and `uart_putu(n)`: still in on_tick, two lines further.
+    # (The last line is a tail call to uart_putc at -Os, where gdb's next lands in the callee.)
+    over = client.debug("step", sid, kind="next", count=2).stop
+    assert over.function == "on_tick" and over.line is not None and over.line > 25
+    insn = client.debug("step", sid, kind="stepi").stop
+    assert insn.pc != over.pc
+
+
+def test_register_write_changes_behaviour(client: Client) -> None:
+    sid = paused_hello(client)
+    client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid, wait=True, timeout=10)
+    assert client.debug("reg_set", sid, name="r0", value=4242).value == 4242  # n, the tick number to print
+    client.debug("delete", sid, all=True)
+    client.debug("continue", sid)
+    wait_for(console_contains(client, sid, b"tick 4242\n"), what="the tick number set through r0")
+
+
+def test_memory_write_changes_console_output(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid, wait=True, timeout=10)
+    mem = cli.json("debug", "mem", sid, "tick_count")
+    assert mem["address"] == 0x20000054 and mem["size"] == 4 and mem["data"] == "01000000"
+    cli("debug", "mem-write", sid, "tick_count", "1000", "--width", "4")
+    assert cli.json("debug", "mem", sid, "0x20000054", "4")["data"] == (1000).to_bytes(4, "little").hex()
+    client.debug("delete", sid, all=True)
+    client.debug("continue", sid)
+    wait_for(console_contains(client, sid, b"tick 1001\n"), what="output after the memory write")
+
+
+def test_registers_are_the_cortex_m_set(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    regs = cli.json("debug", "regs", sid)
+    names = [r["name"] for r in regs["registers"]]
+    assert names == ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "sp", "lr",
+                     "pc", "xpsr"]
+    values = {r["name"]: r["value"] for r in regs["registers"]}
+    assert values["sp"] == 0x20400000 and values["xpsr"] & (1 << 24)  # reset state: initial SP, Thumb bit
+    system = cli.json("debug", "regs", sid, "--scope", "system")
+    sysvals = {r["name"]: r["value"] for r in system["registers"]}
+    assert sysvals["VTOR"] == 0 and "CFSR" in sysvals and "SYST_CSR" in sysvals
+    everything = {r["name"] for r in cli.json("debug", "regs", sid, "--scope", "all")["registers"]}
+    assert {"r0", "pc", "xpsr", "CFSR"} <= everything
+    assert "f0" not in everything  # not the legacy FPA layout
+    table = cli("debug", "regs", sid).stdout
+    assert "xpsr" in table and "0x20400000" in table
+
+
+def test_memory_formats_and_disassembly(cli: CLI, client: Client, tmp_path: Path) -> None:
+    sid = paused_hello(client)
+    words = cli("debug", "mem", sid, "0x0", "16", "--format", "u32").stdout
+    assert words.startswith("00000000  0x20400000 ")  # the vector table: initial SP first
+    dump = cli("debug", "mem", sid, "0x0", "16").stdout
+    assert dump.startswith("00000000  00 00 40 20")
+    out = tmp_path / "vectors.bin"
+    cli("debug", "mem", sid, "0x0", "64", "--out", str(out))
+    assert out.read_bytes() == bytes.fromhex(cli.json("debug", "mem", sid, "0x0", "64")["data"])
+    assert out.read_bytes()[:4] == (0x20400000).to_bytes(4, "little")
+    dis = cli.json("debug", "disasm", sid, "--at", "on_tick", "--count", "3")
+    assert [i["address"] for i in dis["instructions"]][0] == 0x40
+    assert dis["instructions"][0]["function"] == "on_tick" and "push" in dis["instructions"][0]["text"]
+
+
+def test_bad_debug_input_is_typed(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    err = cli.json("debug", "break", sid, "no_such_function", check=3)
+    assert err["code"] == "NOT_FOUND" and "no_such_function" in err["error"]
+    err = cli.json("debug", "mem", sid, "0x90000000", "4", check=2)
+    assert "outside every memory region" in err["error"]
+    err = cli.json("debug", "watch", sid, "0x20000055", "--size", "4", check=2)
+    assert "not aligned" in err["error"]
+    err = cli.json("debug", "break", sid, "*0x90000000", check=2)
+    assert "outside every memory region" in err["error"]
+    err = cli.json("debug", "eval", sid, "no_such_var + 1", check=3)
+    assert err["code"] == "NOT_FOUND"
+    err = cli.json("debug", "reg-set", sid, "r99", "1", check=3)
+    assert err["details"]["kind"] == "register"
+    client.session("resume", sid)
+    err = cli.json("debug", "regs", sid, check=4)
+    assert err["code"] == "INVALID_STATE" and "--peek" in err["error"]
+    peeked = cli.json("debug", "regs", sid, "--peek")
+    assert len(peeked["registers"]) == 17
+    assert client.session("show", sid).state == "running"  # peek resumed it
+    client.session("power_off", sid)
+    err = cli.json("debug", "regs", sid, check=4)
+    assert err["details"]["current"] == "stopped"
+
+
+def test_fault_stops_with_decoded_reason(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client, FAULT)
+    stop = cli.json("debug", "continue", sid, "--wait")["stop"]
+    assert stop["reason"] == "fault"
+    fault = stop["fault"]
+    assert fault["handler"] == "HardFault"
+    assert [b["bit"] for b in fault["bits"]] == ["DIVBYZERO", "FORCED"]
+    assert fault["fault_location"] == "divide (fault.c:16)"
+    human = cli("debug", "where", sid).stdout
+    assert "FAULT HardFault: DIVBYZERO" in human and "Default_Handler" in human
+    assert b"about to divide by zero\n" in client.console_text(sid)
+
+
+def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client, home: Path) -> None:
+    sid = paused_hello(client)
+    bp = client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=10)
+    assert client.debug("eval", sid, expression="n").value == "2"
+    client.session("reset", sid)  # CPU from reset; gdb keeps its breakpoints in QEMU
+    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    assert stop.breakpoint == bp.id and client.debug("eval", sid, expression="n").value == "1"
+    client.session("power_off", sid)
+    assert client.session("power_on", sid).state == "running"
+    # Re-applied before the first instruction: the very first tick stops.
+    wait_for(lambda: client.session("show", sid).state == "paused", what="the re-applied breakpoint to hit")
+    assert client.debug("eval", sid, expression="n").value == "1"
+    text = client.console_text(sid)  # three boots (first, reset, power cycle); halted before the first tick
+    assert text.count(b"Hello from virsim") == 3 and text.endswith(b"mps2-an385\n")
+    import os
+    import signal
+
+    pid = client.status().pid
+    client.close()
+    os.kill(pid, signal.SIGKILL)
+    c = Client(client.paths).connect()
+    assert [b.id for b in c.debug("list", sid).breakpoints] == [bp.id]
+    stop = c.debug("continue", sid, wait=True, timeout=10).stop
+    assert stop.breakpoint == bp.id
+    c.close()
+
+
+def test_stop_events_reach_the_live_stream(client: Client) -> None:
+    sid = paused_hello(client)
+    client.debug("break", sid, location="on_tick")
+    with client.subscribe(sid) as sub:
+        time.sleep(0.2)  # let the subscription reach the daemon
+        client.debug("continue", sid)
+        deadline = time.monotonic() + 10
+        stops = []
+        while time.monotonic() < deadline and not stops:
+            got = sub.recv(0.5)
+            if got and got[0].type == "stop":
+                stops.append(got[0])
+    assert stops and stops[0].stop is not None and stops[0].stop.function == "on_tick"
+
+
+def test_external_gdb_attach_and_detach(cli: CLI, client: Client) -> None:
+    info = client.session_create("mps2-an385", HELLO)
+    sid = info.id
+    client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid, wait=True, timeout=10)
+    ep = cli.json("debug", "gdb", sid)
+    assert ep["address"].endswith("/gdb.sock") and ep["command"].startswith("gdb-multiarch -q ")
+    assert f"target remote {ep['address']}" in ep["command"]
+    gdb = subprocess.Popen(
+        ["gdb-multiarch", "-q", "-batch", "-nx", str(HELLO), "-ex", f"target remote {ep['address']}",
+         "-ex", "print tick_count", "-ex", "python import time; time.sleep(3)", "-ex", "detach"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: client.session("show", sid).debugger == "external", what="the external attach")
+        err = cli.json("debug", "regs", sid, check=4)
+        assert err["code"] == "DEBUGGER_BUSY" and "external debugger" in err["error"]
+        output, _ = gdb.communicate(timeout=30)
+    finally:
+        gdb.kill()
+    assert "$1 = " in output and "detached" in output
+    wait_for(lambda: client.session("show", sid).debugger is None, what="the external detach")
+    assert client.session("show", sid).state == "running"  # the session kept running after the detach
+    before = client.console_text(sid)
+    wait_for(lambda: len(client.console_text(sid)) > len(before), what="output after the external detach")
+    # virsim's debugger comes back with the breakpoints from the store.
+    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    assert stop.function == "on_tick"
