@@ -66,6 +66,9 @@ class SessionDebug:
     gdb_ids: dict[int, int] = field(default_factory=dict)  # gdb breakpoint number -> virsim id
     fault_bps: dict[int, str] = field(default_factory=dict)  # gdb breakpoint number -> handler
     step: StepPlan | None = None
+    regs_seq: int = -1  # the stop at which registers were last read
+    regs_seen: dict[str, int] = field(default_factory=dict)  # values read at that stop
+    regs_base: dict[str, int] = field(default_factory=dict)  # values read at earlier stops
 
 
 class DebugService:
@@ -534,46 +537,58 @@ class DebugService:
 
     def regs(self, req: p.DebugRegs) -> p.RegisterList:
         row, dbg = self._session(req.session, halted=True, peek=req.peek)
-        profile = self.sessions.board_node(row).processor.profile
+        st = self.state[row["id"]]
+        node = self.sessions.board_node(row)
+        profile = node.processor.profile
+        general = GENERAL_M if profile == "m" else GENERAL_A
         with dbg.halted():
             names = dbg.register_names()
-            values = dbg.register_values()
-            changed = dbg.changed_registers()
+            number = {n: i for i, n in enumerate(names) if n}
+            if req.scope == "general":
+                wanted = [(n, "general") for n in general]
+            elif req.scope == "fp":
+                wanted = [(n, "fp") for n in number if _FP_RE.match(n)]
+            elif req.scope == "system":
+                wanted = [(n, "system") for n in SYSTEM_GDB if n in number]
+            else:
+                wanted = [(n, "general" if n in general else "fp" if _FP_RE.match(n) else
+                           "system" if n in SYSTEM_GDB else "other") for n in number]
+            values = dbg.register_values([number[n] for n, _ in wanted if n in number])
             extra: dict[str, int] = {}
             if profile == "m" and req.scope in ("system", "all"):
                 for name, address in SYSTEM_REGISTERS.items():
                     extra[name] = int.from_bytes(dbg.read_memory(address, 4), "little")
-        by_name = {names[i]: (values[i], i in changed) for i in values if i < len(names) and names[i]}
-        general = GENERAL_M if profile == "m" else GENERAL_A
+        current = {names[i]: v for i, v in values.items() if i < len(names)} | extra
+        changed = self._changed_since_last_stop(st, current)
         out: list[p.Register] = []
         unavailable: list[str] = []
         note = None
-        if req.scope == "general":
-            wanted = [(n, "general") for n in general]
-        elif req.scope == "fp":
-            wanted = [(n, "fp") for n in by_name if _FP_RE.match(n)]
-            if not wanted:
-                note = f"{self.sessions.board_node(row).processor.type} has no floating-point registers here"
-        elif req.scope == "system":
-            wanted = [(n, "system") for n in SYSTEM_GDB if n in by_name]
-        else:
-            wanted = [(n, "general" if n in general else "fp" if _FP_RE.match(n) else
-                       "system" if n in SYSTEM_GDB else "other") for n in by_name]
         for name, group in wanted:
-            if name in by_name:
-                value, was_changed = by_name[name]
-                out.append(p.Register(name=name, value=value, changed=was_changed, group=group))
+            if name in current:
+                out.append(p.Register(name=name, value=current[name], changed=name in changed, group=group))
             else:
                 unavailable.append(name)
         for name, value in extra.items():
-            out.append(p.Register(name=name, value=value, group="system-mmio"))
+            out.append(p.Register(name=name, value=value, changed=name in changed, group="system-mmio"))
+        if req.scope == "fp" and not wanted:
+            note = f"{node.processor.type} has no floating-point registers here"
         if profile == "m" and req.scope == "system":
-            missing = [n for n in ("msp", "psp", "primask", "basepri", "faultmask", "control") if n not in by_name]
+            missing = [n for n in ("msp", "psp", "primask", "basepri", "faultmask", "control") if n not in number]
             if missing:
                 unavailable += missing
                 note = ("this gdb stub does not expose the core system registers (QEMU exports them from 8.0 "
                         "on); the memory-mapped SCB and SysTick registers are shown instead")
         return p.RegisterList(session=row["id"], scope=req.scope, registers=out, unavailable=unavailable, note=note)
+
+    @staticmethod
+    def _changed_since_last_stop(st: SessionDebug, current: dict[str, int]) -> set[str]:
+        """Registers whose value differs from what was read at an earlier stop (what to highlight)."""
+        if st.regs_seq != st.seq:  # first read at this stop: what we read before is the baseline
+            st.regs_base = {**st.regs_base, **st.regs_seen}
+            st.regs_seen = {}
+            st.regs_seq = st.seq
+        st.regs_seen.update(current)
+        return {n for n, v in current.items() if n in st.regs_base and st.regs_base[n] != v}
 
     def reg_set(self, req: p.DebugRegSet) -> p.Register:
         row, dbg = self._session(req.session, halted=True)
@@ -585,7 +600,7 @@ class DebugService:
             dbg.command(f"-data-evaluate-expression {mi_quote(f'${req.name} = {req.value}')}")
         except GdbError as err:
             raise InvalidInput(f"cannot set {req.name}: {err}") from err
-        value = dbg.register_values().get(names.index(req.name), req.value)
+        value = dbg.register_values([names.index(req.name)]).get(names.index(req.name), req.value)
         return p.Register(name=req.name, value=value, changed=True)
 
     def _resolve_address(self, dbg: Debugger, text: str) -> tuple[int, str | None, int | None]:

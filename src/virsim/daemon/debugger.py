@@ -3,9 +3,10 @@
 GDB does what a debugger must get right and virsim should not reimplement: DWARF symbols and
 file:line, expressions in the program's terms, conditional/temporary/ignore-count breakpoints,
 watchpoints, step/next/finish, backtraces, stepping off a breakpoint before continuing (QEMU's stub
-reports the same breakpoint again otherwise). pygdbmi's parser reads its MI records; the process
-is driven here directly (not through pygdbmi's polling controller, which adds ~200 ms a call),
-and its stdout is one more fd in the daemon's poll loop so asynchronous stops arrive as events.
+reports the same breakpoint again otherwise). The process is driven here directly (not through
+pygdbmi's polling controller, which adds ~200 ms a call) and its records are read by mi.py (not
+pygdbmi's parser, ~10x slower; tests check the two agree); gdb's stdout is one more fd in the
+daemon's poll loop so asynchronous stops arrive as events.
 
 GDB runs in all-stop mode with `mi-async on`: the daemon can send commands while the target runs.
 Breakpoints cannot be inserted into a running remote target, so changes made while it runs go
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import select
 import signal
 import shutil
@@ -26,11 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pygdbmi.gdbmiparser import parse_response
-
+from virsim.daemon.mi import parse_record
 from virsim.errors import DebugCommandFailed, EmulatorError, EmulatorMissing, Timeout
 
 GDB = "gdb-multiarch"
+_REG_VALUE = re.compile(r'number="(\d+)",value="(0x[0-9a-fA-F]+)"')
+_CONTENTS = re.compile(r'contents="([0-9a-fA-F]*)"')
 INSTALL_HINT = "sudo apt-get install -y gdb-multiarch"
 Record = dict[str, Any]
 
@@ -71,6 +74,8 @@ class Debugger:
         self._buf = b""
         self._pending: list[Record] = []  # async records seen while waiting for a result
         self._quiet_stops = 0  # stops we caused ourselves (halted()), not reported to on_stop
+        self._names: list[str] | None = None
+        self._raw_token: int | None = None
         args = [gdb_binary(), "--interpreter=mi3", "-q", "-nx"]
         if cwd is not None:
             # Runs in the session's runtime dir, which names it in its command line: a daemon that
@@ -126,15 +131,21 @@ class Debugger:
                 self._log.write(b"<- " + line + b"\n")
             if not text or text == "(gdb) ":
                 continue
-            records.append(parse_response(text))
+            if self._raw_token is not None and text.startswith(f"{self._raw_token}^done"):
+                records.append({"type": "result", "message": "done", "payload": None, "token": self._raw_token,
+                                "raw": text})
+                continue
+            records.append(parse_record(text))
         return records
 
-    def command(self, cmd: str, timeout: float = 5.0) -> Record:
-        """Send one MI command and return its result record; async records are queued."""
+    def command(self, cmd: str, timeout: float = 5.0, raw: bool = False) -> Record:
+        """Send one MI command and return its result record; async records are queued.
+        With raw=True a `done` result is not parsed: rec["raw"] is its text, for hot paths."""
         assert self.proc.stdin is not None
         self._token += 1
         token = self._token
         line = f"{token}{cmd}\n".encode()
+        self._raw_token = token if raw else None
         if self._log:
             self._log.write(b"-> " + line)
         try:
@@ -274,10 +285,8 @@ class Debugger:
         return str(self.command(f"-interpreter-exec console {mi_quote(line)}")["console"])
 
     def read_memory(self, address: int, size: int) -> bytes:
-        rec = self.command(f"-data-read-memory-bytes {address:#x} {size}")
-        out = b""
-        for block in rec["payload"]["memory"]:
-            out += bytes.fromhex(block["contents"])
+        rec = self.command(f"-data-read-memory-bytes {address:#x} {size}", raw=True)
+        out = b"".join(bytes.fromhex(block) for block in _CONTENTS.findall(rec["raw"]))
         if len(out) != size:
             raise GdbError(f"could read only {len(out)} of {size} bytes at {address:#x}")
         return out
@@ -286,20 +295,17 @@ class Debugger:
         self.command(f"-data-write-memory-bytes {address:#x} {data.hex()}")
 
     def register_names(self) -> list[str]:
-        return list(self.command("-data-list-register-names")["payload"]["register-names"])
+        """The target's register names by gdb number (fixed for a connection: asked once)."""
+        if self._names is None:
+            self._names = list(self.command("-data-list-register-names")["payload"]["register-names"])
+        return self._names
 
-    def register_values(self) -> dict[int, int]:
-        rec = self.command("-data-list-register-values x")
-        out = {}
-        for item in rec["payload"]["register-values"]:
-            try:
-                out[int(item["number"])] = int(item["value"], 16)
-            except ValueError:
-                continue  # vector registers print as {…}: not part of the scopes we show
-        return out
-
-    def changed_registers(self) -> set[int]:
-        return {int(n) for n in self.command("-data-list-changed-registers")["payload"]["changed-registers"]}
+    def register_values(self, numbers: list[int] | None = None) -> dict[int, int]:
+        which = " " + " ".join(map(str, numbers)) if numbers else ""
+        rec = self.command(f"-data-list-register-values x{which}", raw=True)
+        # The hot path of `debug regs`: a dedicated pattern instead of the general MI parser.
+        # Vector registers print as {…} and do not match: not part of the scopes we show.
+        return {int(n): int(v, 16) for n, v in _REG_VALUE.findall(rec["raw"])}
 
     def frame(self) -> Record:
         return dict(self.command("-stack-info-frame")["payload"]["frame"])
