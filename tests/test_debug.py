@@ -263,3 +263,20 @@ def test_external_gdb_attach_and_detach(cli: CLI, client: Client) -> None:
     # virsim's debugger comes back with the breakpoints from the store.
     stop = client.debug("continue", sid, wait=True, timeout=10).stop
     assert stop.function == "on_tick"
+
+
+def test_external_gdb_over_tcp_and_a_profile_board(cli: CLI, client: Client) -> None:
+    virt = ROOT / "examples" / "virt-a15" / "hello.elf"
+    sid = client.session_create("virt-a15", virt, paused=True).id
+    client.debug("break", sid, location="on_tick")
+    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    assert stop.function == "on_tick" and stop.file == "hello.c"
+    regs = {r.name: r.value for r in client.debug("regs", sid).registers}
+    assert "cpsr" in regs and regs["pc"] == stop.pc  # A-profile: cpsr, not xpsr
+    ep = cli.json("debug", "gdb", sid, "--tcp")
+    host, port = ep["tcp"].split(":")
+    assert host == "127.0.0.1" and int(port) > 0 and ep["address"] == ep["tcp"]
+    out = subprocess.run(["gdb-multiarch", "-q", "-batch", "-nx", str(virt), "-ex", f"target remote {ep['tcp']}",
+                          "-ex", "print tick_count", "-ex", "detach"], capture_output=True, text=True, timeout=30)
+    assert "$1 = " in out.stdout and "detached" in out.stdout
+    wait_for(lambda: client.session("show", sid).debugger is None, what="the external detach")
