@@ -256,11 +256,11 @@ def test_external_gdb_attach_and_detach(cli: CLI, client: Client) -> None:
     finally:
         gdb.kill()
     assert "$1 = " in output and "detached" in output
-    wait_for(lambda: client.session("show", sid).debugger is None, what="the external detach")
-    assert client.session("show", sid).state == "running"  # the session kept running after the detach
-    before = client.console_text(sid)
-    wait_for(lambda: len(client.console_text(sid)) > len(before), what="output after the external detach")
-    # virsim's debugger comes back with the breakpoints from the store.
+    # virsim's debugger comes back at once with the stored breakpoints, and the running target
+    # stops at the next tick by itself.
+    wait_for(lambda: client.session("show", sid).debugger == "virsim", what="virsim's debugger back")
+    wait_for(lambda: client.session("show", sid).state == "paused", what="the stored breakpoint to hit")
+    assert client.session("show", sid).stop.function == "on_tick"
     stop = client.debug("continue", sid, wait=True, timeout=10).stop
     assert stop.function == "on_tick"
 
@@ -279,4 +279,28 @@ def test_external_gdb_over_tcp_and_a_profile_board(cli: CLI, client: Client) -> 
     out = subprocess.run(["gdb-multiarch", "-q", "-batch", "-nx", str(virt), "-ex", f"target remote {ep['tcp']}",
                           "-ex", "print tick_count", "-ex", "detach"], capture_output=True, text=True, timeout=30)
     assert "$1 = " in out.stdout and "detached" in out.stdout
-    wait_for(lambda: client.session("show", sid).debugger is None, what="the external detach")
+    wait_for(lambda: client.session("show", sid).debugger == "virsim", what="virsim's debugger back")
+
+
+def test_bad_options_and_gdb_refusals_are_clean_errors(cli: CLI, client: Client) -> None:
+    sid = paused_hello(client)
+    err = cli.json("debug", "regs", sid, "--scope", "bogus", check=2)
+    assert err["code"] == "INVALID_INPUT" and "scope" in err["error"] and "bogus" in err["error"]
+    err = cli.json("debug", "watch", sid, "tick_count", "--access", "sideways", check=2)
+    assert "access" in err["error"]
+    err = cli.json("debug", "eval", sid, "1 +", check=2)
+    assert err["code"] == "DEBUG_COMMAND_FAILED" and err["details"]["gdb_message"]
+    assert cli.json("debug", "mem", sid, "0x0", "0x10")["size"] == 16  # sizes take hex too
+
+
+def test_breakpoint_ids_are_never_reused_and_reset_clears_the_stop(client: Client) -> None:
+    sid = paused_hello(client)
+    first = client.debug("break", sid, location="on_tick").id
+    client.debug("delete", sid, all=True)
+    assert client.debug("break", sid, location="on_tick").id > first
+    client.debug("continue", sid, wait=True, timeout=10)
+    assert client.session("show", sid).stop.reason == "breakpoint"
+    client.session("reset", sid)
+    assert client.session("show", sid).stop is None
+    where = client.debug("where", sid)
+    assert where.function == "Reset_Handler" and where.reason == "interrupted"

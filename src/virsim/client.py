@@ -259,9 +259,7 @@ class Client:
         """debug.<action> (break, watch, list, delete, continue, step, where, regs, reg_set, mem,
         mem_write, eval, disasm, gdb) with its fields; returns the typed result."""
         type_ = f"debug.{action}"
-        if type_ not in p.REQUESTS:
-            raise ProtocolError(f"unknown debug action {action!r}")
-        req = p.REQUESTS[type_][0](session=session, **fields)
+        req = p.make_request(type_, {"session": session, **fields})
         wait = float(getattr(req, "timeout", 0) or 0)
         return self.call(type_, req, timeout=max(self.timeout, wait + 10))
 

@@ -431,15 +431,23 @@ def decode_envelope(frame: bytes) -> dict[str, Any]:
 
 def parse_request(env: dict[str, Any]) -> Message:
     """Validate a request envelope's payload against its model."""
-    entry = REQUESTS.get(env["type"])
+    return make_request(env["type"], env["payload"])
+
+
+def make_request(type_: str, payload: dict[str, Any]) -> Message:
+    """The request model of `type_` built from `payload`; InvalidInput naming the bad field if it
+    does not validate (the client builds requests with this too, so bad options fail alike)."""
+    entry = REQUESTS.get(type_)
     if entry is None:
-        raise ProtocolError(f"unknown request type {env['type']!r}", type=env["type"], known=sorted(REQUESTS))
+        raise ProtocolError(f"unknown request type {type_!r}", type=type_, known=sorted(REQUESTS))
     try:
-        return entry[0].model_validate(env["payload"])
+        return entry[0].model_validate(payload)
     except ValidationError as err:
-        problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in err.errors()]
+        problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "value": e.get("input")}
+                    for e in err.errors()]
         first = problems[0]
-        raise InvalidInput(f"invalid {env['type']} request: {first['path']}: {first['message']}",
+        shown = f" (got {first['value']!r})" if not isinstance(first["value"], dict) else ""
+        raise InvalidInput(f"invalid {type_} request: {first['path']}: {first['message']}{shown}",
                            problems=problems) from err
 
 

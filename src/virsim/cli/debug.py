@@ -237,7 +237,7 @@ def hexdump(address: int, data: bytes) -> str:
 @app.command("mem")
 def mem(session: SessionArg,
         address: Annotated[str, typer.Argument(help="Address (0x20000000) or symbol (counter).")],
-        size: Annotated[Optional[int], typer.Argument(help="Bytes (default: the symbol's size, or 64).")] = None,
+        size: Annotated[Optional[str], typer.Argument(help="Bytes, e.g. 64 or 0x100 (default: the symbol's size, or 64).")] = None,
         fmt: Annotated[str, typer.Option("--format", help="hex, u32, ascii or bin (raw bytes).")] = "hex",
         out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the raw bytes to this file.")] = None,
         peek: PeekOpt = False, as_json: JsonOpt = False) -> None:
@@ -247,7 +247,7 @@ def mem(session: SessionArg,
     """
     if fmt not in ("hex", "u32", "ascii", "bin"):
         raise InvalidInput(f"--format must be hex, u32, ascii or bin, got {fmt!r}", field="format")
-    chunk = client().debug("mem", session, address=address, size=size, peek=peek)
+    chunk = client().debug("mem", session, address=address, size=parse_int(size, "size"), peek=peek)
     data = bytes.fromhex(chunk.data)
     if out_file is not None:
         out_file.write_bytes(data)
@@ -263,7 +263,8 @@ def mem(session: SessionArg,
             for i in range(0, len(words), 4):
                 print(f"{chunk.address + i * 4:08x}  " + " ".join(f"{w:#010x}" for w in words[i:i + 4]))
         elif fmt == "ascii":
-            print(data.decode("latin-1"))
+            sys.stdout.buffer.write(data + b"\n")  # the bytes as they are, not re-encoded
+            sys.stdout.buffer.flush()
         else:
             print(hexdump(chunk.address, data))
 

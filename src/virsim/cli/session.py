@@ -24,6 +24,11 @@ def show_info(info: SessionInfo) -> None:
             ("created", when(info.created_at)), ("uptime", duration(info.uptime_s)),
             ("console", f"{info.console_log} ({info.console_bytes} bytes)")]
     rows += [(name, value) for name, value in sorted(info.endpoints.items())]
+    if info.debugger:
+        rows.append(("debugger", info.debugger))
+    if info.stop:
+        where = info.stop.function or (f"{info.stop.pc:#x}" if info.stop.pc is not None else "?")
+        rows.append(("last stop", f"{info.stop.reason} at {where}"))
     if info.error:
         rows.append(("error", f"[red]{info.error}[/]"))
     for key, value in rows:

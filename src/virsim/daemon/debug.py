@@ -169,7 +169,19 @@ class DebugService:
             running = live.instance.run_status().running
         except VirsimError:
             return
-        self.sessions.set_state(row, S.RUNNING if running else S.PAUSED, "external debugger detached")
+        row = self.sessions.set_state(row, S.RUNNING if running else S.PAUSED, "external debugger detached")
+        st = self.state.get(sid)
+        if st is not None and self.store.breakpoints(sid):
+            try:  # the stored breakpoints go back in at once, not at the next debug command
+                self._attach(row, st)
+            except VirsimError:
+                log.exception("session %s: re-attaching after the external debugger", sid)
+
+    def forget_stop(self, session_id: str) -> None:
+        """The CPU was reset: the last stop no longer describes it."""
+        st = self.state.get(session_id)
+        if st is not None:
+            st.stop = None
 
     def _session(self, ref: str, *, halted: bool = False, peek: bool = False) -> tuple[dict[str, Any], Debugger]:
         """Resolve the session and its attached debugger (attaching it if needed)."""
@@ -283,7 +295,7 @@ class DebugService:
         msg = str(err.details.get("gdb_message", err))
         if "not defined" in msg or "No symbol" in msg or "No source file" in msg or "No line" in msg:
             return NotFound(f"{what}: {msg}", kind="symbol", gdb_message=msg)
-        return InvalidInput(f"{what}: {msg}", gdb_message=msg)
+        return GdbError(f"{what}: {msg}", gdb_message=msg)
 
     def break_(self, req: p.DebugBreak) -> p.BreakpointInfo:
         row, dbg = self._session(req.session)
@@ -411,7 +423,7 @@ class DebugService:
             dbg.command(command)
         except GdbError as err:
             self.state[sid].step = None
-            raise InvalidInput(f"cannot {req.kind}: {err}", gdb_message=str(err)) from err
+            raise self._gdb_failure(err, f"cannot {req.kind}") from err
         self.sessions.set_state(row, S.RUNNING, f"{req.kind} by debugger")
         return Deferred(sid, time.monotonic() + req.timeout, lambda: self._running_reply(sid))
 
@@ -510,7 +522,8 @@ class DebugService:
             try:
                 symbol = dbg.cli(f"info symbol {stacked_pc:#x}").split(" in section")[0].strip()
                 line = re.search(r'Line (\d+) of "(.+?)"', dbg.cli(f"info line *{stacked_pc:#x}"))
-                report["fault_location"] = symbol + (f" ({line.group(2)}:{line.group(1)})" if line else "")
+                if not symbol.startswith("No symbol"):
+                    report["fault_location"] = symbol + (f" ({line.group(2)}:{line.group(1)})" if line else "")
             except VirsimError:
                 pass
         return report
@@ -599,7 +612,7 @@ class DebugService:
         try:
             dbg.command(f"-data-evaluate-expression {mi_quote(f'${req.name} = {req.value}')}")
         except GdbError as err:
-            raise InvalidInput(f"cannot set {req.name}: {err}") from err
+            raise self._gdb_failure(err, f"cannot set {req.name}") from err
         value = dbg.register_values([names.index(req.name)]).get(names.index(req.name), req.value)
         return p.Register(name=req.name, value=value, changed=True)
 
@@ -681,7 +694,7 @@ class DebugService:
         self._open_proxy(row, st)
         if st.proxy is None:
             raise NotSupported(f"session {row['id']} has no gdb endpoint", capability="debug")
-        tcp = st.proxy.listen_tcp() if req.tcp else None
+        tcp = st.proxy.listen_tcp() if req.tcp else st.proxy.tcp_address()
         address = tcp or str(st.proxy.path)
         elf = self._elf(row)
         parts = [GDB, "-q"] + ([str(elf)] if elf else []) + ["-ex", f"target remote {address}"]

@@ -46,6 +46,11 @@ class GdbProxy:
             self.tcp.bind(("127.0.0.1", 0))
             self.tcp.listen(2)
             self.tcp.setblocking(False)
+        return self.tcp_address() or ""
+
+    def tcp_address(self) -> str | None:
+        if self.tcp is None:
+            return None
         host, port = self.tcp.getsockname()
         return f"{host}:{port}"
 

@@ -272,6 +272,8 @@ class SessionService:
         dbg = self.debug.controller(row["id"]) if self.debug else None
         if dbg is not None and not dbg.running:
             dbg.cli("maintenance flush register-cache")  # the CPU state gdb cached is gone
+        if self.debug is not None:
+            self.debug.forget_stop(row["id"])
         return self.info(row)
 
     def power_off(self, req: p.SessionRef) -> p.SessionInfo:

@@ -48,9 +48,23 @@ def _m002_breakpoints(db: sqlite_utils.Database) -> None:
     db["breakpoints"].create_index(["session"])
 
 
+def _m003_breakpoint_ids_autoincrement(db: sqlite_utils.Database) -> None:
+    # A deleted breakpoint's id must never come back: a script holding it would hit another one.
+    db.execute("""create table breakpoints_new (
+        id integer primary key autoincrement, session text references sessions(id), kind text,
+        location text, condition text, temporary integer, ignore_count integer, access text,
+        size integer, address integer, hits integer, created_at float)""")
+    db.execute("insert into breakpoints_new select id, session, kind, location, condition, temporary, "
+               "ignore_count, access, size, address, hits, created_at from breakpoints")
+    db.execute("drop table breakpoints")
+    db.execute("alter table breakpoints_new rename to breakpoints")
+    db.execute("create index idx_breakpoints_session on breakpoints (session)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
+    ("003_breakpoint_ids_autoincrement", _m003_breakpoint_ids_autoincrement),
 ]
 
 
