@@ -229,7 +229,7 @@ class Daemon:
                 last_tick = now
 
     def _serve_requests(self) -> None:
-        while True:
+        while self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
                 msg = self.router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
