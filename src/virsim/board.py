@@ -15,10 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from virsim.errors import BoardConfigError, NotFound
+from virsim.yamlmodel import FieldProblem, load_model
 
 _SIZE_RE = re.compile(r"^\s*(0x[0-9a-fA-F_]+|\d[\d_]*)\s*([KMG]i?B?)?\s*$", re.IGNORECASE)
 _FREQ_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kMG]?)Hz\s*$", re.IGNORECASE)
@@ -65,14 +65,6 @@ PROCESSORS: dict[str, tuple[str, str]] = {
     "rv32": ("RISC-V", "rv32"), "rv64": ("RISC-V", "rv64"),
 }
 BACKENDS = ("qemu", "builtin", "renode", "skyeye")
-
-
-class BoardProblem(ValueError):
-    """A validator's error about a field below the validated model (loc relative to that model)."""
-
-    def __init__(self, message: str, *loc: Any) -> None:
-        super().__init__(message)
-        self.loc = loc
 
 
 class Model(BaseModel):
@@ -144,7 +136,7 @@ class Node(Model):
         regions = sorted(enumerate(self.memory), key=lambda r: r[1].address)
         for (ia, a), (ib, b) in zip(regions, regions[1:]):
             if b.address < a.end:
-                raise BoardProblem(f"memory[{ib}] at {b.address:#x} overlaps memory[{ia}] "
+                raise FieldProblem(f"memory[{ib}] at {b.address:#x} overlaps memory[{ia}] "
                                    f"({a.address:#x}..{a.end:#x})", "memory", ib)
         ids = [p.id for p in self.peripherals]
         dup = {i for i in ids if ids.count(i) > 1}
@@ -193,22 +185,22 @@ class BoardConfig(Model):
         ids = [n.id for n in self.nodes]
         for i, node_id in enumerate(ids):
             if node_id in ids[:i]:
-                raise BoardProblem(f"duplicate node id {node_id!r}", "nodes", i, "id")
+                raise FieldProblem(f"duplicate node id {node_id!r}", "nodes", i, "id")
         known = set(ids)
         ic = self.interconnect
         for i, sm in enumerate(ic.shared_memory):
             for node in sm.mappings:
                 if node not in known:
-                    raise BoardProblem(f"shared_memory {sm.id!r} maps unknown node {node!r}",
+                    raise FieldProblem(f"shared_memory {sm.id!r} maps unknown node {node!r}",
                                        "interconnect", "shared_memory", i, "mappings", node)
         for i, route in enumerate(ic.irq_routes):
             for field, ref in (("source", route.source.split(".", 1)[0]), ("target", route.target)):
                 if ref not in known:
-                    raise BoardProblem(f"irq route names unknown node {ref!r}", "interconnect", "irq_routes", i, field)
+                    raise FieldProblem(f"irq route names unknown node {ref!r}", "interconnect", "irq_routes", i, field)
         for i, m in enumerate(ic.mmio_map):
             for field, ref in (("node", m.node), ("target", m.target.split(".", 1)[0])):
                 if ref not in known:
-                    raise BoardProblem(f"mmio_map names unknown node {ref!r}", "interconnect", "mmio_map", i, field)
+                    raise FieldProblem(f"mmio_map names unknown node {ref!r}", "interconnect", "mmio_map", i, field)
         return self
 
     @property
@@ -222,71 +214,10 @@ class BoardConfig(Model):
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _line_of(root: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
-    """1-based line of the YAML node at `path`, or of its nearest existing parent."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            nxt = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            nxt = node.value[key]
-        else:
-            nxt = None
-        if nxt is None:
-            break
-        node = nxt
-        line = node.start_mark.line + 1
-    return line
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
-    for key in loc:
-        try:
-            data = data[key]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
 def parse_board(text: str, source: str) -> BoardConfig:
     """Parse YAML or JSON board text; raise BoardConfigError naming file, field path, line and value."""
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise BoardConfigError(f"{source}:{line or '?'}: not valid YAML/JSON: {getattr(err, 'problem', err)}",
-                               file=source, problems=[{"path": "", "line": line, "message": str(err)}]) from err
-    if not isinstance(data, dict):
-        raise BoardConfigError(f"{source}: a board file must be a mapping with system_id, name and nodes",
-                               file=source, problems=[{"path": "", "message": "expected a mapping"}])
-    try:
-        return BoardConfig.model_validate(data)
-    except ValidationError as err:
-        problems = []
-        # A misspelled key (extra field) explains a missing one: report it first.
-        for e in sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden"):
-            loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            loc += getattr((e.get("ctx") or {}).get("error"), "loc", ())
-            value = _value_at(data, loc) if loc else None
-            problems.append({"path": _dotted(loc), "line": _line_of(root, loc), "value": value,
-                             "message": e["msg"].removeprefix("Value error, ")})
-        first = problems[0]
-        where = f"{source}:{first['line']}" if first["line"] else source
-        shown = f" (got {first['value']!r})" if first["value"] is not None and not isinstance(
-            first["value"], (dict, list)) else ""
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise BoardConfigError(f"{where}: {first['path']}: {first['message']}{shown}{more}",
-                               file=source, problems=problems) from err
+    return load_model(text, source, BoardConfig, BoardConfigError, "a board file must be a mapping with "
+                      "system_id, name and nodes")
 
 
 def load_board_file(path: Path) -> BoardConfig:

@@ -56,8 +56,11 @@ def daemon_pid(paths: Paths) -> int | None:
 def spawn_daemon(paths: Paths) -> None:
     """Start a detached daemon (it forks into the background and exits this child at once)."""
     paths.ensure()
+    env = dict(os.environ)
+    if paths.home is not None:
+        env["VIRSIM_HOME"] = str(paths.home)
     with paths.daemon_log.open("ab") as logf:
-        child = subprocess.Popen([sys.executable, "-m", "virsim.daemon", "--detach"], stdin=subprocess.DEVNULL,
+        child = subprocess.Popen([sys.executable, "-m", "virsim.daemon", "--detach"], stdin=subprocess.DEVNULL, env=env,
                                  stdout=logf, stderr=logf, start_new_session=True, close_fds=True, cwd="/")
     try:
         code = child.wait(START_TIMEOUT)
@@ -224,6 +227,9 @@ class Client:
     def session(self, action: str, session: str) -> p.SessionInfo:
         """show | pause | resume | reset | power_off | power_on."""
         return self.call(f"session.{action}", p.SessionRef(session=session))  # type: ignore[return-value]
+
+    def clock(self, session: str) -> p.Clock:
+        return self.call("session.clock", p.SessionRef(session=session))  # type: ignore[return-value]
 
     def session_delete(self, session: str, purge: bool = False) -> p.DeleteReply:
         return self.call("session.delete", p.SessionDelete(session=session, purge=purge))  # type: ignore[return-value]

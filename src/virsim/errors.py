@@ -70,6 +70,12 @@ class FirmwareError(InvalidInput):
     code = "FIRMWARE_INVALID"
 
 
+class ScenarioError(InvalidInput):
+    """A scenario file is invalid. details: file, problems[{path, line, value, message}]."""
+
+    code = "SCENARIO_INVALID"
+
+
 class DebugCommandFailed(InvalidInput):
     """The debugger refused a command (bad expression, location, register). details: gdb_message."""
 

@@ -27,6 +27,7 @@ class Paths:
     runtime: Path
     data: Path
     log: Path
+    home: Path | None = None  # the VIRSIM_HOME these paths derive from, if any
 
     @property
     def control_socket(self) -> Path:
@@ -80,11 +81,16 @@ def _short_runtime(preferred: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"virsim-{os.getuid()}-{digest}"
 
 
+def paths_for_home(home: Path) -> Paths:
+    """Everything under one directory, as with VIRSIM_HOME=home."""
+    base = home.expanduser().resolve()
+    return Paths(runtime=_short_runtime(base / "run"), data=base / "data", log=base / "log", home=base)
+
+
 def get_paths() -> Paths:
     home = os.environ.get("VIRSIM_HOME")
     if home:
-        base = Path(home).expanduser().resolve()
-        return Paths(runtime=_short_runtime(base / "run"), data=base / "data", log=base / "log")
+        return paths_for_home(Path(home))
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and Path(xdg).is_dir():
         runtime = Path(platformdirs.user_runtime_dir(APP))

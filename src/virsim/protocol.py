@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.1"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop
+PROTOCOL_VERSION = "1.2"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock
 MAX_FRAME = 1024 * 1024
 
 
@@ -313,6 +313,12 @@ class GdbEndpoint(Message):
     held_by: str | None = Field(None, description="'external' while an external debugger is attached")
 
 
+class Clock(Message):
+    session: str
+    virtual_ns: int | None = Field(None, description="virtual time in ns (deterministic sessions), else null")
+    state: str
+
+
 class SessionListReply(Message):
     sessions: list[SessionInfo]
 
@@ -365,6 +371,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "session.power_off": (SessionRef, SessionInfo),
     "session.power_on": (SessionRef, SessionInfo),
     "session.delete": (SessionDelete, DeleteReply),
+    "session.clock": (SessionRef, Clock),
     "console.read": (ConsoleRead, ConsoleChunk),
     "console.send": (ConsoleSend, SendReply),
     "program.upload": (ProgramUpload, ProgramInfo),
@@ -387,7 +394,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
 
 # Requests that change state: the daemon records each in the store's event log.
 MUTATING = frozenset(t for t in REQUESTS if t.split(".", 1)[-1] not in
-                     {"status", "list", "show", "read", "where", "regs", "mem", "eval", "disasm", "gdb"}
+                     {"status", "list", "show", "read", "where", "regs", "mem", "eval", "disasm", "gdb", "clock"}
                      and t != "hello")
 
 

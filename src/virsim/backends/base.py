@@ -36,6 +36,7 @@ class Capability(str, Enum):
     PROGRAM_HEX = "program-hex"
     CONSOLE = "console"  # UART console out and in
     DETERMINISTIC = "deterministic"  # same firmware + inputs -> same output
+    VIRTUAL_TIME = "virtual-time"  # deterministic sessions report their virtual clock
     REATTACH = "reattach"  # instances survive a daemon restart
     DEBUG = "debug"
     SNAPSHOT = "snapshot"
@@ -130,6 +131,11 @@ class Instance(ABC):
     @abstractmethod
     def run_status(self) -> RunStatus:
         """Ask the emulator whether the CPU is running."""
+
+    def virtual_time_ns(self) -> int | None:
+        """Virtual time since power-on in ns, where the backend counts it deterministically
+        (Capability.VIRTUAL_TIME); None otherwise."""
+        return None
 
     def destroy(self) -> None:
         """Power off and release every resource the instance holds."""

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from virsim import __version__
-from virsim.cli import board, console, daemon, debug, demo, doctor, program, session
+from virsim.cli import board, console, daemon, debug, demo, doctor, program, run, session
 from virsim.cli.render import print_error
 from virsim.errors import VirsimError
 
@@ -31,6 +31,7 @@ app.add_typer(debug.app, name="debug")
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
+app.command("run")(run.run)
 
 
 def _version(value: bool) -> None:

@@ -72,6 +72,7 @@ class Daemon:
             "session.power_off": self.sessions.power_off,
             "session.power_on": self.sessions.power_on,
             "session.delete": self.sessions.delete,
+            "session.clock": self.sessions.clock,
             "console.read": self.sessions.console_read,
             "console.send": self.sessions.console_send,
             "program.upload": self.sessions.program_upload,

@@ -335,6 +335,12 @@ class SessionService:
         self.set_state(row, S.DELETED, "deleted", pid=None)
         return p.DeleteReply(session=row["id"], purged=False, console_log=str(console_log))
 
+    def clock(self, req: p.SessionRef) -> p.Clock:
+        row = self.row(req.session)
+        live = self.live.get(row["id"])
+        ns = live.instance.virtual_time_ns() if live is not None else None
+        return p.Clock(session=row["id"], virtual_ns=ns, state=row["state"])
+
     def console_read(self, req: p.ConsoleRead) -> p.ConsoleChunk:
         row = self.row(req.session)
         live = self.live.get(row["id"])

@@ -1,0 +1,154 @@
+"""`virsim run` end to end: real daemons (one per run), real QEMU, exit codes, scenarios, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import HELLO, JITTER, ROOT, CLI, need_tool
+
+pytestmark = pytest.mark.usefixtures("qemu")
+
+
+def run(cli: CLI, *args: str, code: int) -> dict:
+    proc = cli("run", *args, "--json", check=code)
+    return json.loads(proc.stdout)
+
+
+def no_run_left() -> None:
+    left = [p for p in psutil.process_iter(["cmdline"])
+            if "/tmp/vsr-" in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [p.info["cmdline"] for p in left]
+
+
+def test_pass_writes_log_and_leaves_nothing(cli: CLI, tmp_path: Path) -> None:
+    log = tmp_path / "out" / "uart.log"
+    doc = run(cli, str(HELLO), "--board", "mps2-an385", "--expect-text", "tick 3", "--timeout", "2s",
+              "--serial-log", str(log), code=0)
+    assert doc["status"] == "passed" and doc["exit_code"] == 0
+    assert [c["name"] for c in doc["checks"]] == ["expect-text 'tick 3'"]
+    assert 0 < doc["virtual_ns"] < 2e9
+    # The log ends exactly at the byte that decided the run.
+    assert log.read_bytes() == b"Hello from virsim on mps2-an385\ntick 1\ntick 2\ntick 3"
+    assert cli.json("session", "list", "--all") == []  # it did not use the user's daemon
+    no_run_left()
+
+
+def test_fail_text_fails_with_exit_1(cli: CLI) -> None:
+    doc = run(cli, str(HELLO), "--expect-text", "tick 5", "--fail-text", "PANIC", "--fail-text", "tick 2", code=1)
+    assert doc["status"] == "failed" and "fail-text 'tick 2'" in doc["checks"][0]["message"]
+    assert doc["serial_log"].endswith("tick 2")
+    human = cli("run", str(HELLO), "-e", "tick 5", "-F", "tick 2", check=1)
+    assert "FAILED" in human.stdout and "tick 1" in human.stderr  # console excerpt
+
+
+def test_virtual_and_wall_timeouts_exit_42(cli: CLI) -> None:
+    doc = run(cli, str(HELLO), "--expect-text", "tick 9999", "--timeout", "300ms", code=42)
+    assert doc["status"] == "timeout" and "virtual time" in doc["checks"][0]["message"]
+    assert doc["virtual_ns"] >= 300_000_000
+    doc = run(cli, str(HELLO), "--expect-text", "tick 9999", "--timeout", "500ms", "--timeout-is", "wall", code=42)
+    assert "wall time" in doc["checks"][0]["message"] and doc["seconds"] >= 0.5
+    doc = run(cli, str(HELLO), "--no-deterministic", "-e", "tick 2", code=0)
+    assert doc["virtual_ns"] is None  # not deterministic: wall time, no virtual clock
+    doc = run(cli, str(HELLO), "--no-deterministic", "--timeout-is", "virtual", "-e", "x", code=2)
+    assert "deterministic" in doc["message"]
+
+
+def test_infrastructure_errors_exit_2(cli: CLI, tmp_path: Path) -> None:
+    assert "does not exist" in run(cli, str(tmp_path / "missing.elf"), "-e", "x", code=2)["message"]
+    assert "x86-64" in run(cli, "/bin/true", "-e", "x", code=2)["message"]
+    assert "no board" in run(cli, str(HELLO), "--board", "nosuch", "-e", "x", code=2)["message"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsteps:\n  - wait-serial: Hello\n  - delay: soon\n")
+    doc = run(cli, str(HELLO), "--scenario", str(bad), code=2)
+    assert f"{bad}:4: steps[1].delay" in doc["message"] and "soon" in doc["message"]
+    human = cli("run", str(HELLO), "--scenario", str(bad), check=2)
+    assert "SCENARIO_INVALID" in human.stderr
+
+
+def test_scenario_with_serial_input_memory_and_breakpoint(cli: CLI, tmp_path: Path) -> None:
+    need_tool("gdb-multiarch")
+    scenario = tmp_path / "boot.yaml"
+    scenario.write_text("""\
+name: boot and echo
+timeout: 2s
+steps:
+  - wait-serial: "Hello from virsim"
+  - wait-serial: {regex: "tick [0-9]+"}
+  - write-serial: "ping\\n"
+  - wait-serial: "echo: ping"
+  - expect-not: "PANIC"
+  - delay: 50ms
+  - break-at: on_tick
+  - expect-register: {r0: 0x3}   # deterministic: the third tick
+  - expect-memory: {at: tick_count, equals: 3}
+  - read-memory: {at: 0x0, size: 8}
+""")
+    junit = tmp_path / "junit.xml"
+    doc = run(cli, str(HELLO), "--scenario", str(scenario), "--junit", str(junit), code=0)
+    assert doc["name"] == "boot and echo"
+    assert [c["status"] for c in doc["checks"]] == ["passed"] * 10
+    assert doc["checks"][2]["name"] == "step 3: write-serial 'ping\\n'"
+    assert "echo: ping" in doc["serial_log"]
+    xml = junit.read_text()
+    assert 'tests="10"' in xml and 'failures="0"' in xml and "boot and echo" in xml
+    xmlschema = pytest.importorskip("xmlschema") if not os.environ.get("VIRSIM_NO_SKIP") else __import__("xmlschema")
+    xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit-10.xsd")).validate(str(junit))
+
+
+def test_failing_step_skips_the_rest_and_reports_junit(cli: CLI, tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("steps:\n  - wait-serial: tick 1\n  - expect-memory: {at: tick_count, equals: 99}\n"
+                        "  - wait-serial: tick 2\n  - snapshot: x\n")
+    junit = tmp_path / "j.xml"
+    doc = run(cli, str(HELLO), "--scenario", str(scenario), "--junit", str(junit), code=1)
+    assert [c["status"] for c in doc["checks"]] == ["passed", "failed", "skipped", "skipped"]
+    assert "expected 63000000" in doc["checks"][1]["message"]
+    xml = junit.read_text()
+    assert 'failures="1"' in xml and 'skipped="2"' in xml
+    snap = tmp_path / "snap.yaml"
+    snap.write_text("steps:\n  - snapshot: before\n")
+    doc = run(cli, str(HELLO), "--scenario", str(snap), code=2)
+    assert "not supported" in doc["checks"][0]["message"]
+
+
+def test_deterministic_serial_logs_over_5_reruns(cli: CLI, tmp_path: Path) -> None:
+    logs = []
+    for i in range(5):
+        log = tmp_path / f"uart{i}.log"
+        run(cli, str(JITTER), "-e", "tick 15 ", "--timeout", "2s", "--serial-log", str(log), code=0)
+        logs.append(log.read_bytes())
+    assert all(log == logs[0] for log in logs) and logs[0].count(b"loops") == 14
+
+
+def test_four_parallel_runs(cli: CLI, tmp_path: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-m", "virsim", "run", str(HELLO), "-e", f"tick {3 + i}",
+                               "--serial-log", str(tmp_path / f"{i}.log")], env=cli.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for i in range(4)]
+    codes = [p.wait(120) for p in procs]
+    assert codes == [0, 0, 0, 0], [p.stderr.read() for p in procs if p.stderr]
+    for i in range(4):
+        assert (tmp_path / f"{i}.log").read_bytes().endswith(b"tick %d" % (3 + i))
+    no_run_left()
+
+
+def test_keep_leaves_the_session_on_the_user_daemon(cli: CLI) -> None:
+    doc = run(cli, str(HELLO), "-e", "tick 1", "--keep", code=0)
+    sid = doc["session"]
+    assert sid and cli.json("session", "show", sid)["state"] == "running"
+    assert "tick 1" in cli("console", sid).stdout
+
+
+def test_examples_ci_makefile_target_runs(cli: CLI) -> None:
+    need_tool("make")
+    env = {**cli.env, "VIRSIM": f"{sys.executable} -m virsim"}
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT / "examples" / "ci"), "test"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.path.exists(ROOT / "examples" / "ci" / "out" / "junit.xml")
