@@ -38,11 +38,11 @@ def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: C
     assert first["stop"]["reason"] == "breakpoint" and first["stop"]["function"] == "on_tick"
     start = int(cli.json("debug", "eval", sid, "tick_count")["value"])
     for _ in range(5):
-        assert cli.json("debug", "continue", sid, "--wait")["stop"]["breakpoint"] == bp["id"]
+        assert cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]["breakpoint"] == bp["id"]
     assert int(cli.json("debug", "eval", sid, "tick_count")["value"]) == start + 5
     assert int(cli.json("debug", "eval", sid, "n")["value"]) == start + 5  # the argument, a local
     assert cli.json("debug", "list", sid)["breakpoints"][0]["hits"] == 6
-    human = cli("debug", "continue", sid, "--wait").stdout
+    human = cli("debug", "continue", sid, "--wait", "--timeout", "60s").stdout
     assert human.startswith(f"stopped: breakpoint {bp['id']} at on_tick (hello.c:24)")
     assert client.session("show", sid).state == "paused"
 
@@ -50,12 +50,13 @@ def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: C
 def test_condition_ignore_count_and_temporary(client: Client) -> None:
     sid = paused_hello(client)
     client.debug("break", sid, location="on_tick", condition="n > 3")
-    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    stop = client.debug("continue", sid, wait=True, timeout=60).stop
+    assert stop is not None and stop.reason == "breakpoint"
     assert client.debug("eval", sid, expression="n").value == "4"
     client.debug("delete", sid, all=True)
     assert client.debug("list", sid).breakpoints == []
     client.debug("break", sid, location="on_tick", ignore_count=2, temporary=True)
-    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    stop = client.debug("continue", sid, wait=True, timeout=60).stop
     assert stop.reason == "breakpoint" and client.debug("eval", sid, expression="n").value == "7"
     assert client.debug("list", sid).breakpoints == []  # temporary: gone after its hit
     reply = client.debug("continue", sid, wait=True, timeout=0.5)
@@ -72,10 +73,10 @@ def test_watchpoint_fires_on_write(cli: CLI, client: Client) -> None:
     sid = paused_hello(client)
     w = cli.json("debug", "watch", sid, "tick_count", "--access", "write")
     assert w["kind"] == "watchpoint" and w["address"] == 0x20000054 and w["size"] == 4
-    stop = cli.json("debug", "continue", sid, "--wait")["stop"]
+    stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
     assert stop["reason"] == "watchpoint" and stop["function"] == "main"
     assert (stop["watch"]["old"], stop["watch"]["new"]) == ("0", "1")
-    stop = cli.json("debug", "continue", sid, "--wait")["stop"]
+    stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
     assert (stop["watch"]["old"], stop["watch"]["new"]) == ("1", "2")
     by_address = client.debug("watch", sid, target="0x20000054", size=4, access="read")
     assert by_address.location == "*(unsigned int *)0x20000054"
@@ -84,12 +85,12 @@ def test_watchpoint_fires_on_write(cli: CLI, client: Client) -> None:
 def test_step_into_over_and_finish(client: Client) -> None:
     sid = paused_hello(client)
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
     into = client.debug("step", sid, kind="step", count=2).stop
     assert into.function == "uart_puts" or into.function == "uart_putc"  # stepped into the callee
     out = client.debug("step", sid, kind="finish").stop
     assert out.reason == "finish"
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
     # next over `uart_puts("tick ")` and `uart_putu(n)`: still in on_tick, two lines further.
     # (The last line is a tail call to uart_putc at -Os, where gdb's next lands in the callee.)
     over = client.debug("step", sid, kind="next", count=2).stop
@@ -101,7 +102,7 @@ def test_step_into_over_and_finish(client: Client) -> None:
 def test_register_write_changes_behaviour(client: Client) -> None:
     sid = paused_hello(client)
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
     assert client.debug("reg_set", sid, name="r0", value=4242).value == 4242  # n, the tick number to print
     client.debug("delete", sid, all=True)
     client.debug("continue", sid)
@@ -111,7 +112,7 @@ def test_register_write_changes_behaviour(client: Client) -> None:
 def test_memory_write_changes_console_output(cli: CLI, client: Client) -> None:
     sid = paused_hello(client)
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
     mem = cli.json("debug", "mem", sid, "tick_count")
     assert mem["address"] == 0x20000054 and mem["size"] == 4 and mem["data"] == "01000000"
     cli("debug", "mem-write", sid, "tick_count", "1000", "--width", "4")
@@ -181,7 +182,7 @@ def test_bad_debug_input_is_typed(cli: CLI, client: Client) -> None:
 
 def test_fault_stops_with_decoded_reason(cli: CLI, client: Client) -> None:
     sid = paused_hello(client, FAULT)
-    stop = cli.json("debug", "continue", sid, "--wait")["stop"]
+    stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
     assert stop["reason"] == "fault"
     fault = stop["fault"]
     assert fault["handler"] == "HardFault"
@@ -195,11 +196,11 @@ def test_fault_stops_with_decoded_reason(cli: CLI, client: Client) -> None:
 def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client, home: Path) -> None:
     sid = paused_hello(client)
     bp = client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=10)
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
+    client.debug("continue", sid, wait=True, timeout=60)
     assert client.debug("eval", sid, expression="n").value == "2"
     client.session("reset", sid)  # CPU from reset; gdb keeps its breakpoints in QEMU
-    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    stop = client.debug("continue", sid, wait=True, timeout=60).stop
     assert stop.breakpoint == bp.id and client.debug("eval", sid, expression="n").value == "1"
     client.session("power_off", sid)
     assert client.session("power_on", sid).state == "running"
@@ -216,7 +217,7 @@ def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client
     os.kill(pid, signal.SIGKILL)
     c = Client(client.paths).connect()
     assert [b.id for b in c.debug("list", sid).breakpoints] == [bp.id]
-    stop = c.debug("continue", sid, wait=True, timeout=10).stop
+    stop = c.debug("continue", sid, wait=True, timeout=60).stop
     assert stop.breakpoint == bp.id
     c.close()
 
@@ -240,7 +241,7 @@ def test_external_gdb_attach_and_detach(cli: CLI, client: Client) -> None:
     info = client.session_create("mps2-an385", HELLO)
     sid = info.id
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
     ep = cli.json("debug", "gdb", sid)
     assert ep["address"].endswith("/gdb.sock") and ep["command"].startswith("gdb-multiarch -q ")
     assert f"target remote {ep['address']}" in ep["command"]
@@ -261,7 +262,7 @@ def test_external_gdb_attach_and_detach(cli: CLI, client: Client) -> None:
     wait_for(lambda: client.session("show", sid).debugger == "virsim", what="virsim's debugger back")
     wait_for(lambda: client.session("show", sid).state == "paused", what="the stored breakpoint to hit")
     assert client.session("show", sid).stop.function == "on_tick"
-    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    stop = client.debug("continue", sid, wait=True, timeout=60).stop
     assert stop.function == "on_tick"
 
 
@@ -269,7 +270,7 @@ def test_external_gdb_over_tcp_and_a_profile_board(cli: CLI, client: Client) -> 
     virt = ROOT / "examples" / "virt-a15" / "hello.elf"
     sid = client.session_create("virt-a15", virt, paused=True).id
     client.debug("break", sid, location="on_tick")
-    stop = client.debug("continue", sid, wait=True, timeout=10).stop
+    stop = client.debug("continue", sid, wait=True, timeout=60).stop
     assert stop.function == "on_tick" and stop.file == "hello.c"
     regs = {r.name: r.value for r in client.debug("regs", sid).registers}
     assert "cpsr" in regs and regs["pc"] == stop.pc  # A-profile: cpsr, not xpsr
@@ -298,7 +299,7 @@ def test_breakpoint_ids_are_never_reused_and_reset_clears_the_stop(client: Clien
     first = client.debug("break", sid, location="on_tick").id
     client.debug("delete", sid, all=True)
     assert client.debug("break", sid, location="on_tick").id > first
-    client.debug("continue", sid, wait=True, timeout=10)
+    client.debug("continue", sid, wait=True, timeout=60)
     assert client.session("show", sid).stop.reason == "breakpoint"
     client.session("reset", sid)
     assert client.session("show", sid).stop is None

@@ -152,3 +152,24 @@ def test_examples_ci_makefile_target_runs(cli: CLI) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.path.exists(ROOT / "examples" / "ci" / "out" / "junit.xml")
+
+
+def test_crash_ordering_and_expect_not_semantics(cli: CLI, tmp_path: Path) -> None:
+    from conftest import LOCKUP
+
+    doc = run(cli, str(LOCKUP), "-e", "x", code=1)  # the firmware crashes QEMU: a failure, with QEMU's words
+    assert "Lockup" in doc["checks"][0]["message"]
+    doc = run(cli, str(LOCKUP), "-e", "x", "--timeout-is", "wall", "--timeout", "20s", code=1)
+    assert doc["seconds"] < 10  # noticed at once, not at the timeout
+    # A fail text that shows after the deciding expectation does not count, whatever the batching.
+    assert run(cli, str(HELLO), "-e", "Hello", "-F", "mps2", code=0)["serial_log"] == "Hello"
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("steps:\n  - wait-serial: tick 1\n  - expect-not: Hello\n  - wait-serial: tick 2\n"
+                        "  - expect-not: tick 3\n  - wait-serial: tick 4\n")
+    doc = run(cli, str(HELLO), "--scenario", str(scenario), code=1)  # expect-not counts from its own step
+    assert [c["status"] for c in doc["checks"]] == ["passed", "passed", "passed", "passed", "failed"]
+    assert "expect-not 'tick 3'" in doc["checks"][4]["message"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps:\n  - expect-memory: {at: tick_count, size: 1, equals: 300}\n")
+    doc = run(cli, str(HELLO), "--scenario", str(bad), code=2)
+    assert doc["error"]["code"] == "SCENARIO_INVALID" and "does not fit" in doc["message"]

@@ -47,6 +47,7 @@ class RunResult:
     serial_log: bytes = b""
     virtual_ns: int | None = None
     message: str = ""
+    error: dict[str, object] | None = None  # the {error, code, details} of an infrastructure error
 
     @property
     def exit_code(self) -> int:

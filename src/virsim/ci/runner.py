@@ -57,8 +57,10 @@ class CheckFailed(Exception):
 
 
 def unescape(text: str) -> bytes:
-    r"""`hi\n` -> b"hi\n" (C-style escapes as people write them in YAML and shells)."""
-    return codecs.decode(text.encode("latin-1", "backslashreplace"), "unicode_escape").encode("latin-1")
+    r"""`hi\n` -> b"hi\n" (C-style escapes as people write them in YAML and shells). `\xNN` is
+    that byte; a character beyond latin-1 (`€`) is its UTF-8 encoding."""
+    decoded = codecs.decode(text.encode("latin-1", "backslashreplace"), "unicode_escape")
+    return b"".join(bytes([ord(ch)]) if ord(ch) < 256 else ch.encode() for ch in decoded)
 
 
 class Monitor:
@@ -72,8 +74,10 @@ class Monitor:
         self.console = bytearray()
         self.cursor = 0  # where the next wait-serial starts looking
         self.decided = 0  # end of the bytes that decided the run (the serial log's end)
-        self.forbidden: list[tuple[str, re.Pattern[bytes]]] = [(f"fail-text {t!r}", re.compile(re.escape(t.encode())))
-                                                               for t in fail_text]
+        # (name, pattern, where it starts to count): a fail text counts from the start, an
+        # expect-not from the step that declared it.
+        self.forbidden: list[tuple[str, re.Pattern[bytes], int]] = [
+            (f"fail-text {t!r}", re.compile(re.escape(unescape(t))), 0) for t in fail_text]
         self.on_output = on_output
         self.sub = client.subscribe(session)
         self._clock_at = 0.0
@@ -87,41 +91,79 @@ class Monitor:
         if not self.virtual:
             return time.monotonic()
         if time.monotonic() - self._clock_at >= CLOCK_SAMPLE:
-            ns = self.client.clock(self.session).virtual_ns
-            self._clock = (ns or 0) / 1e9
+            try:
+                clock = self.client.clock(self.session)
+            except VirsimError:
+                self._emulator_gone()
+                raise
+            if clock.virtual_ns is None:
+                self._emulator_gone()
+            self._clock = (clock.virtual_ns or 0) / 1e9
             self._clock_at = time.monotonic()
         return self._clock
+
+    def _emulator_gone(self, wait: float = 1.0) -> None:
+        """Raise CheckFailed if the emulator died (the firmware crashed it, e.g. a lockup). The
+        daemon notices a death within its supervision tick, so look for up to `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            info = self.client.session("show", self.session)
+            if info.state in ("failed", "lost", "stopped"):
+                lines = [ln for ln in (info.stderr_tail or "").splitlines() if ln.strip() and "warning:" not in ln]
+                tail = f": {lines[0]}" if lines else ""
+                raise CheckFailed(Status.FAILED, f"the emulator stopped ({info.error or info.state}){tail}")
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+    def first_forbidden(self, end: int | None = None) -> tuple[str, re.Match[bytes]] | None:
+        hits = []
+        for name, pattern, start in self.forbidden:
+            m = pattern.search(self.console, start, end if end is not None else len(self.console))
+            if m:
+                hits.append((m.start(), name, m))
+        if not hits:
+            return None
+        _, name, m = min(hits, key=lambda h: h[0])
+        return name, m
+
+    def _fail_on_forbidden(self, before: int | None = None) -> None:
+        hit = self.first_forbidden()
+        if hit is not None and (before is None or hit[1].start() < before):
+            name, m = hit
+            self.decided = m.end()
+            raise CheckFailed(Status.FAILED, f"{name} appeared at byte {m.start()} of the console")
 
     def virtual_ns(self) -> int | None:
         return int(self._clock * 1e9) if self.virtual else None
 
     def pump(self, wait: float) -> None:
-        """Take new console bytes (waiting up to `wait` s for some) and check the forbidden texts."""
+        """Take new console bytes, waiting up to `wait` s for some (events only wake us: the
+        log, read by offset, is the record); notice an emulator that died."""
         got = self.sub.recv(wait)
-        start = len(self.console)
-        chunk = self.client.console_read(self.session, offset=start)
+        chunk = self.client.console_read(self.session, offset=len(self.console))
         if chunk.data:
             data = chunk.data.encode("latin-1")
             self.console += data
             if self.on_output:
                 self.on_output(data)
-        del got  # events only wake us; the log (read by offset) is the record
-        for name, pattern in self.forbidden:
-            m = pattern.search(self.console, max(0, start - 256))
-            if m:
-                self.decided = m.end()
-                raise CheckFailed(Status.FAILED, f"{name} appeared at byte {m.start()} of the console")
+        if got is not None and got[0].type == "state" and got[0].state in ("failed", "lost", "stopped"):
+            self._emulator_gone()
 
-    def wait_for(self, pattern: re.Pattern[bytes], timeout: float, what: str, wall_guard: float) -> bytes:
-        """Wait until `pattern` matches the console after the cursor; move the cursor past it."""
+    def wait_for(self, pattern: re.Pattern[bytes], timeout: float, what: str, wall_guard: float,
+                 limit: float | None = None) -> bytes:
+        """Wait until `pattern` matches the console after the cursor; move the cursor past it.
+        A forbidden text that appears before the match fails the check, whatever the batching."""
         start, wall_start = self.now(), time.monotonic()
+        limit = timeout if limit is None else limit
         while True:
             m = pattern.search(self.console, self.cursor)
+            self._fail_on_forbidden(before=m.end() if m else None)
             if m:
                 self.cursor = self.decided = m.end()
                 return m.group(0)
             if self.now() - start >= timeout:
-                raise CheckFailed(Status.TIMEOUT, f"{what} did not appear within {timeout:g}s of "
+                raise CheckFailed(Status.TIMEOUT, f"{what} did not appear within {limit:g}s of "
                                                   f"{'virtual' if self.virtual else 'wall'} time")
             if time.monotonic() - wall_start >= wall_guard:
                 raise CheckFailed(Status.TIMEOUT, f"{what} did not appear within {wall_guard:g}s of host time "
@@ -130,8 +172,13 @@ class Monitor:
 
     def run_for(self, seconds: float, wall_guard: float) -> None:
         start, wall_start = self.now(), time.monotonic()
-        while self.now() - start < seconds and time.monotonic() - wall_start < wall_guard:
+        while self.now() - start < seconds:
+            self._fail_on_forbidden()
+            if time.monotonic() - wall_start >= wall_guard:
+                raise CheckFailed(Status.TIMEOUT, f"{seconds:g}s of virtual time did not pass within {wall_guard:g}s "
+                                                  "of host time (the virtual clock barely moved)")
             self.pump(CLOCK_SAMPLE)
+        self._fail_on_forbidden()
 
 
 def _pattern(spec: str | Pattern) -> tuple[re.Pattern[bytes], str]:
@@ -164,7 +211,7 @@ class Runner:
         if self.opts.keep:
             self.client = Client(get_paths()).connect()
         else:
-            self.home = Path(tempfile.mkdtemp(prefix="vsr-", dir="/tmp"))
+            self.home = Path(tempfile.mkdtemp(prefix="vsr-"))  # honours TMPDIR; long paths are handled
             self.client = Client(paths_for_home(self.home)).connect()
         info = self.client.session_create(self.opts.board, self.opts.firmware, backend=self.opts.backend,
                                           deterministic=self.opts.deterministic, paused=True,
@@ -174,7 +221,11 @@ class Runner:
             raise NotSupported(f"backend {info.backend} has no virtual clock: use --timeout-is wall",
                                backend=info.backend, capability="virtual-time")
         self.monitor = Monitor(self.client, info.id, self.virtual, self.opts.fail_text, self.opts.on_output)
-        self.client.session("resume", info.id)
+        try:
+            self.client.session("resume", info.id)
+        except VirsimError:
+            self.monitor._emulator_gone()  # the firmware crashed the emulator at once: a failure
+            raise
 
     def _finish(self) -> None:
         if self.monitor is not None:
@@ -211,7 +262,14 @@ class Runner:
         except VirsimError as err:
             result.status = Status.ERROR
             result.message = str(err)
+            result.error = err.to_wire()
             result.checks.append(CheckResult("set-up", Status.ERROR, message=str(err)))
+        except CheckFailed as fail:  # the emulator died while starting
+            result.status, result.message = fail.status, fail.message
+            result.checks.append(CheckResult("start", fail.status, message=fail.message))
+        except Exception as err:  # a bug in virsim must still end as "could not run", not a traceback
+            result.status, result.message = Status.ERROR, f"internal error: {type(err).__name__}: {err}"
+            result.checks.append(CheckResult("run", Status.ERROR, message=result.message))
         finally:
             if self.monitor is not None:
                 m = self.monitor
@@ -256,7 +314,11 @@ class Runner:
         m = self.monitor
         assert m is not None
         timeout = self.opts.timeout or DEFAULT_TIMEOUT
-        deadline_start = m.now()
+        try:
+            deadline_start = m.now()
+        except CheckFailed as fail:
+            result.checks.append(CheckResult("start", fail.status, message=fail.message))
+            return
         for text in self.opts.expect_text:
             pattern, shown = _pattern(text)
             remaining = max(0.0, timeout - (m.now() - deadline_start))
@@ -269,7 +331,7 @@ class Runner:
 
     def _expect(self, pattern: re.Pattern[bytes], shown: str, remaining: float, timeout: float) -> None:
         assert self.monitor is not None
-        self.monitor.wait_for(pattern, remaining, shown, self._wall_guard(timeout))
+        self.monitor.wait_for(pattern, remaining, shown, self._wall_guard(timeout), limit=timeout)
 
     # ------------------------------------------------------------------------------------ scenario
 
@@ -306,10 +368,7 @@ class Runner:
             return None
         if action == "expect-not":
             pattern, shown = _pattern(arg)
-            hit = pattern.search(m.console, m.cursor)
-            if hit:
-                raise CheckFailed(Status.FAILED, f"{shown} appeared")
-            m.forbidden.append((f"expect-not {shown}", pattern))
+            m.forbidden.append((f"expect-not {shown}", pattern, m.cursor))
             return None
         if action in ("read-memory", "expect-memory"):
             return self._memory(action, arg)
@@ -318,7 +377,8 @@ class Runner:
             self._ensure_running()
             reply = c.debug("continue", sid, wait=True, timeout=timeout * (5 if self.virtual else 1) + 5)
             if reply.timed_out or reply.stop is None:
-                raise CheckFailed(Status.TIMEOUT, f"{arg} was not reached within {timeout:g}s")
+                raise CheckFailed(Status.TIMEOUT, f"{arg} was not reached within "
+                                                  f"{timeout * (5 if self.virtual else 1) + 5:g}s of host time")
             if reply.stop.reason != "breakpoint":
                 raise CheckFailed(Status.FAILED, f"stopped by {reply.stop.reason} before reaching {arg}")
             m.pump(0)

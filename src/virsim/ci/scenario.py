@@ -65,8 +65,14 @@ class MemoryAt(BaseModel):
     model_config = ConfigDict(extra="forbid")
     at: str | int = Field(description="symbol or address")
     size: int | None = Field(None, ge=1, le=4096)
-    equals: int | None = Field(None, description="expected little-endian value (size defaults to 4)")
-    bytes: str | None = Field(None, description="expected bytes as hex")
+    equals: int | None = Field(None, ge=0, description="expected little-endian value (size defaults to 4)")
+    bytes: str | None = Field(None, pattern=r"^([0-9a-fA-F]{2})+$", description="expected bytes as hex")
+
+    @model_validator(mode="after")
+    def _fits(self) -> MemoryAt:
+        if self.equals is not None and self.equals >= 1 << (8 * (self.size or 4)):
+            raise ValueError(f"equals {self.equals} does not fit in {self.size or 4} bytes")
+        return self
 
 
 ACTIONS = ("wait-serial", "write-serial", "delay", "expect-not", "read-memory", "expect-memory", "break-at",

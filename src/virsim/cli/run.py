@@ -54,7 +54,7 @@ def run(
     except VirsimError as error:  # before the run could start: bad scenario, bad option
         result = RunResult(name=firmware.name, firmware=str(firmware), board=board, status=Status.ERROR,
                            seconds=0.0, checks=[CheckResult("set-up", Status.ERROR, message=str(error))],
-                           message=str(error))
+                           message=str(error), error=error.to_wire())
         if not as_json:
             print_error(error, as_json=False)
     except typer.BadParameter as error:
@@ -72,6 +72,7 @@ def run(
         doc = {"name": result.name, "status": result.status.value, "exit_code": result.exit_code,
                "seconds": round(result.seconds, 3), "virtual_ns": result.virtual_ns, "board": result.board,
                "firmware": result.firmware, "session": result.session, "message": result.message,
+               "error": result.error,
                "checks": [{"name": c.name, "status": c.status.value, "seconds": round(c.seconds, 3),
                            "message": c.message, "virtual_ns": c.virtual_ns} for c in result.checks],
                "serial_log": result.serial_log.decode("latin-1")}
