@@ -239,3 +239,10 @@ def test_deterministic_mode_gives_identical_output(client: Client) -> None:
     runs = [_jitter_output(client, deterministic=True) for _ in range(2)]
     assert runs[0] == runs[1]
     assert runs[0].startswith(b"jitter\ntick 1 loops ") and runs[0].count(b"\n") == 12
+
+
+def test_console_input_sent_before_the_firmware_listens_arrives(client: Client) -> None:
+    # Sent at once, before the firmware has enabled its UART receiver: QEMU must still get it.
+    info = client.session_create("mps2-an385", HELLO, deterministic=True)
+    client.console_send(info.id, b"early\n")
+    wait_for(console_contains(client, info.id, b"echo: early\n"), what="the early input's echo")

@@ -107,6 +107,9 @@ class Instance(ABC):
     def poll_fds(self) -> list[int]:
         return []
 
+    def tick(self) -> None:
+        """Called by the daemon about every 100 ms while the instance lives (housekeeping)."""
+
     def on_readable(self, fd: int) -> None:
         """Drain `fd`; called by the daemon's loop when it is readable."""
 

@@ -219,7 +219,12 @@ class Debugger:
         if quiet:
             self._quiet_stops += 1
         self.command("-exec-interrupt")
-        self.wait_stopped(5.0)
+        try:
+            self.wait_stopped(5.0)
+        except Timeout:
+            # An interrupt that lands while gdb is still resuming the target can be lost: ask again.
+            self.command("-exec-interrupt")
+            self.wait_stopped(5.0)
 
     def resume(self) -> None:
         if not self.running:

@@ -407,6 +407,10 @@ class SessionService:
             live.tail.pump()
             status = live.instance.exit_status()
             if status is None:
+                try:
+                    live.instance.tick()
+                except VirsimError:
+                    log.exception("instance tick of session %s", sid)
                 continue
             try:
                 self._stop_instance(sid)

@@ -33,6 +33,7 @@ from virsim.firmware import FirmwareImage
 INSTALL_HINT = "sudo apt-get install -y qemu-system-arm"
 _BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
 _START_TIMEOUT = 10.0
+_INPUT_NUDGE_SECONDS = 10.0
 
 
 def binary_for(node: Node) -> str:
@@ -107,6 +108,7 @@ class QemuInstance(Instance):
         self.qmp: QMPClient | None = None
         self.console: socket.socket | None = None
         self.command: list[str] = []
+        self._input_until = 0.0  # keep waking QEMU's main loop until then (console input pending)
 
     # ---------------------------------------------------------------- supervision
     @property
@@ -246,9 +248,18 @@ class QemuInstance(Instance):
             self.console.setblocking(False)
         # QEMU's chardev stops watching the socket while the UART cannot receive (e.g. before the
         # firmware enables RX) and only looks again when its main loop wakes up; a bare socket write
-        # does not wake it. Any QMP command does, so input is not left stuck in the socket buffer.
+        # does not wake it. Any QMP command does: one now, and one every tick for a while (tick()),
+        # so input sent before the firmware is ready is not left stuck in the socket buffer.
         self._qmp().execute("query-status")
+        self._input_until = time.monotonic() + _INPUT_NUDGE_SECONDS
         return len(data)
+
+    def tick(self) -> None:
+        if self._input_until and time.monotonic() < self._input_until and self.qmp is not None:
+            try:
+                self.qmp.execute("query-status")
+            except EmulatorError:
+                self._input_until = 0.0
 
     def endpoints(self) -> dict[str, str]:
         return {"qmp": str(self.spec.rundir / "qmp.sock")}
