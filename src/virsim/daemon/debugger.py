@@ -218,13 +218,19 @@ class Debugger:
             return
         if quiet:
             self._quiet_stops += 1
-        self.command("-exec-interrupt")
-        try:
-            self.wait_stopped(5.0)
-        except Timeout:
-            # An interrupt that lands while gdb is still resuming the target can be lost: ask again.
-            self.command("-exec-interrupt")
-            self.wait_stopped(5.0)
+        # An interrupt that lands while gdb is still resuming the target (stepping it off a
+        # breakpoint) can be lost: ask again every second, for up to 10 s.
+        for _attempt in range(10):
+            try:
+                self.command("-exec-interrupt")
+            except DebugCommandFailed:
+                pass  # it stopped meanwhile: gdb refuses to interrupt a stopped target
+            try:
+                self.wait_stopped(1.0)
+                return
+            except Timeout:
+                continue
+        raise Timeout("the target did not stop within 10s of interrupts")
 
     def resume(self) -> None:
         if not self.running:
