@@ -25,12 +25,13 @@ import signal
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from common import qemu_binary, virsim_script
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,24 +41,6 @@ FIRST_BYTE_TIMEOUT = 15.0
 
 
 # -------------------------------------------------------------------------------------------- helpers
-
-
-def virsim_script() -> str:
-    """The installed `virsim` console script of this interpreter (not a pyenv/asdf shim)."""
-    candidate = Path(sysconfig.get_path("scripts")) / "virsim"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("virsim")
-    if found is None:
-        sys.exit("bench: the virsim script is not installed (pip install -e .)")
-    return found
-
-
-def qemu_binary() -> str:
-    found = shutil.which("qemu-system-arm")
-    if found is None:
-        sys.exit("bench: qemu-system-arm is not installed (scripts/setup.sh installs it)")
-    return found
 
 
 def stop_processes_of(home: Path, own: list[subprocess.Popen[bytes]]) -> list[str]:

@@ -32,10 +32,11 @@ import signal
 import statistics
 import subprocess
 import sys
-import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from common import virsim_script
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello" / "hello.elf"
@@ -43,17 +44,6 @@ BOARD = "mps2-an385"
 EXPECT = "tick 3"
 ICOUNT = "shift=0,align=off,sleep=off"
 PIPELINE_LIMIT = 10  # the `timeout` of the raw pipeline, seconds
-
-
-def virsim_script() -> str:
-    """The installed `virsim` console script of this interpreter (not a pyenv/asdf shim)."""
-    candidate = Path(sysconfig.get_path("scripts")) / "virsim"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("virsim")
-    if found is None:
-        sys.exit("bench: the virsim script is not installed (pip install -e .)")
-    return found
 
 
 def pipeline(icount: bool) -> str:

@@ -1,0 +1,26 @@
+"""Helpers shared by the benchmark scripts (run them as scripts: this directory is on sys.path)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+
+def virsim_script() -> str:
+    """The installed `virsim` console script of this interpreter (not a pyenv/asdf shim)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "virsim"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("virsim")
+    if found is None:
+        sys.exit("bench: the virsim script is not installed (pip install -e .)")
+    return found
+
+
+def qemu_binary() -> str:
+    found = shutil.which("qemu-system-arm")
+    if found is None:
+        sys.exit("bench: qemu-system-arm is not installed (scripts/setup.sh installs it)")
+    return found
