@@ -136,14 +136,19 @@ def main() -> int:
                         return
 
         def raw_hit() -> None:
-            regs = rsp.call("g")
-            pc = regs[15 * 8:16 * 8]
-            assert pc in (b"40000000", b"42000000"), pc
-            rsp.call("P f=40000000")
+            # What a debugger must do to continue from a breakpoint on QEMU's stub (it would report
+            # the same breakpoint again): remove it, step, put it back. The step lands on the
+            # breakpoint at 0x42, which is the hit (as gdb reports it).
+            regs = rsp.call("g").decode()
+            assert rsp.call("G" + regs[:15 * 8] + "40000000" + regs[16 * 8:]) == b"OK"  # pc = 0x40
             t0 = time.perf_counter()
-            reply = rsp.call("c")
+            assert rsp.call("z0,40,2") == b"OK"
+            reply = rsp.call("s")
+            assert rsp.call("Z0,40,2") == b"OK"
             raw_hits.append(time.perf_counter() - t0)
             assert reply.startswith(b"T05"), reply
+            pc = rsp.call("g")[15 * 8:16 * 8]
+            assert pc == b"42000000", pc
 
         hits: list[float] = []
         raw_hits: list[float] = []
