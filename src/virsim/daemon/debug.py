@@ -123,6 +123,16 @@ class DebugService:
         held = "external" if st.proxy is not None and st.proxy.held else None
         return held or ("virsim" if self.controller(session_id) else None), st.stop
 
+    def flush(self) -> None:
+        """Report stops that gdb printed while a command was being answered: they were read with
+        the command's result, and gdb's fd will not wake the loop for them again."""
+        for sid, st in list(self.state.items()):
+            if st.debugger is not None and st.debugger.alive():
+                try:
+                    st.debugger.dispatch()
+                except VirsimError:
+                    log.exception("session %s: reporting a stop", sid)
+
     def watched(self) -> dict[int, Any]:
         out: dict[int, Any] = {}
         for sid, st in list(self.state.items()):

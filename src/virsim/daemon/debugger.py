@@ -155,23 +155,27 @@ class Debugger:
             raise EmulatorError(f"gdb is gone ({err})") from err
         deadline = time.monotonic() + timeout
         console: list[str] = []
-        while True:
+        result: Record | None = None
+        while result is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise Timeout(f"gdb did not answer {cmd.split()[0]} within {timeout:g}s", command=cmd)
+            # Every record of the batch is taken in order, also those after the result: a stop
+            # that follows ^running in the same read must not be lost.
             for rec in self._read_records(remaining):
-                if rec["type"] == "result" and rec.get("token") == token:
-                    if rec["message"] == "error":
-                        msg = (rec.get("payload") or {}).get("msg", "gdb error")
-                        raise GdbError(msg, gdb_message=msg, command=cmd)
+                if result is None and rec["type"] == "result" and rec.get("token") == token:
+                    result = rec
                     if rec["message"] == "running":
                         self.running = True
-                    rec["console"] = "".join(console)
-                    return rec
-                if rec["type"] == "console":
+                elif rec["type"] == "console" and result is None:
                     console.append(str(rec.get("payload") or ""))
                 elif rec["type"] == "notify":
                     self._note(rec)
+        if result["message"] == "error":
+            msg = (result.get("payload") or {}).get("msg", "gdb error")
+            raise GdbError(msg, gdb_message=msg, command=cmd)
+        result["console"] = "".join(console)
+        return result
 
     def _note(self, rec: Record) -> None:
         if rec.get("message") == "running":

@@ -216,6 +216,7 @@ class Daemon:
                 raise
             if events.pop(self.router, None):
                 self._serve_requests()
+                self.debug.flush()
             for fd in events:
                 callback = watched.get(fd) if isinstance(fd, int) else None
                 if callback is not None:
