@@ -22,16 +22,14 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from common import qemu_binary, virsim_script
+from common import qemu_binary, side_by_side, virsim_script
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,17 +222,6 @@ def zmq_round_trips(dealer: Any, request: bytes, calls: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ main
-
-
-def side_by_side(runs: int, ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[float, float]:
-    """Alternate the two measurements `runs` times (after one warm-up each); return the medians."""
-    ours()
-    theirs()
-    a, b = [], []
-    for _ in range(runs):
-        a.append(ours())
-        b.append(theirs())
-    return statistics.median(a), statistics.median(b)
 
 
 def main() -> int:

@@ -29,14 +29,12 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from common import virsim_script
+from common import side_by_side, virsim_script
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello" / "hello.elf"
@@ -141,16 +139,6 @@ def time_virsim(script: str, *extra: str) -> float:
     return elapsed
 
 
-def pair(runs: int, ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[float, float]:
-    ours()  # warm-up of each side: page cache, Python bytecode, QEMU's binary
-    theirs()
-    a, b = [], []
-    for _ in range(runs):
-        a.append(ours())
-        b.append(theirs())
-    return statistics.median(a), statistics.median(b)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10, help="repetitions of each side (default 10)")
@@ -168,11 +156,11 @@ def main() -> int:
     leftovers: list[str] = []
     rows = [
         ("virsim run vs qemu | grep",
-         *pair(args.runs, lambda: time_virsim(script), lambda: time_pipeline(False, leftovers))),
+         *side_by_side(args.runs, lambda: time_virsim(script), lambda: time_pipeline(False, leftovers))),
         ("virsim run --no-deterministic vs qemu | grep",
-         *pair(args.runs, lambda: time_virsim(script, "--no-deterministic"), lambda: time_pipeline(False, leftovers))),
+         *side_by_side(args.runs, lambda: time_virsim(script, "--no-deterministic"), lambda: time_pipeline(False, leftovers))),
         ("qemu -icount | grep vs qemu | grep",
-         *pair(args.runs, lambda: time_pipeline(True, leftovers), lambda: time_pipeline(False, leftovers))),
+         *side_by_side(args.runs, lambda: time_pipeline(True, leftovers), lambda: time_pipeline(False, leftovers))),
     ]
     full = None if args.no_full_pipeline else time_full_pipeline()
     qemu = subprocess.run(["qemu-system-arm", "--version"], capture_output=True, text=True).stdout.splitlines()[0]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 import sys
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -24,3 +26,14 @@ def qemu_binary() -> str:
     if found is None:
         sys.exit("bench: qemu-system-arm is not installed (scripts/setup.sh installs it)")
     return found
+
+
+def side_by_side(runs: int, ours: Callable[[], float], theirs: Callable[[], float]) -> tuple[float, float]:
+    """Alternate the two measurements `runs` times (after one warm-up each); return the medians."""
+    ours()
+    theirs()
+    a, b = [], []
+    for _ in range(runs):
+        a.append(ours())
+        b.append(theirs())
+    return statistics.median(a), statistics.median(b)
