@@ -83,8 +83,12 @@ def _arm_profile(elf: ELFFile) -> str | None:
 
 def _read_hex(path: Path, data: bytes) -> tuple[tuple[int, int], ...]:
     """Intel hex -> contiguous (address, size) runs, with checksums verified."""
+    return tuple((a, len(b)) for a, b in _hex_runs(path, data))
+
+
+def _hex_runs(path: Path, data: bytes) -> list[tuple[int, bytearray]]:
     upper = 0
-    runs: list[list[int]] = []
+    runs: list[tuple[int, bytearray]] = []
     for lineno, raw in enumerate(data.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -99,17 +103,40 @@ def _read_hex(path: Path, data: bytes) -> tuple[tuple[int, int], ...]:
         count, offset, kind = rec[0], int.from_bytes(rec[1:3], "big"), rec[3]
         if kind == 0:
             addr = upper + offset
-            if runs and runs[-1][0] + runs[-1][1] == addr:
-                runs[-1][1] += count
+            if runs and runs[-1][0] + len(runs[-1][1]) == addr:
+                runs[-1][1].extend(rec[4:4 + count])
             else:
-                runs.append([addr, count])
+                runs.append((addr, bytearray(rec[4:4 + count])))
         elif kind == 2:
             upper = int.from_bytes(rec[4:6], "big") << 4
         elif kind == 4:
             upper = int.from_bytes(rec[4:6], "big") << 16
         elif kind == 1:
             break
-    return tuple((a, n) for a, n in runs)
+    return runs
+
+
+def load_image(image: FirmwareImage) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """What a loader writes into memory: (address, bytes) chunks — the file bytes of ELF segments
+    at their load (physical) address, as QEMU's -kernel does — and the (start, end) ranges
+    that hold code (ELF executable segments; all of a hex or bin image)."""
+    data = image.path.read_bytes()
+    if image.format == "bin":
+        assert image.load_address is not None
+        return [(image.load_address, data)], [(image.load_address, image.load_address + len(data))]
+    if image.format == "hex":
+        runs = [(a, bytes(b)) for a, b in _hex_runs(image.path, data)]
+        return runs, [(a, a + len(b)) for a, b in runs]
+    chunks: list[tuple[int, bytes]] = []
+    code: list[tuple[int, int]] = []
+    with image.path.open("rb") as f:
+        for seg in ELFFile(f).iter_segments():
+            if seg["p_type"] != "PT_LOAD" or seg["p_filesz"] == 0:
+                continue
+            chunks.append((seg["p_paddr"], seg.data()))
+            if seg["p_flags"] & 1:  # PF_X
+                code.append((seg["p_paddr"], seg["p_paddr"] + seg["p_filesz"]))
+    return chunks, code
 
 
 def inspect(path: Path, fmt: str = "auto", load_address: int | None = None) -> FirmwareImage:

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 
 REGISTRY: dict[str, str] = {
     "qemu": "virsim.backends.qemu:QemuBackend",
+    "builtin": "virsim.backends.builtin:BuiltinBackend",
 }
 
 # Backends the BoardConfig schema names that virsim cannot drive yet, with the reason.
 PLANNED = {
-    "builtin": "the built-in Unicorn engine is not implemented yet",
     "renode": "Renode is not packaged for this platform (no pip, apt or npm package) and has no adapter yet",
     "skyeye": "SkyEye has no maintained release and no adapter",
 }

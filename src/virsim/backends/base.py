@@ -42,12 +42,39 @@ class Capability(str, Enum):
     SNAPSHOT = "snapshot"
     COVERAGE = "coverage"
     TRACE = "trace"
+    # Primitives the multi-node synchroniser drives (Instance.run_for / set_irq / uart_channel,
+    # InstanceSpec.shared_memory):
+    RUN_FOR = "run-for"  # run exactly N cycles of virtual time (or to a breakpoint), then report
+    IRQ_LINES = "irq-lines"  # raise/lower an external interrupt line
+    SHARED_MEMORY = "shared-memory"  # regions backed by a file other processes map too
+    UART_CHANNEL = "uart-channel"  # a UART's TX/RX connected to an external byte stream
 
     def __str__(self) -> str:
         return self.value
 
 
 FORMAT_CAPABILITY = {"elf": Capability.PROGRAM_ELF, "bin": Capability.PROGRAM_BIN, "hex": Capability.PROGRAM_HEX}
+
+
+@dataclass
+class SharedMapping:
+    """A memory region backed by a file (e.g. /dev/shm/...) that other processes map too."""
+
+    path: str
+    address: int
+    size: int
+    name: str = ""
+
+
+@dataclass
+class RunReport:
+    """What `Instance.run_for` did: why it returned, where the CPU is, and the clocks after it."""
+
+    reason: str  # budget (ran the whole time) | breakpoint | watchpoint | bkpt | lockup
+    pc: int
+    cycles: int
+    instructions: int
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +91,7 @@ class InstanceSpec:
     firmware: FirmwareImage | None = None
     deterministic: bool = False
     start_paused: bool = False
+    shared_memory: list[SharedMapping] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +182,21 @@ class Instance(ABC):
         host:port), for backends with the DEBUG capability. The spec's SetBreakpoint,
         ReadRegisters and ReadMemory are served through it."""
         return None
+
+    # ---- synchroniser primitives (Capability.RUN_FOR / IRQ_LINES / UART_CHANNEL)
+    def run_for(self, cycles: int) -> RunReport:
+        """With the CPU paused: run exactly `cycles` of virtual time (one instruction = one cycle;
+        a sleeping CPU idles through them), or less if a breakpoint or watchpoint stops it first."""
+        raise NotSupported(f"{type(self).__name__} cannot run for an exact count", capability=str(Capability.RUN_FOR))
+
+    def set_irq(self, line: int, level: bool) -> None:
+        """Drive external interrupt input `line` (NVIC IRQ number) high or low."""
+        raise NotSupported(f"{type(self).__name__} has no external IRQ lines", capability=str(Capability.IRQ_LINES))
+
+    def uart_channel(self, peripheral: str) -> str:
+        """Connect UART `peripheral` to a byte stream; returns the Unix socket path to connect to
+        (bytes written there arrive at the UART's receiver; what it transmits is read from it)."""
+        raise NotSupported(f"{type(self).__name__} has no UART channels", capability=str(Capability.UART_CHANNEL))
 
     # ---- snapshot, analysis: later issues implement these per backend
     def create_snapshot(self, path: Path) -> None:

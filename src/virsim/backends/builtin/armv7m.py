@@ -1,0 +1,588 @@
+"""The ARMv7-M parts Unicorn leaves out: the exception model, NVIC, SCB and SysTick.
+
+Unicorn executes Thumb-2 instructions but takes no exceptions of its own: an SVC, a `bx` to an
+EXC_RETURN value or an undefined instruction only reach an interrupt hook, and the System Control
+Space (0xE000E000) is unmapped. This module is that missing half, following the ARMv7-M
+Architecture Reference Manual (B1.5): priorities with PRIGROUP, PRIMASK/BASEPRI/FAULTMASK boosting,
+exception entry with the 8-word frame (8-byte aligned, xPSR bit 9 when realigned), all three
+EXC_RETURN forms (handler/MSP, thread/MSP, thread/PSP), tail-chaining, fault escalation to HardFault
+and lockup. `Scs` is the memory-mapped face (NVIC, SCB, SysTick, STIR). No FPU: lazy FP stacking
+and the extended frame are not modelled (Cortex-M4 runs as an M4 without FPU).
+
+Time is the machine's cycle counter; SysTick counts it (or the reference clock) exactly and tells
+the machine when its next wrap is due, so the machine can end an execution slice there.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from unicorn import UcError
+from unicorn.arm_const import (
+    UC_ARM_REG_BASEPRI,
+    UC_ARM_REG_CONTROL,
+    UC_ARM_REG_FAULTMASK,
+    UC_ARM_REG_LR,
+    UC_ARM_REG_MSP,
+    UC_ARM_REG_PC,
+    UC_ARM_REG_PRIMASK,
+    UC_ARM_REG_PSP,
+    UC_ARM_REG_R0,
+    UC_ARM_REG_R1,
+    UC_ARM_REG_R2,
+    UC_ARM_REG_R3,
+    UC_ARM_REG_R12,
+    UC_ARM_REG_XPSR,
+)
+
+if TYPE_CHECKING:
+    from virsim.backends.builtin.machine import Machine
+
+RESET, NMI, HARDFAULT, MEMMANAGE, BUSFAULT, USAGEFAULT = 1, 2, 3, 4, 5, 6
+SVCALL, DEBUGMON, PENDSV, SYSTICK = 11, 12, 14, 15
+FIRST_IRQ = 16
+EXCEPTION_NAMES = {RESET: "Reset", NMI: "NMI", HARDFAULT: "HardFault", MEMMANAGE: "MemManage",
+                   BUSFAULT: "BusFault", USAGEFAULT: "UsageFault", SVCALL: "SVCall", DEBUGMON: "DebugMonitor",
+                   PENDSV: "PendSV", SYSTICK: "SysTick"}
+EXC_RETURN_FORMS = {0xFFFFFFF1: (False, False), 0xFFFFFFF9: (True, False), 0xFFFFFFFD: (True, True)}
+
+# CFSR bits (MMFSR | BFSR << 8 | UFSR << 16) and HFSR bits.
+CFSR_IBUSERR, CFSR_PRECISERR, CFSR_STKERR, CFSR_BFARVALID = 1 << 8, 1 << 9, 1 << 12, 1 << 15
+CFSR_UNDEFINSTR, CFSR_INVSTATE, CFSR_INVPC, CFSR_NOCP, CFSR_DIVBYZERO = 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 25
+HFSR_VECTTBL, HFSR_FORCED = 1 << 1, 1 << 30
+_SHCSR_ENABLE = {MEMMANAGE: 1 << 16, BUSFAULT: 1 << 17, USAGEFAULT: 1 << 18}
+_FRAME_REGS = (UC_ARM_REG_R0, UC_ARM_REG_R1, UC_ARM_REG_R2, UC_ARM_REG_R3, UC_ARM_REG_R12, UC_ARM_REG_LR)
+_CPUID = {"cortex-m3": 0x412FC231, "cortex-m4": 0x410FC241}
+
+
+class Lockup(Exception):
+    """The CPU can make no progress (a fault while handling HardFault/NMI, an unreadable vector)."""
+
+
+def name_of(exc: int) -> str:
+    return EXCEPTION_NAMES.get(exc, f"IRQ{exc - FIRST_IRQ}")
+
+
+class Nvic:
+    """Enable/pending/active/priority state of every exception, and the choice of what runs next."""
+
+    def __init__(self, num_irqs: int, prio_bits: int) -> None:
+        n = FIRST_IRQ + num_irqs
+        self.num_irqs = num_irqs
+        self.enabled = [False] * n
+        self.pending = [False] * n
+        self.active = [False] * n
+        self.priority = [0] * n
+        self.level = [False] * num_irqs  # external input lines (level-sensitive)
+        self.prio_mask = (0xFF << (8 - prio_bits)) & 0xFF
+        self.prigroup = 0
+        self.shcsr = 0
+        self.priority[RESET], self.priority[NMI], self.priority[HARDFAULT] = -3, -2, -1
+        for exc in (NMI, HARDFAULT, SVCALL, DEBUGMON, PENDSV, SYSTICK):
+            self.enabled[exc] = True
+        self.changed: Callable[[], None] = lambda: None  # the machine re-evaluates after this
+
+    # ------------------------------------------------------------------ priorities
+    def group(self, prio: int) -> int:
+        if prio < 0:
+            return prio
+        return prio & ~((2 << self.prigroup) - 1) & 0xFF
+
+    def set_priority(self, exc: int, value: int) -> None:
+        if exc > HARDFAULT:
+            self.priority[exc] = value & self.prio_mask
+            self.changed()
+
+    def is_enabled(self, exc: int) -> bool:
+        if exc in _SHCSR_ENABLE:
+            return bool(self.shcsr & _SHCSR_ENABLE[exc])
+        return self.enabled[exc]
+
+    def active_priority(self) -> int:
+        """Priority of the running handlers alone (256: thread mode, nothing active)."""
+        best = 256
+        for exc, on in enumerate(self.active):
+            if on:
+                best = min(best, self.group(self.priority[exc]))
+        return best
+
+    def execution_priority(self, primask: int, basepri: int, faultmask: int) -> int:
+        prio = self.active_priority()
+        if basepri & 0xFF:
+            prio = min(prio, self.group(basepri & self.prio_mask))
+        if primask & 1:
+            prio = min(prio, 0)
+        if faultmask & 1:
+            prio = min(prio, -1)
+        return prio
+
+    def best_pending(self) -> int | None:
+        """The pending, enabled exception that would be taken first (ignoring masks)."""
+        best: int | None = None
+        for exc, pend in enumerate(self.pending):
+            if pend and self.is_enabled(exc):
+                if best is None or self.priority[exc] < self.priority[best]:
+                    best = exc
+        return best
+
+    def pending_ids(self) -> list[int]:
+        return [exc for exc, pend in enumerate(self.pending) if pend]
+
+    # ------------------------------------------------------------------ state changes
+    def pend(self, exc: int) -> None:
+        if not self.pending[exc]:
+            self.pending[exc] = True
+            self.changed()
+
+    def unpend(self, exc: int) -> None:
+        if exc >= FIRST_IRQ and self.level[exc - FIRST_IRQ]:
+            return  # a level-sensitive line that is still asserted stays pending
+        if self.pending[exc]:
+            self.pending[exc] = False
+            self.changed()
+
+    def set_level(self, irq: int, high: bool) -> None:
+        if irq >= self.num_irqs:
+            return
+        rising = high and not self.level[irq]
+        self.level[irq] = high
+        if rising:
+            self.pend(FIRST_IRQ + irq)
+
+    def set_enabled(self, exc: int, on: bool) -> None:
+        if self.enabled[exc] != on:
+            self.enabled[exc] = on
+            self.changed()
+
+    def deactivate(self, exc: int) -> None:
+        self.active[exc] = False
+        if exc >= FIRST_IRQ and self.level[exc - FIRST_IRQ]:
+            self.pending[exc] = True  # still asserted: taken again
+
+    def reset(self) -> None:
+        n = len(self.pending)
+        self.enabled[FIRST_IRQ:] = [False] * (n - FIRST_IRQ)
+        self.pending = [False] * n
+        self.active = [False] * n
+        self.priority[4:] = [0] * (n - 4)
+        self.prigroup = 0
+        self.shcsr = 0
+        self.level = [False] * self.num_irqs
+
+
+@dataclass
+class FaultStatus:
+    cfsr: int = 0
+    hfsr: int = 0
+    bfar: int = 0
+    mmfar: int = 0
+    log: list[str] = field(default_factory=list)  # human-readable record of faults taken
+
+
+class ExceptionUnit:
+    """Takes and returns from exceptions on the Unicorn CPU, with the NVIC deciding which."""
+
+    def __init__(self, machine: Machine, nvic: Nvic) -> None:
+        self.m = machine
+        self.uc = machine.uc
+        self.nvic = nvic
+        self.vtor = 0
+        self.ccr = 0x200  # STKALIGN set, as on Cortex-M3 r2p0+ and QEMU
+        self.faults = FaultStatus()
+
+    # ------------------------------------------------------------------ what runs next
+    def masks(self) -> tuple[int, int, int]:
+        uc = self.uc
+        return uc.reg_read(UC_ARM_REG_PRIMASK), uc.reg_read(UC_ARM_REG_BASEPRI), uc.reg_read(UC_ARM_REG_FAULTMASK)
+
+    def execution_priority(self) -> int:
+        return self.nvic.execution_priority(*self.masks())
+
+    def preempting(self) -> int | None:
+        """The exception to take now, if any."""
+        exc = self.nvic.best_pending()
+        if exc is None:
+            return None
+        if self.nvic.group(self.nvic.priority[exc]) < self.execution_priority():
+            return exc
+        return None
+
+    def blocked_by_mask(self) -> bool:
+        """Something pending would run but for PRIMASK/BASEPRI/FAULTMASK (the machine then watches
+        for the mask to drop, instruction by instruction)."""
+        exc = self.nvic.best_pending()
+        if exc is None:
+            return False
+        return self.nvic.group(self.nvic.priority[exc]) < self.nvic.active_priority()
+
+    def wake_pending(self) -> bool:
+        """WFI/WFE wake-up: a pending exception that could preempt if PRIMASK were clear."""
+        exc = self.nvic.best_pending()
+        return exc is not None and self.nvic.group(self.nvic.priority[exc]) < self.nvic.active_priority()
+
+    # ------------------------------------------------------------------ faults
+    def fault(self, exc: int, cfsr_bits: int = 0, bfar: int | None = None, what: str = "") -> None:
+        """A synchronous fault at the current instruction: pend its handler (or HardFault)."""
+        f = self.faults
+        f.cfsr |= cfsr_bits
+        if bfar is not None:
+            f.bfar = bfar & 0xFFFFFFFF
+        prio_now = self.execution_priority()
+        target = exc
+        if exc != HARDFAULT and (not self.nvic.is_enabled(exc)
+                                 or self.nvic.group(self.nvic.priority[exc]) >= prio_now):
+            target = HARDFAULT
+            f.hfsr |= HFSR_FORCED
+        if target == HARDFAULT and prio_now <= -1:
+            raise Lockup(f"{what or name_of(exc)} while in a handler of priority {prio_now}")
+        pc = self.uc.reg_read(UC_ARM_REG_PC)
+        f.log.append(f"{name_of(target)}{'' if target == exc else ' (escalated ' + name_of(exc) + ')'}"
+                     f" at pc={pc:#010x}: {what}")
+        self.nvic.pending[target] = True
+
+    # ------------------------------------------------------------------ entry / return
+    def take(self, exc: int) -> None:
+        """Exception entry from the current context; the return address is the current PC."""
+        uc = self.uc
+        vals = [uc.reg_read(r) for r in _FRAME_REGS]
+        ret = uc.reg_read(UC_ARM_REG_PC)
+        xpsr = uc.reg_read(UC_ARM_REG_XPSR)
+        control = uc.reg_read(UC_ARM_REG_CONTROL)
+        thread = (xpsr & 0x1FF) == 0
+        use_psp = thread and bool(control & 2)
+        sp = uc.reg_read(UC_ARM_REG_PSP if use_psp else UC_ARM_REG_MSP)
+        frame = (sp - 32) & 0xFFFFFFFF
+        stacked_xpsr = xpsr | (1 << 24)  # T bit: the return state is always Thumb
+        if self.ccr & 0x200 and frame & 4:
+            frame &= ~7
+            stacked_xpsr |= 1 << 9
+        else:
+            stacked_xpsr &= ~(1 << 9)
+        try:
+            uc.mem_write(frame, struct.pack("<8I", *vals, ret & ~1, stacked_xpsr))
+        except UcError:
+            self.faults.cfsr |= CFSR_STKERR
+            if exc == HARDFAULT or self.execution_priority() <= -1:
+                raise Lockup(f"stacking for {name_of(exc)} failed at sp={frame:#010x}") from None
+            self.faults.hfsr |= HFSR_FORCED
+            self.faults.log.append(f"HardFault: stacking for {name_of(exc)} failed at sp={frame:#010x}")
+            self.nvic.pending[exc] = False
+            self.take(HARDFAULT)
+            return
+        exc_return = 0xFFFFFFF1 if not thread else (0xFFFFFFFD if use_psp else 0xFFFFFFF9)
+        if use_psp:
+            uc.reg_write(UC_ARM_REG_CONTROL, control & ~2)  # handler mode runs on MSP
+            uc.reg_write(UC_ARM_REG_PSP, frame)
+        else:
+            uc.reg_write(UC_ARM_REG_MSP, frame)
+        self._enter_handler(exc, exc_return)
+
+    def _enter_handler(self, exc: int, exc_return: int) -> None:
+        uc = self.uc
+        try:
+            vector = struct.unpack("<I", uc.mem_read(self.vtor + 4 * exc, 4))[0]
+        except UcError:
+            raise Lockup(f"cannot read the vector of {name_of(exc)} at {self.vtor + 4 * exc:#010x}") from None
+        flags = uc.reg_read(UC_ARM_REG_XPSR) & 0xF8000000
+        uc.reg_write(UC_ARM_REG_XPSR, flags | (1 << 24) | exc)  # handler mode, IT bits clear
+        uc.reg_write(UC_ARM_REG_LR, exc_return)
+        uc.reg_write(UC_ARM_REG_PC, vector | 1)
+        self.nvic.pending[exc] = False
+        self.nvic.active[exc] = True
+        self.m.on_exception(exc, entering=True)
+
+    def current(self) -> int:
+        return self.uc.reg_read(UC_ARM_REG_XPSR) & 0x1FF
+
+    def exception_return(self, exc_return: int) -> None:
+        """A branch to an EXC_RETURN value in handler mode: tail-chain or unstack."""
+        uc = self.uc
+        exc = self.current()
+        if exc == 0 or exc_return not in EXC_RETURN_FORMS:
+            # Not a valid exception return: an INVPC UsageFault at the branch target.
+            self.fault(USAGEFAULT, CFSR_INVPC, what=f"invalid EXC_RETURN {exc_return:#010x}")
+            return
+        to_thread, to_psp = EXC_RETURN_FORMS[exc_return]
+        self.nvic.deactivate(exc)
+        self.m.on_exception(exc, entering=False)
+        nxt = self.nvic.best_pending()
+        if nxt is not None:
+            # Tail-chain: the next handler runs on the frame already stacked, with the same EXC_RETURN.
+            primask, basepri, faultmask = self.masks()
+            if self.nvic.group(self.nvic.priority[nxt]) < self.nvic.execution_priority(primask, basepri, faultmask):
+                self._enter_handler(nxt, exc_return)
+                return
+        sp = uc.reg_read(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP)
+        try:
+            r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", uc.mem_read(sp, 32))
+        except UcError:
+            raise Lockup(f"unstacking failed at sp={sp:#010x}") from None
+        new_sp = (sp + 32 + (4 if xpsr & (1 << 9) else 0)) & 0xFFFFFFFF
+        for reg, val in zip(_FRAME_REGS, (r0, r1, r2, r3, r12, lr)):
+            uc.reg_write(reg, val)
+        ipsr = 0 if to_thread else (xpsr & 0x1FF)
+        uc.reg_write(UC_ARM_REG_XPSR, (xpsr & ~0x3FF) | ipsr | (1 << 24))
+        if to_thread and to_psp:
+            uc.reg_write(UC_ARM_REG_CONTROL, uc.reg_read(UC_ARM_REG_CONTROL) | 2)
+        uc.reg_write(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP, new_sp)
+        uc.reg_write(UC_ARM_REG_PC, pc | 1)
+
+    def reset(self) -> None:
+        self.vtor = 0
+        self.ccr = 0x200
+        self.faults = FaultStatus()
+
+
+class SysTick:
+    """The SysTick timer (CSR/RVR/CVR/CALIB), counting machine cycles or the reference clock."""
+
+    def __init__(self, machine: Machine, nvic: Nvic, cpu_hz: int, ref_hz: int) -> None:
+        self.m = machine
+        self.nvic = nvic
+        self.cpu_hz = cpu_hz
+        self.ref_hz = ref_hz
+        self.reset()
+
+    def reset(self) -> None:
+        self.csr = 0
+        self.rvr = 0
+        self.value = 0  # CVR when stopped, or at `anchor` when running
+        self.anchor = 0
+        self.next_zero: int | None = None
+
+    def _div(self) -> int:
+        return 1 if self.csr & 4 else max(1, self.cpu_hz // self.ref_hz)
+
+    def _running(self) -> bool:
+        return bool(self.csr & 1)
+
+    def current(self, now: int) -> int:
+        if not self._running() or self.next_zero is None:
+            return self.value
+        if now >= self.next_zero:
+            return 0
+        return min(-(-(self.next_zero - now) // self._div()), self.rvr)
+
+    def _schedule(self, now: int, value: int) -> None:
+        # Counting from `value` at `now`: zero after `value` ticks; a zero value reloads on the next
+        # tick and counts down from RVR.
+        div = self._div()
+        if value == 0:
+            self.next_zero = now + (self.rvr + 1) * div if self.rvr else None
+        else:
+            self.next_zero = now + value * div
+
+    def next_event(self) -> int | None:
+        return self.next_zero if self._running() else None
+
+    def advance(self, now: int) -> None:
+        while self._running() and self.next_zero is not None and self.next_zero <= now:
+            self.csr |= 1 << 16  # COUNTFLAG
+            if self.csr & 2:
+                self.nvic.pend(SYSTICK)
+            if not self.rvr:
+                self.next_zero = None
+                self.value = 0
+                break
+            self.next_zero += (self.rvr + 1) * self._div()
+
+    def read(self, reg: int, now: int) -> int:
+        if reg == 0x0:
+            val = self.csr
+            self.csr &= ~(1 << 16)
+            return val
+        if reg == 0x4:
+            return self.rvr
+        if reg == 0x8:
+            return self.current(now)
+        if reg == 0xC:
+            # CALIB: TENMS for a 10 ms reference-clock period; SKEW set (the period is not exact).
+            return (1 << 30) | ((self.ref_hz // 100 - 1) & 0xFFFFFF)
+        return 0
+
+    def write(self, reg: int, value: int, now: int) -> None:
+        if reg == 0x0:
+            cur = self.current(now)
+            was_running = self._running()
+            self.csr = (self.csr & (1 << 16)) | (value & 7)
+            if self._running() and not was_running:
+                self._schedule(now, cur)
+            elif not self._running():
+                self.value = cur
+                self.next_zero = None
+            else:
+                self._schedule(now, cur)  # the clock source may have changed
+        elif reg == 0x4:
+            self.rvr = value & 0xFFFFFF
+            if self._running() and self.next_zero is None:
+                self._schedule(now, 0)
+        elif reg == 0x8:
+            self.value = 0
+            self.csr &= ~(1 << 16)
+            if self._running():
+                self._schedule(now, 0)
+        self.m.reschedule()
+
+
+class Scs:
+    """The System Control Space page at 0xE000E000: ICTR, SysTick, NVIC, SCB, STIR."""
+
+    base = 0xE000E000
+    size = 0x1000
+
+    def __init__(self, machine: Machine, nvic: Nvic, exc: ExceptionUnit, systick: SysTick, cpu: str) -> None:
+        self.m = machine
+        self.nvic = nvic
+        self.exc = exc
+        self.systick = systick
+        self.cpuid = _CPUID.get(cpu, _CPUID["cortex-m3"])
+        self.scr = 0
+
+    # ICSR as the SCB reports it
+    def _icsr(self) -> int:
+        nvic = self.nvic
+        val = self.exc.current()
+        pend = nvic.best_pending()
+        if pend is not None:
+            val |= (pend & 0x1FF) << 12
+        if any(nvic.pending[FIRST_IRQ:]):
+            val |= 1 << 22
+        if sum(nvic.active) <= 1:
+            val |= 1 << 11  # RETTOBASE
+        if nvic.pending[SYSTICK]:
+            val |= 1 << 26
+        if nvic.pending[PENDSV]:
+            val |= 1 << 28
+        if nvic.pending[NMI]:
+            val |= 1 << 31
+        return val
+
+    def _bits(self, flags: list[bool], first: int) -> int:
+        val = 0
+        for i in range(32):
+            idx = first + i
+            if idx < len(flags) and flags[idx]:
+                val |= 1 << i
+        return val
+
+    def read(self, off: int, size: int) -> int:
+        word = self.read32(off & ~3)
+        shift = (off & 3) * 8
+        return (word >> shift) & ((1 << (size * 8)) - 1)
+
+    def read32(self, off: int) -> int:
+        nvic, now = self.nvic, self.m.now()
+        if off == 0x004:
+            return (nvic.num_irqs + 31) // 32 - 1
+        if 0x010 <= off < 0x020:
+            return self.systick.read(off - 0x10, now)
+        if 0x100 <= off < 0x140:
+            return self._bits(nvic.enabled, FIRST_IRQ + 32 * ((off - 0x100) // 4))
+        if 0x180 <= off < 0x1C0:
+            return self._bits(nvic.enabled, FIRST_IRQ + 32 * ((off - 0x180) // 4))
+        if 0x200 <= off < 0x240:
+            return self._bits(nvic.pending, FIRST_IRQ + 32 * ((off - 0x200) // 4))
+        if 0x280 <= off < 0x2C0:
+            return self._bits(nvic.pending, FIRST_IRQ + 32 * ((off - 0x280) // 4))
+        if 0x300 <= off < 0x340:
+            return self._bits(nvic.active, FIRST_IRQ + 32 * ((off - 0x300) // 4))
+        if 0x400 <= off < 0x400 + nvic.num_irqs + 3:
+            return self._prio_word(FIRST_IRQ + (off - 0x400))
+        f = self.exc.faults
+        regs = {
+            0xD00: lambda: self.cpuid, 0xD04: self._icsr, 0xD08: lambda: self.exc.vtor,
+            0xD0C: lambda: 0xFA050000 | (nvic.prigroup << 8), 0xD10: lambda: self.scr,
+            0xD14: lambda: self.exc.ccr, 0xD18: lambda: self._prio_word(4),
+            0xD1C: lambda: self._prio_word(8), 0xD20: lambda: self._prio_word(12),
+            0xD24: self._shcsr, 0xD28: lambda: f.cfsr, 0xD2C: lambda: f.hfsr, 0xD30: lambda: 0,
+            0xD34: lambda: f.mmfar, 0xD38: lambda: f.bfar, 0xD3C: lambda: 0, 0xD88: lambda: 0,
+        }
+        return regs[off]() if off in regs else 0
+
+    def _prio_word(self, first: int) -> int:
+        val = 0
+        for i in range(4):
+            exc = first + i
+            if exc < len(self.nvic.priority) and exc > HARDFAULT:
+                val |= (self.nvic.priority[exc] & 0xFF) << (8 * i)
+        return val
+
+    def _shcsr(self) -> int:
+        nvic = self.nvic
+        val = nvic.shcsr & (0x7 << 16)
+        for exc, bit in ((MEMMANAGE, 0), (BUSFAULT, 1), (USAGEFAULT, 3), (SVCALL, 7), (DEBUGMON, 8),
+                         (PENDSV, 10), (SYSTICK, 11)):
+            if nvic.active[exc]:
+                val |= 1 << bit
+        for exc, bit in ((USAGEFAULT, 12), (MEMMANAGE, 13), (BUSFAULT, 14), (SVCALL, 15)):
+            if nvic.pending[exc]:
+                val |= 1 << bit
+        return val
+
+    def write(self, off: int, size: int, value: int) -> None:
+        nvic = self.nvic
+        if 0x400 <= off < 0x400 + nvic.num_irqs or 0xD18 <= off < 0xD24:
+            first = FIRST_IRQ + (off - 0x400) if off < 0xD00 else 4 + (off - 0xD18)
+            for i in range(size):
+                if first + i < len(nvic.priority):
+                    nvic.set_priority(first + i, (value >> (8 * i)) & 0xFF)
+            return
+        shift = (off & 3) * 8
+        self.write32(off & ~3, (value << shift) & 0xFFFFFFFF, ((1 << (size * 8)) - 1) << shift)
+
+    def write32(self, off: int, value: int, lanes: int = 0xFFFFFFFF) -> None:
+        nvic, now, f = self.nvic, self.m.now(), self.exc.faults
+        if 0x010 <= off < 0x020:
+            self.systick.write(off - 0x10, value, now)
+            return
+        for base, action in ((0x100, "enable"), (0x180, "disable"), (0x200, "pend"), (0x280, "unpend")):
+            if base <= off < base + 0x40:
+                first = FIRST_IRQ + 32 * ((off - base) // 4)
+                for i in range(32):
+                    exc = first + i
+                    if value >> i & 1 and exc < len(nvic.pending):
+                        {"enable": lambda e: nvic.set_enabled(e, True), "disable": lambda e: nvic.set_enabled(e, False),
+                         "pend": nvic.pend, "unpend": nvic.unpend}[action](exc)
+                return
+        if off == 0xD04:
+            if value & (1 << 31):
+                nvic.pend(NMI)
+            if value & (1 << 28):
+                nvic.pend(PENDSV)
+            if value & (1 << 27):
+                nvic.unpend(PENDSV)
+            if value & (1 << 26):
+                nvic.pend(SYSTICK)
+            if value & (1 << 25):
+                nvic.unpend(SYSTICK)
+        elif off == 0xD08:
+            self.exc.vtor = value & 0xFFFFFF80
+        elif off == 0xD0C:
+            if value >> 16 == 0x05FA:
+                nvic.prigroup = (value >> 8) & 7
+                if value & 4:
+                    self.m.request_reset("AIRCR.SYSRESETREQ")
+                nvic.changed()
+        elif off == 0xD10:
+            self.scr = value & 0x16
+        elif off == 0xD14:
+            self.exc.ccr = (value & 0x31B) | 0x200
+            self.m.ccr_changed()
+        elif off == 0xD24:
+            nvic.shcsr = value & (0x7 << 16)
+            nvic.changed()
+        elif off == 0xD28:
+            f.cfsr &= ~(value & lanes)  # write-one-to-clear
+        elif off == 0xD2C:
+            f.hfsr &= ~(value & lanes)
+        elif off == 0xD34:
+            f.mmfar = value
+        elif off == 0xD38:
+            f.bfar = value
+        elif off == 0xF00:
+            irq = value & 0x1FF
+            if irq < nvic.num_irqs:
+                nvic.pend(FIRST_IRQ + irq)

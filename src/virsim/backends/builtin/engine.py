@@ -1,0 +1,370 @@
+"""The built-in engine process: one machine, its sockets, and the loop that runs it.
+
+Started by the daemon as `python -m virsim.backends.builtin --spec <rundir>/engine.json`. Like a
+QEMU process it owns everything in the session's runtime dir that talks to it:
+
+- `engine.sock` (ZeroMQ REP, JSON): status, pause, resume, reset, run_for, set_irq, gpio,
+  uart_channel, stats, quit — the control channel (QMP's role) and the synchroniser's primitives;
+- `console.sock`: the console UART's bytes out, input bytes in (one client, the daemon);
+- `gdbstub.sock`: the GDB remote protocol (gdbstub.py);
+- `uart-<id>.sock`: a UART connected to an external byte channel, created on request.
+
+Console output is appended to the session's console log by the engine itself, so it survives a
+daemon restart. The loop runs the machine in budgets of virtual time and checks its sockets
+between them (every ~1 ms of host time at full speed); a sleeping CPU with nothing scheduled
+blocks in poll() instead of spinning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from virsim.backends.builtin.gdbstub import GdbStub, StopInfo
+from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
+from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
+from virsim.board import BoardConfig
+from virsim.firmware import inspect, load_image
+
+BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
+
+
+@dataclass
+class EngineSpec:
+    board: dict[str, Any]
+    node: str
+    rundir: str
+    console_log: str
+    firmware: str | None = None
+    firmware_format: str = "auto"
+    load_address: int | None = None
+    start_paused: bool = False
+    shared: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> EngineSpec:
+        return cls(**json.loads(path.read_text()))
+
+
+class Channel:
+    """A listening Unix socket with at most one client; bytes in go to `on_data`."""
+
+    def __init__(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(1)
+        self.listener.setblocking(False)
+        self.conn: socket.socket | None = None
+
+    def fds(self) -> list[int]:
+        return [self.listener.fileno()] + ([self.conn.fileno()] if self.conn else [])
+
+    def on_readable(self, fd: int) -> bytes:
+        if fd == self.listener.fileno():
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                return b""
+            if self.conn is not None:
+                self.conn.close()  # the newest client wins (a restarted daemon reconnects)
+            self.conn = conn
+            conn.setblocking(False)
+            return b""
+        assert self.conn is not None
+        try:
+            data = self.conn.recv(65536)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            data = b""
+        if not data:
+            self.conn.close()
+            self.conn = None
+        return data
+
+    def send(self, data: bytes) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.send(data)
+        except (BlockingIOError, OSError):
+            pass  # a slow or gone reader loses live bytes, never the log (the record)
+
+    def close(self) -> None:
+        if self.conn:
+            self.conn.close()
+        self.listener.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Engine:
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        board = BoardConfig.model_validate(spec.board)
+        node = next(n for n in board.nodes if n.id == spec.node)
+        shared = [SharedRegion(**s) for s in spec.shared or []]
+        self.machine = Machine(board, node, shared)
+        if spec.firmware:
+            image = inspect(Path(spec.firmware), spec.firmware_format, spec.load_address)
+            self.machine.load(*load_image(image))
+        self.machine.reset()
+        self.rundir = Path(spec.rundir)
+        self.running = not spec.start_paused
+        self.idle = False
+        self.quit = False
+        self.stepping = False
+        self.log = open(spec.console_log, "ab", buffering=0)  # noqa: SIM115 - lives as long as the engine
+        self._out = bytearray()
+        self.console = Channel(self.rundir / "console.sock")
+        gdb_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        (self.rundir / "gdbstub.sock").unlink(missing_ok=True)
+        gdb_listener.bind(str(self.rundir / "gdbstub.sock"))
+        gdb_listener.listen(1)
+        self.gdb = GdbStub(self, gdb_listener)
+        self.channels: dict[str, Channel] = {}
+        uart = self.machine.console_uart()
+        if uart is not None:
+            uart.sinks.append(self._out.extend)
+        self.ctx = zmq.Context()
+        self.control = self.ctx.socket(zmq.REP)
+        self.control.setsockopt(zmq.LINGER, 0)
+        (self.rundir / "engine.sock").unlink(missing_ok=True)
+        self.control.bind(f"ipc://{self.rundir / 'engine.sock'}")
+
+    # ----------------------------------------------------------------- Target (for the gdb stub)
+    def halt(self, reason: str) -> None:
+        self.running = False
+        self.stepping = False
+
+    def resume(self, step: bool = False) -> None:
+        self.running = True
+        self.stepping = step
+        self.idle = False
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def reset(self) -> None:
+        self.machine.reset()
+        self.idle = False
+
+    def monitor(self, command: str) -> str:
+        words = command.split()
+        if words[:1] == ["reset"]:
+            self.reset()
+            return "system reset\n"
+        if words[:1] in (["info"], ["stats"]):
+            return json.dumps(self.machine.stats(), indent=1) + "\n"
+        return "monitor commands: reset, info\n"
+
+    # ----------------------------------------------------------------- control channel
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        op = req.get("op")
+        m = self.machine
+        if op == "status":
+            return {"running": self.running, "sleeping": m.sleeping, "cycles": m.cycles,
+                    "instructions": m.instructions, "time_ns": m.time_ns(), "pc": m.pc(),
+                    "debugger": self.gdb.conn is not None, "pid": os.getpid()}
+        if op == "pause":
+            if self.running:
+                self.halt("paused")
+                self.gdb.report_stop(StopInfo(2))
+            return {}
+        if op == "resume":
+            self.resume()
+            return {}
+        if op == "reset":
+            self.reset()
+            return {}
+        if op == "run_for":
+            if self.running:
+                return {"error": "the CPU is running; pause it before run_for"}
+            stop = m.run(int(req["cycles"]), idle_to_end=True)
+            self._flush()
+            self._report(stop, to_gdb=False)
+            return {"reason": stop.reason, "pc": stop.pc, "cycles": m.cycles, "instructions": m.instructions,
+                    **stop.detail}
+        if op == "set_irq":
+            m.set_irq(int(req["line"]), bool(req["level"]))
+            self.idle = False
+            return {}
+        if op == "gpio":
+            dev = m.device(str(req["peripheral"]))
+            if not isinstance(dev, CmsdkGpio):
+                return {"error": f"{req['peripheral']} is not a GPIO block"}
+            dev.set_input(int(req["pin"]), bool(req["level"]))
+            self.idle = False
+            return {"pins": dev.pins()}
+        if op == "uart_channel":
+            return {"path": str(self._channel(str(req["peripheral"])).path)}
+        if op == "console_write":
+            self._feed_console(str(req["data"]).encode("latin-1"))
+            return {}
+        if op == "stats":
+            return m.stats()
+        if op == "quit":
+            self.quit = True
+            return {}
+        return {"error": f"unknown op {op!r}"}
+
+    def _channel(self, ident: str) -> Channel:
+        if ident not in self.channels:
+            dev = self.machine.device(ident)
+            if not isinstance(dev, Uart):
+                raise KeyError(f"{ident} is not a UART")
+            chan = Channel(self.rundir / f"uart-{ident}.sock")
+            dev.sinks.append(chan.send)
+            self.channels[ident] = chan
+        return self.channels[ident]
+
+    def _feed_console(self, data: bytes) -> None:
+        uart = self.machine.console_uart()
+        if uart is not None and data:
+            uart.feed(data)
+            self.idle = False
+
+    # ----------------------------------------------------------------- running
+    def _flush(self) -> None:
+        if self._out:
+            data = bytes(self._out)
+            self._out.clear()
+            self.log.write(data)
+            self.console.send(data)
+
+    def _report(self, stop: Stop, to_gdb: bool = True) -> None:
+        if stop.reason == "lockup":
+            message = f"Lockup: {stop.detail.get('message', 'CPU lockup')} (pc={stop.pc:#010x})"
+            print(message, file=sys.stderr, flush=True)
+            if self.gdb.conn is None:
+                self.quit = True
+                self.exit_code = 1
+                return
+            self.halt("lockup")
+            self.gdb.report_stop(StopInfo(11))
+            return
+        if stop.reason in ("breakpoint", "bkpt"):
+            self.halt(stop.reason)
+            if to_gdb:
+                self.gdb.report_stop(StopInfo(5, "swbreak:;"))
+        elif stop.reason == "watchpoint":
+            self.halt(stop.reason)
+            if to_gdb:
+                self.gdb.report_stop(StopInfo(5, f"{stop.detail['kind']}:{stop.detail['address']:x};"))
+
+    def _step(self) -> None:
+        stop = self.machine.run(1)
+        self.running = self.stepping = False
+        if stop.reason in ("lockup",):
+            self._report(stop)
+            return
+        self.gdb.report_stop(StopInfo(5))
+
+    def _fds(self) -> dict[int, Any]:
+        fds: dict[int, Any] = {}
+        for fd in self.console.fds():
+            fds[fd] = self._on_console
+        for fd in self.gdb.fds():
+            fds[fd] = self.gdb.on_readable
+        for chan_id, chan in self.channels.items():
+            for fd in chan.fds():
+                fds[fd] = lambda fd, c=chan_id: self._on_channel(c, fd)
+        return fds
+
+    def _on_console(self, fd: int) -> None:
+        self._feed_console(self.console.on_readable(fd))
+
+    def _on_channel(self, ident: str, fd: int) -> None:
+        data = self.channels[ident].on_readable(fd)
+        if data:
+            dev = self.machine.device(ident)
+            assert isinstance(dev, Uart)
+            dev.feed(data)
+            self.idle = False
+
+    def _poll(self, timeout_ms: int | None) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        handlers = self._fds()
+        for fd in handlers:
+            poller.register(fd, zmq.POLLIN)
+        for key, _ in poller.poll(timeout_ms):
+            if key is self.control:
+                try:
+                    req = self.control.recv_json(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                try:
+                    reply = self.handle(req)  # type: ignore[arg-type]
+                except Exception as err:  # noqa: BLE001 - report to the caller, keep running
+                    reply = {"error": f"{type(err).__name__}: {err}"}
+                self.control.send_json(reply)
+            else:
+                handlers[key](key)
+
+    def loop(self) -> int:
+        self.exit_code = 0
+        last_poll = 0.0
+        while not self.quit:
+            if self.running and self.stepping:
+                self._step()
+            elif self.running and not self.idle:
+                stop = self.machine.run(BUDGET)
+                self._flush()
+                if stop.reason == "idle":
+                    self.idle = True
+                else:
+                    self._report(stop)
+                now = time.monotonic()
+                if now - last_poll < 0.001 and self.running and not self.idle:
+                    continue
+                last_poll = now
+                self._poll(0)
+                continue
+            self._flush()
+            self._poll(None if not self.running or self.idle else 0)
+        self._flush()
+        return self.exit_code
+
+    def close(self) -> None:
+        self._flush()
+        self.gdb.close()
+        self.console.close()
+        for chan in self.channels.values():
+            chan.close()
+        self.control.close(0)
+        self.ctx.term()
+        for name in ("engine.sock", "gdbstub.sock"):
+            (self.rundir / name).unlink(missing_ok=True)
+        self.log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m virsim.backends.builtin",
+                                     description="virsim's built-in Cortex-M engine (started by the daemon)")
+    parser.add_argument("--spec", required=True, type=Path, help="engine.json written by the daemon")
+    parser.add_argument("--rundir", required=True, help="the session runtime dir (names the process for sweeps)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        spec = EngineSpec.load(args.spec)
+        engine = Engine(spec)
+    except Exception as err:  # noqa: BLE001 - the daemon shows this line as the failure reason
+        print(f"virsim engine: cannot start: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return engine.loop()
+    finally:
+        engine.close()

@@ -1,0 +1,547 @@
+"""One Cortex-M node of the built-in engine: Unicorn CPU, memory map, peripherals and virtual time.
+
+The machine is built from a BoardConfig node: `memory[]` regions mapped with their access rights
+(a write to ROM or an access to an unmapped address becomes a precise BusFault for the firmware,
+not an engine error), `peripherals[]` instantiated from `peripherals.MODELS` and the ARMv7-M System
+Control Space from `armv7m`.
+
+Time: `cycles` is virtual time in processor clock cycles, one per instruction executed, plus the
+cycles a WFI sleeps through. `run(budget)` executes in slices of `emu_start(count=N)` where N ends
+at the next peripheral event, so timers fire at exact instruction counts with no Python hook on the
+hot path. Hooks exist only where something happens: MMIO, SVC/exception return (interrupt hook),
+invalid accesses, breakpoints/watchpoints, and — only while an interrupt is pending but masked by
+PRIMASK/BASEPRI — a per-instruction check for the mask to drop. Same firmware and inputs give the
+same cycles, output and state.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unicorn import (
+    UC_ARCH_ARM,
+    UC_HOOK_CODE,
+    UC_HOOK_INTR,
+    UC_HOOK_MEM_INVALID,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
+    UC_MEM_FETCH_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_WRITE,
+    UC_MEM_WRITE_PROT,
+    UC_MEM_WRITE_UNMAPPED,
+    UC_MODE_MCLASS,
+    UC_MODE_THUMB,
+    UC_PROT_ALL,
+    UC_PROT_EXEC,
+    UC_PROT_READ,
+    UC_PROT_WRITE,
+    Uc,
+    UcError,
+)
+from unicorn.arm_const import (
+    UC_ARM_REG_CONTROL,
+    UC_ARM_REG_MSP,
+    UC_ARM_REG_PC,
+    UC_ARM_REG_PSP,
+    UC_ARM_REG_XPSR,
+    UC_CPU_ARM_CORTEX_M3,
+    UC_CPU_ARM_CORTEX_M4,
+)
+
+from virsim.backends.builtin import armv7m
+from virsim.backends.builtin.counter import InstructionCounter
+from virsim.backends.builtin.peripherals import CORE_TYPES, MODELS, Device, Uart
+from virsim.board import BoardConfig, Node
+
+PAGE = 0x1000
+_CPU_MODELS = {"cortex-m3": UC_CPU_ARM_CORTEX_M3, "cortex-m4": UC_CPU_ARM_CORTEX_M4}
+SUPPORTED_CPUS = tuple(_CPU_MODELS)
+_DIV = re.compile(rb"[\x90-\x9f\xb0-\xbf]\xfb[\xf0-\xff][\xf0-\xff]", re.DOTALL)  # SDIV/UDIV (T1)
+_PERMS = {"RW": UC_PROT_ALL, "RO": UC_PROT_READ | UC_PROT_EXEC, "WO": UC_PROT_WRITE}
+EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 7, 8
+EXCP_NOCP, EXCP_INVSTATE = 17, 18
+
+
+class MachineError(Exception):
+    """The board cannot be built (unsupported CPU, unaligned region, unknown peripheral type)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass
+class Stop:
+    """Why `run()` returned."""
+
+    reason: str  # budget | idle | breakpoint | watchpoint | bkpt | lockup | reset
+    pc: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SharedRegion:
+    """A region backed by a file (e.g. in /dev/shm) that other processes map too."""
+
+    path: str
+    address: int
+    size: int
+    name: str = ""
+
+
+def check_node(node: Node) -> None:
+    """Raise MachineError naming the field this engine cannot build."""
+    if node.processor.type not in _CPU_MODELS:
+        raise MachineError(f"processor {node.processor.type!r} is not supported by the built-in engine "
+                           f"(supported: {', '.join(SUPPORTED_CPUS)})", "processor.type")
+    for i, region in enumerate(node.memory):
+        if region.address % PAGE or region.size % PAGE:
+            raise MachineError(f"memory[{i}] ({region.address:#x}, size {region.size:#x}) is not 4 KiB aligned; "
+                               "the built-in engine maps memory in 4 KiB pages", f"memory[{i}]")
+    for i, per in enumerate(node.peripherals):
+        if per.type not in MODELS and per.type not in CORE_TYPES:
+            raise MachineError(f"peripheral {per.id!r} has type {per.type!r}, which has no built-in model "
+                               f"(models: {', '.join(sorted(MODELS) + sorted(CORE_TYPES))})",
+                               f"peripherals[{i}].type")
+
+
+class Machine:
+    def __init__(self, board: BoardConfig, node: Node, shared: list[SharedRegion] | None = None) -> None:
+        check_node(node)
+        self.board_id = board.system_id
+        self.node = node
+        self.frequency = node.processor.frequency
+        uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
+        uc.ctl_set_cpu_model(_CPU_MODELS[node.processor.type])
+        self.uc = uc
+        self.counter = InstructionCounter(uc)
+        self.cycles = 0
+        self.instructions = 0
+        self.exceptions_taken = 0
+        self._in_emu = False
+        self._stop: Stop | None = None
+        self._reset_request: str | None = None
+        self._image: list[tuple[int, bytes]] = []
+        self._exec_ranges: list[tuple[int, int]] = []
+        self._shm: list[mmap.mmap] = []
+
+        for region in node.memory:
+            perms = _PERMS[region.access]
+            if region.type in ("ROM", "Flash"):
+                perms &= ~UC_PROT_WRITE
+            uc.mem_map(region.address, region.size, perms)
+        for region in shared or []:
+            self._map_shared(region)
+
+        num_irqs = int(max([p.irq for p in node.peripherals if p.irq is not None] + [31]) + 1)
+        num_irqs = max(32, -(-num_irqs // 32) * 32)
+        opts = next((p.options for p in node.peripherals if p.type == "armv7m-nvic"), {})
+        self.nvic = armv7m.Nvic(int(opts.get("irqs", num_irqs)), int(opts.get("prio_bits", 8)))
+        self.nvic.changed = self._attention
+        self.exc = armv7m.ExceptionUnit(self, self.nvic)
+        st = next((p.options for p in node.peripherals if p.type == "armv7m-systick"), {})
+        self.systick = armv7m.SysTick(self, self.nvic, self.frequency, int(st.get("refclk_hz", 1_000_000)))
+        self.scs = armv7m.Scs(self, self.nvic, self.exc, self.systick, node.processor.type)
+        self.devices: list[Device] = [MODELS[p.type](self, p) for p in node.peripherals if p.type in MODELS]
+        self._map_io()
+
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
+        self._fault_access: tuple[int, int] | None = None
+        self.breakpoints: dict[int, int] = {}
+        self.watchpoints: dict[tuple[str, int, int], int] = {}
+        self._skip_bp: int | None = None
+        self._mask_hook: int | None = None
+        self._div_hooks: dict[int, int] = {}
+        self._sleeping = False
+
+    # ------------------------------------------------------------------------------- building
+    def _map_shared(self, region: SharedRegion) -> None:
+        path = Path(region.path)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < region.size:
+                os.ftruncate(fd, region.size)
+            mem = mmap.mmap(fd, region.size)
+        finally:
+            os.close(fd)
+        import ctypes
+
+        ptr = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+        self.uc.mem_map_ptr(region.address, region.size, UC_PROT_ALL, ptr)
+        self._shm.append(mem)
+
+    def _map_io(self) -> None:
+        """Map every page holding a device register window, dispatching accesses by address."""
+        windows: list[tuple[int, int, Any]] = [(self.scs.base, self.scs.size, self.scs)]
+        windows += [(d.base, d.size, d) for d in self.devices]
+        pages: dict[int, list[tuple[int, int, Any]]] = {}
+        for base, size, dev in windows:
+            for page in range(base & ~(PAGE - 1), base + size, PAGE):
+                pages.setdefault(page, []).append((base, base + size, dev))
+        for page, devs in sorted(pages.items()):
+            self.uc.mmio_map(page, PAGE, self._io_reader(page, devs), None, self._io_writer(page, devs), None)
+
+    def _io_reader(self, page: int, devs: list[tuple[int, int, Any]]) -> Callable[..., int]:
+        if len(devs) == 1 and devs[0][0] == page:
+            dev = devs[0][2]
+            return lambda uc, off, size, ud: dev.read(off, size)
+
+        def read(uc: Uc, off: int, size: int, ud: Any) -> int:
+            addr = page + off
+            for lo, hi, dev in devs:
+                if lo <= addr < hi:
+                    return int(dev.read(addr - lo, size))
+            return 0
+
+        return read
+
+    def _io_writer(self, page: int, devs: list[tuple[int, int, Any]]) -> Callable[..., None]:
+        if len(devs) == 1 and devs[0][0] == page:
+            dev = devs[0][2]
+            return lambda uc, off, size, value, ud: dev.write(off, size, value)
+
+        def write(uc: Uc, off: int, size: int, value: int, ud: Any) -> None:
+            addr = page + off
+            for lo, hi, dev in devs:
+                if lo <= addr < hi:
+                    dev.write(addr - lo, size, value)
+                    return
+
+        return write
+
+    def device(self, ident: str) -> Device:
+        for dev in self.devices:
+            if dev.id == ident:
+                return dev
+        raise KeyError(ident)
+
+    def console_uart(self) -> Uart | None:
+        con = next((p.id for p in self.node.peripherals if p.console), None)
+        dev = self.device(con) if con else None
+        return dev if isinstance(dev, Uart) else None
+
+    # ------------------------------------------------------------------------------- image, reset
+    def load(self, segments: list[tuple[int, bytes]], executable: list[tuple[int, int]]) -> None:
+        """Program memory: (address, bytes) segments; executable ranges are scanned for dividers."""
+        self._image = list(segments)
+        self._exec_ranges = list(executable)
+        for addr, data in segments:
+            self.uc.mem_write(addr, data)
+        self.uc.ctl_flush_tb()
+
+    def reset(self) -> None:
+        """A system reset: reload the image, reset peripherals and the core; virtual time goes on."""
+        for addr, data in self._image:
+            self.uc.mem_write(addr, data)
+        self.uc.ctl_flush_tb()
+        self.nvic.reset()
+        self.exc.reset()
+        self.systick.reset()
+        for dev in self.devices:
+            dev.reset()
+        self._set_div_trap(False)
+        self._set_mask_watch(False)
+        self._sleeping = False
+        uc = self.uc
+        uc.reg_write(UC_ARM_REG_XPSR, 1 << 24)
+        uc.reg_write(UC_ARM_REG_CONTROL, 0)
+        for reg in (armv7m.UC_ARM_REG_PRIMASK, armv7m.UC_ARM_REG_BASEPRI, armv7m.UC_ARM_REG_FAULTMASK):
+            uc.reg_write(reg, 0)
+        try:
+            sp, pc = struct.unpack("<II", uc.mem_read(0, 8))
+        except UcError:
+            sp, pc = 0, 0
+        uc.reg_write(UC_ARM_REG_MSP, sp & ~3)
+        uc.reg_write(UC_ARM_REG_PSP, 0)
+        uc.reg_write(UC_ARM_REG_PC, pc | 1)
+        self.reschedule()
+
+    def request_reset(self, why: str) -> None:
+        self._reset_request = why
+        self._attention()
+
+    # ------------------------------------------------------------------------------- time
+    def now(self) -> int:
+        """Current virtual time in cycles, exact also inside an MMIO access mid-slice."""
+        if self._in_emu:
+            return self.cycles + self.counter.in_hook()
+        return self.cycles
+
+    def time_ns(self) -> int:
+        return self.cycles * 1_000_000_000 // self.frequency
+
+    def reschedule(self) -> None:
+        """A device's next event may have moved: end the slice after this instruction to re-plan."""
+        self._attention()
+
+    def _attention(self) -> None:
+        if self._in_emu:
+            self.counter.stop_after_current()
+
+    def next_event(self) -> int | None:
+        events = [e for e in [self.systick.next_event()] + [d.next_event() for d in self.devices] if e is not None]
+        return min(events) if events else None
+
+    def _advance(self) -> None:
+        now = self.cycles
+        self.systick.advance(now)
+        for dev in self.devices:
+            dev.advance(now)
+
+    def set_irq(self, line: int, level: bool) -> None:
+        self.nvic.set_level(line, level)
+
+    # ------------------------------------------------------------------------------- hooks
+    def _on_intr(self, uc: Uc, intno: int, ud: Any) -> None:
+        try:
+            if intno == EXCP_EXCEPTION_EXIT:
+                self.exc.exception_return(uc.reg_read(UC_ARM_REG_PC) | 1)
+            elif intno == EXCP_SWI:
+                self.nvic.pending[armv7m.SVCALL] = True
+                if self.exc.preempting() != armv7m.SVCALL:
+                    # An SVC that cannot be taken now (masked or too low priority) escalates.
+                    self.nvic.pending[armv7m.SVCALL] = False
+                    self.exc.fault(armv7m.HARDFAULT, what="SVC executed at a priority that blocks SVCall")
+                self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
+            elif intno == EXCP_BKPT:
+                pc = uc.reg_read(UC_ARM_REG_PC)
+                self._stop = Stop("bkpt", pc)
+                self.counter.stop_before = True
+                uc.emu_stop()
+                return
+            elif intno in (EXCP_UDEF, EXCP_NOCP, EXCP_INVSTATE):
+                bits = {EXCP_UDEF: armv7m.CFSR_UNDEFINSTR, EXCP_NOCP: armv7m.CFSR_NOCP,
+                        EXCP_INVSTATE: armv7m.CFSR_INVSTATE}[intno]
+                what = {EXCP_UDEF: "undefined instruction", EXCP_NOCP: "coprocessor (FPU) instruction, no FPU",
+                        EXCP_INVSTATE: "invalid state (branch to an ARM-state address)"}[intno]
+                self.exc.fault(armv7m.USAGEFAULT, bits, what=what)
+                self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
+            else:
+                self._stop = Stop("lockup", uc.reg_read(UC_ARM_REG_PC), {"message": f"unexpected CPU exception {intno}"})
+                uc.emu_stop()
+                return
+        except armv7m.Lockup as err:
+            self._stop = Stop("lockup", uc.reg_read(UC_ARM_REG_PC), {"message": str(err)})
+            uc.emu_stop()
+            return
+        self.counter.stop_after_current()  # re-plan: the handler may have changed timers or masks
+
+    def _on_invalid(self, uc: Uc, access: int, address: int, size: int, value: int, ud: Any) -> bool:
+        self._fault_access = (access, address)
+        self.counter.stop_before = True
+        return False
+
+    def _on_breakpoint(self, uc: Uc, address: int, size: int, ud: Any) -> None:
+        if self._skip_bp == address:
+            self._skip_bp = None
+            return
+        self._stop = Stop("breakpoint", address)
+        self.counter.stop_before = True
+        uc.emu_stop()
+
+    def _on_watch(self, uc: Uc, access: int, address: int, size: int, value: int, ud: Any) -> None:
+        kind = "watch" if access == UC_MEM_WRITE else "rwatch"
+        if self._stop is None:
+            self._stop = Stop("watchpoint", uc.reg_read(UC_ARM_REG_PC), {"kind": kind, "address": address})
+        self.counter.stop_after_current()
+
+    def _on_mask_watch(self, uc: Uc, address: int, size: int, ud: Any) -> None:
+        if self.exc.preempting() is not None:
+            self.counter.stop_before = True
+            uc.emu_stop()
+
+    def _on_divide(self, uc: Uc, address: int, size: int, ud: Any) -> None:
+        hw2 = struct.unpack("<H", uc.mem_read(address + 2, 2))[0]
+        rm = hw2 & 0xF
+        if rm <= 12 and uc.reg_read(armv7m.UC_ARM_REG_R0 + rm) == 0:  # R0..R12 ids are consecutive
+            self.counter.stop_before = True
+            self._div_fault = True
+            uc.emu_stop()
+
+    # ------------------------------------------------------------------------------- hook management
+    def _set_mask_watch(self, on: bool) -> None:
+        if on and self._mask_hook is None:
+            self._mask_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_mask_watch, begin=1, end=0)
+            self.uc.ctl_flush_tb()
+        elif not on and self._mask_hook is not None:
+            self.uc.hook_del(self._mask_hook)
+            self._mask_hook = None
+            self.uc.ctl_flush_tb()
+
+    def ccr_changed(self) -> None:
+        self._set_div_trap(bool(self.exc.ccr & 0x10))
+
+    def _set_div_trap(self, on: bool) -> None:
+        # Unicorn ignores CCR.DIV_0_TRP (it lives in CPU state the API cannot reach), so while the
+        # firmware asks for the trap, every SDIV/UDIV in its executable image gets a hook that
+        # raises the UsageFault itself when the divisor is zero.
+        if on and not self._div_hooks:
+            for lo, hi in self._exec_ranges:
+                data = self.uc.mem_read(lo, hi - lo)
+                for m in _DIV.finditer(bytes(data)):
+                    if m.start() % 2 == 0:
+                        addr = lo + m.start()
+                        self._div_hooks[addr] = self.uc.hook_add(UC_HOOK_CODE, self._on_divide, begin=addr, end=addr)
+            self.uc.ctl_flush_tb()
+        elif not on and self._div_hooks:
+            for h in self._div_hooks.values():
+                self.uc.hook_del(h)
+            self._div_hooks.clear()
+            self.uc.ctl_flush_tb()
+
+    def add_breakpoint(self, addr: int) -> None:
+        addr &= ~1
+        if addr not in self.breakpoints:
+            self.breakpoints[addr] = self.uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, begin=addr, end=addr)
+            self.uc.ctl_remove_cache(addr, addr + 4)
+
+    def remove_breakpoint(self, addr: int) -> bool:
+        h = self.breakpoints.pop(addr & ~1, None)
+        if h is None:
+            return False
+        self.uc.hook_del(h)
+        self.uc.ctl_remove_cache(addr & ~1, (addr & ~1) + 4)
+        return True
+
+    def add_watchpoint(self, kind: str, addr: int, length: int) -> None:
+        key = (kind, addr, length)
+        if key in self.watchpoints:
+            return
+        types = {"watch": UC_HOOK_MEM_WRITE, "rwatch": UC_HOOK_MEM_READ,
+                 "awatch": UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE}[kind]
+        self.watchpoints[key] = self.uc.hook_add(types, self._on_watch, begin=addr, end=addr + max(length, 1) - 1)
+        self.uc.ctl_flush_tb()
+
+    def remove_watchpoint(self, kind: str, addr: int, length: int) -> bool:
+        h = self.watchpoints.pop((kind, addr, length), None)
+        if h is None:
+            return False
+        self.uc.hook_del(h)
+        self.uc.ctl_flush_tb()
+        return True
+
+    # ------------------------------------------------------------------------------- execution
+    def _service(self) -> None:
+        """At an instruction boundary: reset if asked, take what should preempt, plan mask watching."""
+        if self._reset_request:
+            self._reset_request = None
+            self.reset()
+        watch = False
+        if any(self.nvic.pending):
+            exc = self.exc.preempting()
+            if exc is not None:
+                self.exc.take(exc)
+                self._sleeping = False
+            watch = self.exc.blocked_by_mask() and self.exc.preempting() is None
+        if watch != (self._mask_hook is not None):
+            self._set_mask_watch(watch)
+
+    def on_exception(self, exc: int, entering: bool) -> None:
+        if entering:
+            self.exceptions_taken += 1
+
+    @property
+    def sleeping(self) -> bool:
+        return self._sleeping
+
+    def pc(self) -> int:
+        return self.uc.reg_read(UC_ARM_REG_PC) & ~1
+
+    def run(self, budget: int, idle_to_end: bool = False) -> Stop:
+        """Run up to `budget` cycles. Returns early at a breakpoint/watchpoint/BKPT, a lockup, or
+        (unless idle_to_end) when the CPU sleeps with nothing scheduled to wake it ("idle")."""
+        end = self.cycles + budget
+        if self._skip_bp is None and self.pc() in self.breakpoints:
+            self._skip_bp = self.pc()  # resuming from this breakpoint: do not report it again at once
+        try:
+            while self.cycles < end:
+                self._service()
+                nxt = self.next_event()
+                if self._sleeping:
+                    if self.exc.wake_pending():
+                        self._sleeping = False
+                        continue
+                    if nxt is None or nxt > end:
+                        if nxt is None and not idle_to_end:
+                            return Stop("idle", self.pc())
+                        self.cycles = end
+                        self._advance()
+                        break
+                    self.cycles = nxt
+                    self._advance()
+                    continue
+                limit = end if nxt is None else max(min(end, nxt), self.cycles)
+                if limit == self.cycles:
+                    self._advance()
+                    if self.next_event() == nxt and nxt == self.cycles:
+                        raise RuntimeError(f"device event at {nxt} did not advance")  # would spin
+                    continue
+                stop = self._slice(limit - self.cycles)
+                if stop is not None:
+                    return stop
+        except armv7m.Lockup as err:
+            return Stop("lockup", self.pc(), {"message": str(err)})
+        finally:
+            self._skip_bp = None
+        return Stop("budget", self.pc())
+
+    def _slice(self, n: int) -> Stop | None:
+        uc = self.uc
+        self._stop = None
+        self._fault_access = None
+        self._div_fault = False
+        self.counter.begin()
+        error: UcError | None = None
+        self._in_emu = True
+        try:
+            uc.emu_start(uc.reg_read(UC_ARM_REG_PC) | 1, 0xFFFFFFFF, count=n)
+        except UcError as err:
+            error = err
+        finally:
+            self._in_emu = False
+        executed = self.counter.executed()
+        self.cycles += executed
+        self.instructions += executed
+        if executed and self._skip_bp is not None:
+            self._skip_bp = None
+        self._advance()
+        stop = self._stop
+        if error is not None:
+            self._fault_from(error)
+        elif self._div_fault:
+            self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_DIVBYZERO, what="integer divide by zero")
+        elif stop is None and executed < n and self._fault_access is None and not self.counter.stop_before \
+                and not self.counter.overshot():
+            self._sleeping = not self.exc.wake_pending()  # WFI/WFE
+        if stop is not None and stop.reason in ("breakpoint", "watchpoint", "bkpt", "lockup"):
+            stop.pc = self.pc() if stop.reason != "breakpoint" else stop.pc
+            return stop
+        return None
+
+    def _fault_from(self, error: UcError) -> None:
+        access, address = self._fault_access or (None, None)
+        if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
+            self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_IBUSERR, what=f"instruction fetch from {address:#010x}")
+        elif access is not None:
+            verb = "write to" if access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT) else "read from"
+            kind = "read-only" if access in (UC_MEM_WRITE_PROT,) else "unmapped"
+            self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_PRECISERR | armv7m.CFSR_BFARVALID, bfar=address,
+                           what=f"{verb} {kind} address {address:#010x}")
+        else:
+            self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_UNDEFINSTR, what=f"CPU error: {error}")
+
+    # ------------------------------------------------------------------------------- state
+    def stats(self) -> dict[str, Any]:
+        return {"cycles": self.cycles, "instructions": self.instructions, "time_ns": self.time_ns(),
+                "exceptions_taken": self.exceptions_taken, "sleeping": self._sleeping,
+                "faults": list(self.exc.faults.log[-10:]),
+                "devices": {d.id: d.state() for d in self.devices}}
