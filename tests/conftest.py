@@ -45,6 +45,14 @@ def qemu() -> None:
     need_tool("qemu-system-arm")
 
 
+@pytest.fixture(params=["qemu", "builtin"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test on each backend that runs mps2-an385 (QEMU and the built-in engine)."""
+    if request.param == "qemu":
+        need_tool("qemu-system-arm")
+    return str(request.param)
+
+
 def processes_using(home: Path) -> list[psutil.Process]:
     marker = str(home)
     found = []

@@ -21,8 +21,8 @@ def tools() -> None:
     need_tool("gdb-multiarch")
 
 
-def paused_hello(client: Client, elf: Path = HELLO) -> str:
-    return client.session_create("mps2-an385", elf, paused=True).id
+def paused_hello(client: Client, elf: Path = HELLO, backend: str = "qemu") -> str:
+    return client.session_create("mps2-an385", elf, paused=True, backend=backend).id
 
 
 def code_of(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
@@ -30,8 +30,8 @@ def code_of(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
     return excinfo.value.code
 
 
-def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     bp = cli.json("debug", "break", sid, "on_tick")
     assert bp["resolved"] == "on_tick at hello.c:24" and bp["address"] == 0x40
     first = cli.json("debug", "continue", sid, "--wait", "--timeout", "10s")
@@ -47,8 +47,8 @@ def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: C
     assert client.session("show", sid).state == "paused"
 
 
-def test_condition_ignore_count_and_temporary(client: Client) -> None:
-    sid = paused_hello(client)
+def test_condition_ignore_count_and_temporary(client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick", condition="n > 3")
     stop = client.debug("continue", sid, wait=True, timeout=60).stop
     assert stop is not None and stop.reason == "breakpoint"
@@ -63,14 +63,14 @@ def test_condition_ignore_count_and_temporary(client: Client) -> None:
     assert reply.timed_out and reply.state == "running"
 
 
-def test_continue_wait_timeout_exits_42(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_continue_wait_timeout_exits_42(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     proc = cli("debug", "continue", sid, "--wait", "--timeout", "300ms", check=42)
     assert "still running" in proc.stderr
 
 
-def test_watchpoint_fires_on_write(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_watchpoint_fires_on_write(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     w = cli.json("debug", "watch", sid, "tick_count", "--access", "write")
     assert w["kind"] == "watchpoint" and w["address"] == 0x20000054 and w["size"] == 4
     stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
@@ -82,8 +82,8 @@ def test_watchpoint_fires_on_write(cli: CLI, client: Client) -> None:
     assert by_address.location == "*(unsigned int *)0x20000054"
 
 
-def test_step_into_over_and_finish(client: Client) -> None:
-    sid = paused_hello(client)
+def test_step_into_over_and_finish(client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
     client.debug("continue", sid, wait=True, timeout=60)
     into = client.debug("step", sid, kind="step", count=2).stop
@@ -99,8 +99,8 @@ def test_step_into_over_and_finish(client: Client) -> None:
     assert insn.pc != over.pc
 
 
-def test_register_write_changes_behaviour(client: Client) -> None:
-    sid = paused_hello(client)
+def test_register_write_changes_behaviour(client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
     client.debug("continue", sid, wait=True, timeout=60)
     assert client.debug("reg_set", sid, name="r0", value=4242).value == 4242  # n, the tick number to print
@@ -109,8 +109,8 @@ def test_register_write_changes_behaviour(client: Client) -> None:
     wait_for(console_contains(client, sid, b"tick 4242\n"), what="the tick number set through r0")
 
 
-def test_memory_write_changes_console_output(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_memory_write_changes_console_output(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
     client.debug("continue", sid, wait=True, timeout=60)
     mem = cli.json("debug", "mem", sid, "tick_count")
@@ -122,8 +122,8 @@ def test_memory_write_changes_console_output(cli: CLI, client: Client) -> None:
     wait_for(console_contains(client, sid, b"tick 1001\n"), what="output after the memory write")
 
 
-def test_registers_are_the_cortex_m_set(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_registers_are_the_cortex_m_set(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     regs = cli.json("debug", "regs", sid)
     names = [r["name"] for r in regs["registers"]]
     assert names == ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "sp", "lr",
@@ -140,8 +140,8 @@ def test_registers_are_the_cortex_m_set(cli: CLI, client: Client) -> None:
     assert "xpsr" in table and "0x20400000" in table
 
 
-def test_memory_formats_and_disassembly(cli: CLI, client: Client, tmp_path: Path) -> None:
-    sid = paused_hello(client)
+def test_memory_formats_and_disassembly(cli: CLI, client: Client, tmp_path: Path, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     words = cli("debug", "mem", sid, "0x0", "16", "--format", "u32").stdout
     assert words.startswith("00000000  0x20400000 ")  # the vector table: initial SP first
     dump = cli("debug", "mem", sid, "0x0", "16").stdout
@@ -155,8 +155,8 @@ def test_memory_formats_and_disassembly(cli: CLI, client: Client, tmp_path: Path
     assert dis["instructions"][0]["function"] == "on_tick" and "push" in dis["instructions"][0]["text"]
 
 
-def test_bad_debug_input_is_typed(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_bad_debug_input_is_typed(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     err = cli.json("debug", "break", sid, "no_such_function", check=3)
     assert err["code"] == "NOT_FOUND" and "no_such_function" in err["error"]
     err = cli.json("debug", "mem", sid, "0x90000000", "4", check=2)
@@ -180,8 +180,8 @@ def test_bad_debug_input_is_typed(cli: CLI, client: Client) -> None:
     assert err["details"]["current"] == "stopped"
 
 
-def test_fault_stops_with_decoded_reason(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client, FAULT)
+def test_fault_stops_with_decoded_reason(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, FAULT, backend=backend)
     stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
     assert stop["reason"] == "fault"
     fault = stop["fault"]
@@ -193,8 +193,8 @@ def test_fault_stops_with_decoded_reason(cli: CLI, client: Client) -> None:
     assert b"about to divide by zero\n" in client.console_text(sid)
 
 
-def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client, home: Path) -> None:
-    sid = paused_hello(client)
+def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client, home: Path, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     bp = client.debug("break", sid, location="on_tick")
     client.debug("continue", sid, wait=True, timeout=60)
     client.debug("continue", sid, wait=True, timeout=60)
@@ -222,8 +222,8 @@ def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client
     c.close()
 
 
-def test_stop_events_reach_the_live_stream(client: Client) -> None:
-    sid = paused_hello(client)
+def test_stop_events_reach_the_live_stream(client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
     with client.subscribe(sid) as sub:
         time.sleep(0.2)  # let the subscription reach the daemon
@@ -237,8 +237,8 @@ def test_stop_events_reach_the_live_stream(client: Client) -> None:
     assert stops and stops[0].stop is not None and stops[0].stop.function == "on_tick"
 
 
-def test_external_gdb_attach_and_detach(cli: CLI, client: Client) -> None:
-    info = client.session_create("mps2-an385", HELLO)
+def test_external_gdb_attach_and_detach(cli: CLI, client: Client, backend: str) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend=backend)
     sid = info.id
     client.debug("break", sid, location="on_tick")
     client.debug("continue", sid, wait=True, timeout=60)
@@ -283,8 +283,8 @@ def test_external_gdb_over_tcp_and_a_profile_board(cli: CLI, client: Client) -> 
     wait_for(lambda: client.session("show", sid).debugger == "virsim", what="virsim's debugger back")
 
 
-def test_bad_options_and_gdb_refusals_are_clean_errors(cli: CLI, client: Client) -> None:
-    sid = paused_hello(client)
+def test_bad_options_and_gdb_refusals_are_clean_errors(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     err = cli.json("debug", "regs", sid, "--scope", "bogus", check=2)
     assert err["code"] == "INVALID_INPUT" and "scope" in err["error"] and "bogus" in err["error"]
     err = cli.json("debug", "watch", sid, "tick_count", "--access", "sideways", check=2)
@@ -294,8 +294,8 @@ def test_bad_options_and_gdb_refusals_are_clean_errors(cli: CLI, client: Client)
     assert cli.json("debug", "mem", sid, "0x0", "0x10")["size"] == 16  # sizes take hex too
 
 
-def test_breakpoint_ids_are_never_reused_and_reset_clears_the_stop(client: Client) -> None:
-    sid = paused_hello(client)
+def test_breakpoint_ids_are_never_reused_and_reset_clears_the_stop(client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
     first = client.debug("break", sid, location="on_tick").id
     client.debug("delete", sid, all=True)
     assert client.debug("break", sid, location="on_tick").id > first

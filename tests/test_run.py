@@ -27,13 +27,19 @@ def no_run_left() -> None:
     assert not left, [p.info["cmdline"] for p in left]
 
 
-def test_pass_writes_log_and_leaves_nothing(cli: CLI, tmp_path: Path) -> None:
+# Virtual time runs at the board's 25 MHz on the built-in engine and at 1 GHz (one instruction per
+# ns, icount shift=0) on QEMU, so the same instructions take 40x more virtual time there.
+VIRTUAL_SECOND = {"qemu": 1, "builtin": 40}
+
+
+def test_pass_writes_log_and_leaves_nothing(cli: CLI, tmp_path: Path, backend: str) -> None:
     log = tmp_path / "out" / "uart.log"
-    doc = run(cli, str(HELLO), "--board", "mps2-an385", "--expect-text", "tick 3", "--timeout", "2s",
-              "--serial-log", str(log), code=0)
+    limit = 2 * VIRTUAL_SECOND[backend]
+    doc = run(cli, str(HELLO), "--board", "mps2-an385", "--backend", backend, "--expect-text", "tick 3",
+              "--timeout", f"{limit}s", "--serial-log", str(log), code=0)
     assert doc["status"] == "passed" and doc["exit_code"] == 0
     assert [c["name"] for c in doc["checks"]] == ["expect-text 'tick 3'"]
-    assert 0 < doc["virtual_ns"] < 2e9
+    assert 0 < doc["virtual_ns"] < limit * 1e9
     # The log ends exactly at the byte that decided the run.
     assert log.read_bytes() == b"Hello from virsim on mps2-an385\ntick 1\ntick 2\ntick 3"
     assert cli.json("session", "list", "--all") == []  # it did not use the user's daemon
@@ -72,26 +78,27 @@ def test_infrastructure_errors_exit_2(cli: CLI, tmp_path: Path) -> None:
     assert "SCENARIO_INVALID" in human.stderr
 
 
-def test_scenario_with_serial_input_memory_and_breakpoint(cli: CLI, tmp_path: Path) -> None:
+def test_scenario_with_serial_input_memory_and_breakpoint(cli: CLI, tmp_path: Path, backend: str) -> None:
     need_tool("gdb-multiarch")
     scenario = tmp_path / "boot.yaml"
     scenario.write_text("""\
 name: boot and echo
-timeout: 2s
+timeout: LIMIT
 steps:
   - wait-serial: "Hello from virsim"
   - wait-serial: {regex: "tick [0-9]+"}
   - write-serial: "ping\\n"
   - wait-serial: "echo: ping"
   - expect-not: "PANIC"
-  - delay: 50ms
+  - delay: DELAY
   - break-at: on_tick
-  - expect-register: {r0: 0x3}   # deterministic: the third tick
-  - expect-memory: {at: tick_count, equals: 3}
+  - expect-register: {r0: TICK}   # the tick after the delay
+  - expect-memory: {at: tick_count, equals: TICK}
   - read-memory: {at: 0x0, size: 8}
-""")
+""".replace("LIMIT", f"{2 * VIRTUAL_SECOND[backend]}s").replace("DELAY", f"{50 * VIRTUAL_SECOND[backend]}ms")
+                        .replace("TICK", "3" if backend == "qemu" else "2"))
     junit = tmp_path / "junit.xml"
-    doc = run(cli, str(HELLO), "--scenario", str(scenario), "--junit", str(junit), code=0)
+    doc = run(cli, str(HELLO), "--backend", backend, "--scenario", str(scenario), "--junit", str(junit), code=0)
     assert doc["name"] == "boot and echo"
     assert [c["status"] for c in doc["checks"]] == ["passed"] * 10
     assert doc["checks"][2]["name"] == "step 3: write-serial 'ping\\n'"
@@ -118,11 +125,12 @@ def test_failing_step_skips_the_rest_and_reports_junit(cli: CLI, tmp_path: Path)
     assert "not supported" in doc["checks"][0]["message"]
 
 
-def test_deterministic_serial_logs_over_5_reruns(cli: CLI, tmp_path: Path) -> None:
+def test_deterministic_serial_logs_over_5_reruns(cli: CLI, tmp_path: Path, backend: str) -> None:
     logs = []
     for i in range(5):
         log = tmp_path / f"uart{i}.log"
-        run(cli, str(JITTER), "-e", "tick 15 ", "--timeout", "2s", "--serial-log", str(log), code=0)
+        run(cli, str(JITTER), "--backend", backend, "-e", "tick 15 ", "--timeout", f"{2 * VIRTUAL_SECOND[backend]}s",
+            "--serial-log", str(log), code=0)
         logs.append(log.read_bytes())
     assert all(log == logs[0] for log in logs) and logs[0].count(b"loops") == 14
 

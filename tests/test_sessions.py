@@ -44,8 +44,8 @@ def test_every_session_command_speaks_json(cli: CLI) -> None:
     assert deleted == {"session": sid, "purged": False, "console_log": shown["console_log"]}
 
 
-def test_pause_stops_output_and_resume_continues(client: Client) -> None:
-    info = client.session_create("mps2-an385", HELLO)
+def test_pause_stops_output_and_resume_continues(client: Client, backend: str) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend=backend)
     wait_for(console_contains(client, info.id, b"tick 1\n"))
     client.session("pause", info.id)
     frozen = client.console_text(info.id)
@@ -76,15 +76,15 @@ def test_unknown_session_id(cli: CLI) -> None:
     assert err["code"] == "NOT_FOUND" and err["details"]["kind"] == "session"
 
 
-def test_console_send_reaches_the_uart(client: Client, cli: CLI) -> None:
-    info = client.session_create("mps2-an385", HELLO)
+def test_console_send_reaches_the_uart(client: Client, cli: CLI, backend: str) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend=backend)
     wait_for(console_contains(client, info.id, b"tick 1\n"))
     cli("console", info.id, "--send", r"ping 42\n")
     wait_for(console_contains(client, info.id, b"echo: ping 42\n"), what="the firmware's echo")
 
 
-def test_reset_restarts_the_firmware(client: Client) -> None:
-    info = client.session_create("mps2-an385", HELLO)
+def test_reset_restarts_the_firmware(client: Client, backend: str) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend=backend)
     wait_for(console_contains(client, info.id, b"tick 2\n"))
     client.session("reset", info.id)
     wait_for(lambda: client.console_text(info.id).count(GREETING) == 2, what="a second greeting after reset")
@@ -100,7 +100,7 @@ def test_program_upload_and_start(cli: CLI, client: Client, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("fmt", ["hex", "bin"])
-def test_hex_and_bin_images_run(fmt: str, client: Client, tmp_path: Path) -> None:
+def test_hex_and_bin_images_run(fmt: str, client: Client, tmp_path: Path, backend: str) -> None:
     need_tool("arm-none-eabi-objcopy")
     import subprocess
 
@@ -108,7 +108,7 @@ def test_hex_and_bin_images_run(fmt: str, client: Client, tmp_path: Path) -> Non
     subprocess.run(["arm-none-eabi-objcopy", "-O", "ihex" if fmt == "hex" else "binary", str(HELLO), str(image)],
                    check=True)
     extra = {"load_address": 0} if fmt == "bin" else {}
-    info = client.session_create("mps2-an385", image, **extra)
+    info = client.session_create("mps2-an385", image, backend=backend, **extra)
     wait_for(console_contains(client, info.id, GREETING + b"tick 1\n"), what=f"output of the {fmt} image")
     assert client.program_upload(info.id, image, **extra).format == fmt
 
@@ -132,8 +132,8 @@ def test_bad_firmware_is_refused_and_leaves_nothing(cli: CLI, tmp_path: Path) ->
     assert cli.json("session", "list", "--all") == []
 
 
-def test_other_board_lm3s811evb(client: Client) -> None:
-    info = client.session_create("lm3s811evb", LM3S_HELLO)
+def test_other_board_lm3s811evb(client: Client, backend: str) -> None:
+    info = client.session_create("lm3s811evb", LM3S_HELLO, backend=backend)
     wait_for(console_contains(client, info.id, b"Hello from virsim on lm3s811evb\ntick 1\n"))
     # The mps2 image is linked for 4 MiB of SSRAM at 0x0: its RAM lies outside lm3s811evb's 8 KiB.
     with pytest.raises(Exception) as excinfo:
@@ -190,11 +190,11 @@ def test_duplicate_name_is_refused(client: Client) -> None:
     assert len(client.session_list()) == 1
 
 
-def test_console_follow_streams_live_output(cli: CLI, client: Client) -> None:
+def test_console_follow_streams_live_output(cli: CLI, client: Client, backend: str) -> None:
     import subprocess
     import sys
 
-    info = client.session_create("mps2-an385", HELLO)
+    info = client.session_create("mps2-an385", HELLO, backend=backend)
     proc = subprocess.Popen([sys.executable, "-m", "virsim", "console", info.id, "--follow", "--json"],
                             env=cli.env, stdout=subprocess.PIPE, text=True)
     try:
@@ -241,8 +241,8 @@ def test_deterministic_mode_gives_identical_output(client: Client) -> None:
     assert runs[0].startswith(b"jitter\ntick 1 loops ") and runs[0].count(b"\n") == 12
 
 
-def test_console_input_sent_before_the_firmware_listens_arrives(client: Client) -> None:
+def test_console_input_sent_before_the_firmware_listens_arrives(client: Client, backend: str) -> None:
     # Sent at once, before the firmware has enabled its UART receiver: QEMU must still get it.
-    info = client.session_create("mps2-an385", HELLO, deterministic=True)
+    info = client.session_create("mps2-an385", HELLO, deterministic=True, backend=backend)
     client.console_send(info.id, b"early\n")
     wait_for(console_contains(client, info.id, b"echo: early\n"), what="the early input's echo")

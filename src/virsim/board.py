@@ -123,9 +123,15 @@ class QemuOptions(Model):
     extra_args: list[str] = []
 
 
+BackendName = Literal["qemu", "builtin", "renode", "skyeye"]
+
+
 class Node(Model):
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
-    backend: Literal["qemu", "builtin", "renode", "skyeye"]
+    backend: BackendName = Field(description="the backend a session uses unless --backend overrides it")
+    runs_on: list[BackendName] = Field([], description="backends this node is known to run on (default: "
+                                       "just `backend`); `session create --backend` may pick any backend "
+                                       "whose checks accept the node")
     processor: Processor
     memory: list[MemoryRegion] = Field(min_length=1)
     peripherals: list[Peripheral] = []
@@ -133,6 +139,10 @@ class Node(Model):
 
     @model_validator(mode="after")
     def _no_overlaps(self) -> Node:
+        if not self.runs_on:
+            self.runs_on = [self.backend]
+        elif self.backend not in self.runs_on:
+            raise FieldProblem(f"backend {self.backend!r} is not in runs_on {self.runs_on}", "runs_on")
         regions = sorted(enumerate(self.memory), key=lambda r: r[1].address)
         for (ia, a), (ib, b) in zip(regions, regions[1:]):
             if b.address < a.end:

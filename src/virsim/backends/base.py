@@ -221,6 +221,7 @@ class BackendAdapter(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
+    always_deterministic: ClassVar[bool] = False  # no host timing ever reaches the guest
 
     def backend_type(self) -> str:
         return self.name

@@ -27,12 +27,13 @@ def list_(as_json: JsonOpt = False) -> None:
 
     boards = list_templates()
     rows = [{"name": name, "system_id": b.system_id, "title": b.name, "nodes": len(b.nodes),
-             "processor": b.nodes[0].processor.type, "backend": b.nodes[0].backend} for name, b in boards.items()]
+             "processor": b.nodes[0].processor.type, "backend": b.nodes[0].backend,
+             "runs_on": sorted({be for n in b.nodes for be in n.runs_on})} for name, b in boards.items()]
 
     def human() -> None:
-        t = table("NAME", "PROCESSOR", "BACKEND", "NODES", "DESCRIPTION")
+        t = table("NAME", "PROCESSOR", "BACKEND", "RUNS ON", "NODES", "DESCRIPTION")
         for r in rows:
-            t.add_row(r["name"], r["processor"], r["backend"], str(r["nodes"]), r["title"])
+            t.add_row(r["name"], r["processor"], r["backend"], ",".join(r["runs_on"]), str(r["nodes"]), r["title"])
         out.print(t)
 
     emit(rows, as_json, human)
@@ -57,7 +58,8 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
         for node in config.nodes:
             qemu = f", qemu machine {node.qemu.machine}" if node.qemu else ""
             out.print(f"\n[bold]node {node.id}[/]: {node.processor.type} x{node.processor.cores} @ "
-                      f"{node.processor.frequency / 1e6:g} MHz, backend {node.backend}{qemu}")
+                      f"{node.processor.frequency / 1e6:g} MHz, backend {node.backend} "
+                      f"(runs on {', '.join(node.runs_on)}){qemu}")
             t = table("MEMORY", "TYPE", "ADDRESS", "SIZE", "ACCESS")
             for m in node.memory:
                 t.add_row(m.name or "-", m.type, f"{m.address:#010x}", f"{m.size:#x}", m.access)

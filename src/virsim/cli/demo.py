@@ -26,20 +26,22 @@ def _default_firmware() -> Path:
 
 def demo(
     board: Annotated[str, typer.Option(help="Board to run on.")] = "mps2-an385",
+    backend: Annotated[str, typer.Option(help="Backend: builtin needs nothing installed; qemu needs "
+                                                "qemu-system-arm.")] = "builtin",
     firmware: Annotated[Optional[Path], typer.Option(help="Firmware (default: examples/hello/hello.elf).")] = None,
     until: Annotated[str, typer.Option(help="Stop once the console shows this text.")] = "tick 3",
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds (exit 42).")] = 20.0,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the session running afterwards.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the demo: create a session with the hello firmware, stream its console until it prints
-    'tick 3', then delete the session.
+    """Run the demo: create a session with the hello firmware on the built-in engine (or --backend
+    qemu), stream its console until it prints 'tick 3', then delete the session.
 
-    Example: virsim demo
+    Example: virsim demo --backend qemu
     """
     c = client()
     t0 = time.perf_counter()
-    info = c.session_create(board, firmware or _default_firmware(), name=None)
+    info = c.session_create(board, firmware or _default_firmware(), backend=backend, name=None)
     if not as_json:
         err.print(f"[dim]session {info.id} on {info.board} ({info.backend}); console:[/]")
     seen = b""

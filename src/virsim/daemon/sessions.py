@@ -215,7 +215,8 @@ class SessionService:
         self.store.insert_session({
             "id": sid, "name": name, "board": board.system_id, "board_source": source,
             "board_json": board.model_dump_json(), "node": node.id, "backend": backend,
-            "state": S.CREATED.value, "deterministic": int(req.deterministic), "program": None,
+            "state": S.CREATED.value, "deterministic": int(req.deterministic or adapter.always_deterministic),
+            "program": None,
             "created_at": now, "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
             "error": None, "stderr_tail": None})
         try:

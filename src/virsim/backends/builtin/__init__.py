@@ -147,7 +147,9 @@ class BuiltinInstance(Instance):
             "board": board_to_dict(spec.board), "node": spec.node.id, "rundir": str(spec.rundir),
             "console_log": str(spec.console_log), "firmware": str(fw.path) if fw else None,
             "firmware_format": fw.format if fw else "auto", "load_address": fw.load_address if fw else None,
-            "start_paused": spec.start_paused, "shared": [asdict(s) for s in spec.shared_memory],
+            # Always start halted (like QEMU's -S): the daemon connects first, then resumes, so a
+            # firmware that dies at once still dies in a supervised, connected instance.
+            "start_paused": True, "shared": [asdict(s) for s in spec.shared_memory],
         }
 
     def power_on(self) -> None:
@@ -166,6 +168,16 @@ class BuiltinInstance(Instance):
         except BaseException:
             self.power_off()
             raise
+        if not self.spec.start_paused:
+            try:
+                self._ctl().call("resume")
+            except EmulatorError:
+                assert self.proc is not None
+                if not self.proc.wait(2.0):
+                    self.power_off()
+                    raise
+                # The firmware ended the engine as soon as it ran (a lockup): the instance did
+                # start, and supervision reports the session as failed with the reason.
 
     def power_off(self) -> None:
         if self.proc is None:
@@ -252,6 +264,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
         Capability.SHARED_MEMORY, Capability.UART_CHANNEL,
     })
+    always_deterministic = True
 
     def check_node(self, node: Node) -> None:
         try:

@@ -192,6 +192,7 @@ class ExceptionUnit:
         self.vtor = 0
         self.ccr = 0x200  # STKALIGN set, as on Cortex-M3 r2p0+ and QEMU
         self.faults = FaultStatus()
+        self.invstate = False  # the last vector had bit 0 clear: EPSR.T=0, the next instruction faults
 
     # ------------------------------------------------------------------ what runs next
     def masks(self) -> tuple[int, int, int]:
@@ -290,6 +291,7 @@ class ExceptionUnit:
         uc.reg_write(UC_ARM_REG_XPSR, flags | (1 << 24) | exc)  # handler mode, IT bits clear
         uc.reg_write(UC_ARM_REG_LR, exc_return)
         uc.reg_write(UC_ARM_REG_PC, vector | 1)
+        self.invstate = not vector & 1
         self.nvic.pending[exc] = False
         self.nvic.active[exc] = True
         self.m.on_exception(exc, entering=True)
@@ -334,6 +336,7 @@ class ExceptionUnit:
         self.vtor = 0
         self.ccr = 0x200
         self.faults = FaultStatus()
+        self.invstate = False
 
 
 class SysTick:

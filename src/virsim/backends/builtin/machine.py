@@ -263,6 +263,7 @@ class Machine:
         uc.reg_write(UC_ARM_REG_MSP, sp & ~3)
         uc.reg_write(UC_ARM_REG_PSP, 0)
         uc.reg_write(UC_ARM_REG_PC, pc | 1)
+        self.exc.invstate = not pc & 1  # a reset vector without the Thumb bit faults at once
         self.reschedule()
 
     def request_reset(self, why: str) -> None:
@@ -435,6 +436,11 @@ class Machine:
         if self._reset_request:
             self._reset_request = None
             self.reset()
+        if self.exc.invstate:
+            # Unicorn runs Thumb regardless; the architecture says EPSR.T=0 makes the next
+            # instruction an INVSTATE UsageFault (and a lockup if that happens in HardFault).
+            self.exc.invstate = False
+            self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_INVSTATE, what="vector without the Thumb bit (EPSR.T=0)")
         watch = False
         if any(self.nvic.pending):
             exc = self.exc.preempting()
