@@ -549,5 +549,6 @@ class Machine:
     def stats(self) -> dict[str, Any]:
         return {"cycles": self.cycles, "instructions": self.instructions, "time_ns": self.time_ns(),
                 "exceptions_taken": self.exceptions_taken, "sleeping": self._sleeping,
+                "pending": self.nvic.pending_ids(),
                 "faults": list(self.exc.faults.log[-10:]),
                 "devices": {d.id: d.state() for d in self.devices}}
