@@ -12,7 +12,7 @@ import click
 import pytest
 import typer
 
-from conftest import HELLO, CLI, console_contains, wait_for
+from conftest import HELLO, ROOT, CLI, console_contains, wait_for
 from virsim.cli.app import app
 from virsim.client import Client
 from virsim.protocol import PROTOCOL_VERSION
@@ -78,11 +78,17 @@ def test_backend_override(cli: CLI, client: Client) -> None:
     info = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu")
     assert info["backend"] == "qemu"
     wait_for(console_contains(client, info["id"], b"tick 1\n"))
-    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin", check=5)
-    assert err["code"] == "NOT_SUPPORTED" and "builtin" in err["error"]
+    built = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin")
+    assert built["backend"] == "builtin" and built["deterministic"]  # the engine is always deterministic
+    wait_for(console_contains(client, built["id"], b"tick 1\n"), timeout=20)
+    virt = ROOT / "examples" / "virt-a15" / "hello.elf"
+    err = cli.json("session", "create", "-b", "virt-a15", "-f", str(virt), "--backend", "builtin", check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "cortex-a15" in err["error"]
+    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "renode", check=5)
+    assert "Renode" in err["error"]
     err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "nosuch", check=5)
     assert "unknown backend" in err["error"]
-    assert len(cli.json("session", "list")) == 1
+    assert len(cli.json("session", "list")) == 2
 
 
 def test_daemon_commands(cli: CLI) -> None:
