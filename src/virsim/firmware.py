@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from virsim.board import MemoryRegion, Node
 from virsim.errors import FirmwareError
+
+if TYPE_CHECKING:
+    from virsim.board import MemoryRegion, Node
 
 # ELF e_machine names as pyelftools reports them -> virsim's names (board.PROCESSORS).
 _ELF_MACHINES = {"EM_ARM": "ARM", "EM_AARCH64": "AArch64", "EM_RISCV": "RISC-V", "EM_X86_64": "x86-64",

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 REGISTRY: dict[str, str] = {
     "qemu": "virsim.backends.qemu:QemuBackend",
-    "builtin": "virsim.backends.builtin:BuiltinBackend",
+    "builtin": "virsim.backends.builtin.adapter:BuiltinBackend",
 }
 
 # Backends the BoardConfig schema names that virsim cannot drive yet, with the reason.

@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import zmq
@@ -32,7 +33,6 @@ import zmq
 from virsim.backends.builtin.gdbstub import GdbStub, StopInfo
 from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
-from virsim.board import BoardConfig
 from virsim.firmware import inspect, load_image
 
 BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
@@ -53,6 +53,16 @@ class EngineSpec:
     @classmethod
     def load(cls, path: Path) -> EngineSpec:
         return cls(**json.loads(path.read_text()))
+
+
+def _view(value: Any) -> Any:
+    """The board as plain attribute objects: the engine reads a board the daemon already
+    validated, so it needs neither pydantic nor its import time."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{k: (v if k == "options" else _view(v)) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_view(v) for v in value]
+    return value
 
 
 class Channel:
@@ -111,7 +121,7 @@ class Channel:
 class Engine:
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
-        board = BoardConfig.model_validate(spec.board)
+        board = _view(spec.board)
         node = next(n for n in board.nodes if n.id == spec.node)
         shared = [SharedRegion(**s) for s in spec.shared or []]
         self.machine = Machine(board, node, shared)

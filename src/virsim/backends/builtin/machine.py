@@ -23,7 +23,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from unicorn import (
     UC_ARCH_ARM,
@@ -59,7 +59,9 @@ from unicorn.arm_const import (
 from virsim.backends.builtin import armv7m
 from virsim.backends.builtin.counter import InstructionCounter
 from virsim.backends.builtin.peripherals import CORE_TYPES, MODELS, Device, Uart
-from virsim.board import BoardConfig, Node
+
+if TYPE_CHECKING:  # the engine process builds plain views of these (engine.py): no pydantic at startup
+    from virsim.board import BoardConfig, Node
 
 PAGE = 0x1000
 _CPU_MODELS = {"cortex-m3": UC_CPU_ARM_CORTEX_M3, "cortex-m4": UC_CPU_ARM_CORTEX_M4}

@@ -15,9 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from virsim.board import Peripheral
-
 if TYPE_CHECKING:
+    from virsim.board import Peripheral
     from virsim.backends.builtin.machine import Machine
 
 

@@ -1,0 +1,317 @@
+"""The daemon's side of the built-in backend (virsim's own Cortex-M engine).
+
+Needs nothing but pip. Each node runs in its own engine process (`python -m
+virsim.backends.builtin`, engine.py), supervised like a QEMU process: crash isolation, one core
+per node, re-attach after a daemon restart. This module is the daemon's side: it writes the
+engine's spec, starts it, and talks to its control socket (ZeroMQ REQ, JSON) and console socket.
+
+Always deterministic: virtual time is counted in cycles (one per instruction), never read from the
+host, so `--deterministic` changes nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from dataclasses import asdict
+from importlib import metadata
+from typing import Any
+
+import zmq
+
+from virsim.backends.base import (
+    BackendAdapter,
+    Capability,
+    Instance,
+    InstanceSpec,
+    RunReport,
+    RunStatus,
+    ToolCheck,
+)
+from virsim.backends.process import EmulatorProcess, ExitStatus
+from virsim.board import Node, board_to_dict
+from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
+
+_START_TIMEOUT = 15.0
+_CALL_TIMEOUT = 10.0
+UNICORN_VERSION = "2.1.4"
+
+
+class EngineControl:
+    """The engine's control socket: one JSON request, one JSON reply."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.ctx = zmq.Context.instance()
+        self.sock: zmq.Socket | None = None
+        self._open()
+
+    def _open(self) -> None:
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.REQ_RELAXED, 1)  # a timed-out request does not wedge the socket
+        sock.setsockopt(zmq.REQ_CORRELATE, 1)
+        sock.connect(self.endpoint)
+        self.sock = sock
+
+    def call(self, op: str, timeout: float = _CALL_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        assert self.sock is not None
+        self.sock.send_json({"op": op, **fields})
+        if not self.sock.poll(int(timeout * 1000)):
+            raise EmulatorError(f"the built-in engine did not answer {op!r} within {timeout:g} s")
+        reply = self.sock.recv_json()
+        assert isinstance(reply, dict)
+        if "error" in reply:
+            raise EmulatorError(f"built-in engine: {reply['error']}", op=op)
+        return reply
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+
+
+class BuiltinInstance(Instance):
+    def __init__(self, spec: InstanceSpec) -> None:
+        super().__init__(spec)
+        self.proc: EmulatorProcess | None = None
+        self.control: EngineControl | None = None
+        self.console: socket.socket | None = None
+        self.command: list[str] = []
+
+    # ---------------------------------------------------------------- supervision
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def handle(self) -> dict[str, Any]:
+        return {"process": self.proc.info() if self.proc else None, "command": self.command}
+
+    def exit_status(self) -> ExitStatus | None:
+        return self.proc.poll() if self.proc else None
+
+    def poll_fds(self) -> list[int]:
+        return [self.console.fileno()] if self.console is not None else []
+
+    def on_readable(self, fd: int) -> None:
+        # The console log (written by the engine) is the record; this socket says bytes arrived.
+        assert self.console is not None
+        try:
+            data = self.console.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_channels()
+
+    def _ctl(self) -> EngineControl:
+        if self.control is None:
+            raise EmulatorError("the built-in engine is not running")
+        return self.control
+
+    def _connect(self, deadline: float) -> None:
+        self.control = EngineControl(f"ipc://{self.spec.rundir / 'engine.sock'}")
+        while True:
+            try:
+                self.control.call("status", timeout=0.2)
+                break
+            except EmulatorError:
+                status = self.exit_status()
+                if status is not None:
+                    raise EmulatorError(f"the built-in engine {status.reason} while starting: "
+                                        f"{status.stderr_tail or 'no output'}", stderr_tail=status.stderr_tail,
+                                        returncode=status.returncode) from None
+                if time.monotonic() > deadline:
+                    raise
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(self.spec.rundir / "console.sock"))
+        sock.setblocking(False)
+        self.console = sock
+
+    def _close_channels(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.console is not None:
+            self.console.close()
+            self.console = None
+
+    # ---------------------------------------------------------------------- power
+    def _engine_spec(self) -> dict[str, Any]:
+        spec = self.spec
+        fw = spec.firmware
+        return {
+            "board": board_to_dict(spec.board), "node": spec.node.id, "rundir": str(spec.rundir),
+            "console_log": str(spec.console_log), "firmware": str(fw.path) if fw else None,
+            "firmware_format": fw.format if fw else "auto", "load_address": fw.load_address if fw else None,
+            # Always start halted (like QEMU's -S): the daemon connects first, then resumes, so a
+            # firmware that dies at once still dies in a supervised, connected instance.
+            "start_paused": True, "shared": [asdict(s) for s in spec.shared_memory],
+        }
+
+    def power_on(self) -> None:
+        run = self.spec.rundir
+        run.mkdir(parents=True, exist_ok=True)
+        for name in ("engine.sock", "console.sock", "gdbstub.sock"):
+            (run / name).unlink(missing_ok=True)
+        spec_path = run / "engine.json"
+        spec_path.write_text(json.dumps(self._engine_spec()))
+        self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.spec.console_log.touch()
+        self.command = [sys.executable, "-m", "virsim.backends.builtin", "--spec", str(spec_path), "--rundir", str(run)]
+        self.proc = EmulatorProcess.launch(self.command, self.spec.stderr_log, self.spec.workdir)
+        try:
+            self._connect(time.monotonic() + _START_TIMEOUT)
+        except BaseException:
+            self.power_off()
+            raise
+        if not self.spec.start_paused:
+            try:
+                self._ctl().call("resume")
+            except EmulatorError:
+                assert self.proc is not None
+                if not self.proc.wait(2.0):
+                    self.power_off()
+                    raise
+                # The firmware ended the engine as soon as it ran (a lockup): the instance did
+                # start, and supervision reports the session as failed with the reason.
+
+    def power_off(self) -> None:
+        if self.proc is None:
+            return
+        if self.control is not None and self.proc.poll() is None:
+            try:
+                self.control.call("quit", timeout=2.0)
+            except EmulatorError:
+                pass  # stop() below makes sure
+            self.proc.wait(2.0)
+        self._close_channels()
+        self.proc.stop()
+
+    def destroy(self) -> None:
+        self.power_off()
+        run = self.spec.rundir
+        for path in list(run.glob("*.sock")) + [run / "engine.json"]:
+            path.unlink(missing_ok=True)
+        try:
+            run.rmdir()
+        except OSError:
+            pass
+
+    def reset(self) -> None:
+        self._ctl().call("reset")
+
+    def pause(self) -> None:
+        self._ctl().call("pause")
+
+    def resume(self) -> None:
+        self._ctl().call("resume")
+
+    def run_status(self) -> RunStatus:
+        st = self._ctl().call("status")
+        detail = "running" if st["running"] else ("debug" if st["debugger"] else "paused")
+        if st["running"] and st["sleeping"]:
+            detail = "sleeping"
+        return RunStatus(bool(st["running"]), detail, {k: st[k] for k in ("cycles", "instructions", "pc")})
+
+    def virtual_time_ns(self) -> int | None:
+        return int(self._ctl().call("status")["time_ns"])
+
+    # ---------------------------------------------------------------------- console, debug
+    def console_write(self, data: bytes) -> int:
+        if self.console is None:
+            raise EmulatorError("the console of this engine is not connected")
+        self.console.setblocking(True)
+        self.console.settimeout(2.0)
+        try:
+            self.console.sendall(data)
+        finally:
+            self.console.setblocking(False)
+        return len(data)
+
+    def gdb_endpoint(self) -> str | None:
+        return str(self.spec.rundir / "gdbstub.sock")
+
+    def endpoints(self) -> dict[str, str]:
+        return {"control": f"ipc://{self.spec.rundir / 'engine.sock'}"}
+
+    # ---------------------------------------------------------------------- synchroniser primitives
+    def run_for(self, cycles: int) -> RunReport:
+        if cycles < 0:
+            raise ValueError("cycles must be >= 0")
+        r = self._ctl().call("run_for", timeout=max(_CALL_TIMEOUT, cycles / 5e6), cycles=cycles)
+        detail = {k: v for k, v in r.items() if k not in ("reason", "pc", "cycles", "instructions")}
+        return RunReport(r["reason"], r["pc"], r["cycles"], r["instructions"], detail)
+
+    def set_irq(self, line: int, level: bool) -> None:
+        self._ctl().call("set_irq", line=line, level=level)
+
+    def uart_channel(self, peripheral: str) -> str:
+        return str(self._ctl().call("uart_channel", peripheral=peripheral)["path"])
+
+    def stats(self) -> dict[str, Any]:
+        return self._ctl().call("stats")
+
+
+class BuiltinBackend(BackendAdapter):
+    name = "builtin"
+    capabilities = frozenset({
+        Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
+        Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
+        Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
+        Capability.SHARED_MEMORY, Capability.UART_CHANNEL,
+    })
+    always_deterministic = True
+
+    def check_node(self, node: Node) -> None:
+        try:
+            from virsim.backends.builtin.machine import MachineError, check_node
+        except ImportError as err:
+            raise EmulatorMissing(f"the built-in engine needs the unicorn package: {err}",
+                                  install=f"pip install unicorn=={UNICORN_VERSION}") from err
+        try:
+            check_node(node)
+        except MachineError as err:
+            raise NotSupported(f"node {node.id!r}: {err}", backend=self.name, node=node.id,
+                               field=f"nodes[{node.id}].{err.field}" if err.field else None) from err
+
+    def create_instance(self, spec: InstanceSpec) -> Instance:
+        return BuiltinInstance(spec)
+
+    def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
+        proc_info = handle.get("process")
+        if not proc_info:
+            return None
+        proc = EmulatorProcess.attach(proc_info, spec.stderr_log)
+        if proc is None:
+            return None
+        inst = BuiltinInstance(spec)
+        inst.proc = proc
+        inst.command = list(handle.get("command") or [])
+        try:
+            inst._connect(time.monotonic() + 3.0)
+        except (EmulatorError, OSError):
+            inst._close_channels()
+            proc.stop()
+            return None
+        return inst
+
+    def doctor(self) -> list[ToolCheck]:
+        try:
+            version = metadata.version("unicorn")
+        except metadata.PackageNotFoundError:
+            version = None
+        ok = version is not None
+        note = "the built-in Cortex-M engine (no system packages needed)"
+        if ok:
+            try:
+                from virsim.backends.builtin.counter import InstructionCounter
+
+                InstructionCounter.calibrate()
+            except Exception as err:  # noqa: BLE001 - reported, not raised
+                ok, note = False, f"unicorn {version} is installed but unusable: {err}"
+        return [ToolCheck("unicorn (Python)", ok, version=version, path=None,
+                          install=None if ok else f"pip install unicorn=={UNICORN_VERSION}", note=note)]
