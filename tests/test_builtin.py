@@ -194,6 +194,30 @@ nodes:
         get_backend("builtin").check_node(a15.nodes[0])
 
 
+def test_cortex_m4_without_fpu() -> None:
+    board = parse_board("""
+system_id: m4
+name: an M4 with MPS2 peripherals
+nodes:
+  - id: cpu0
+    backend: builtin
+    processor: {type: cortex-m4, frequency: 50MHz}
+    memory:
+      - {type: Flash, address: 0x0, size: 4M, access: RO}
+      - {type: RAM, address: 0x20000000, size: 4M}
+    peripherals: [{id: uart0, type: cmsdk-uart, address: 0x40004000, irq: 0, console: true}]
+""", "m4.yaml")
+    m = Machine(board, board.nodes[0])
+    m.load(*load_image(inspect(HELLO)))
+    m.reset()
+    out = bytearray()
+    m.console_uart().sinks.append(out.extend)
+    m.run(100_000_000)
+    assert out.startswith(b"Hello from virsim on mps2-an385\ntick 1\n")
+    assert m.scs.read(0xD00, 4) == 0x410FC241  # CPUID: Cortex-M4 r0p1
+    assert m.time_ns() == 2_000_000_000  # 100 M cycles at 50 MHz
+
+
 def test_templates_run_on_what_they_say() -> None:
     from virsim.board import list_templates
 
