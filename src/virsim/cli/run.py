@@ -18,7 +18,7 @@ STATUS_STYLE = {"passed": "green", "failed": "red", "timeout": "yellow", "error"
 def run(
     firmware: Annotated[Path, typer.Argument(help="Firmware image (ELF, hex or bin).")],
     board: Annotated[str, typer.Option("--board", "-b", help="Board name or board file.")] = "mps2-an385",
-    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu or builtin.")] = None,
     expect_text: Annotated[Optional[list[str]], typer.Option("--expect-text", "-e", help="Pass once the console shows this (repeat: in order).")] = None,
     fail_text: Annotated[Optional[list[str]], typer.Option("--fail-text", "-F", help="Fail as soon as the console shows this (repeatable).")] = None,
     timeout: Annotated[Optional[str], typer.Option(help="Time limit, e.g. 2s or 500ms (default 10s; per step with --scenario).")] = None,
