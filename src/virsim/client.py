@@ -217,7 +217,9 @@ class Client:
         return info
 
     def session_create(self, board: str, firmware: str | Path | None = None, **options: Any) -> p.SessionInfo:
-        req = p.SessionCreate(board=_board_ref(board), firmware=_abs(firmware), **options)
+        if options.get("from_snapshot"):
+            options["from_snapshot"] = _abs(options["from_snapshot"])
+        req = p.SessionCreate(board=_board_ref(board) if board else "", firmware=_abs(firmware), **options)
         return self.call("session.create", req)  # type: ignore[return-value]
 
     def session_list(self, all: bool = False) -> list[p.SessionInfo]:
@@ -227,6 +229,13 @@ class Client:
     def session(self, action: str, session: str) -> p.SessionInfo:
         """show | pause | resume | reset | power_off | power_on."""
         return self.call(f"session.{action}", p.SessionRef(session=session))  # type: ignore[return-value]
+
+    def snapshot(self, action: str, session: str, **fields: Any) -> Any:
+        """create (name) | list | restore (snapshot) | delete (snapshot) | export (snapshot, out)."""
+        if "out" in fields:
+            fields["out"] = _abs(fields["out"])
+        model, _ = p.REQUESTS[f"snapshot.{action}"]
+        return self.call(f"snapshot.{action}", model(session=session, **fields))
 
     def clock(self, session: str) -> p.Clock:
         return self.call("session.clock", p.SessionRef(session=session))  # type: ignore[return-value]

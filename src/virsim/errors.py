@@ -76,6 +76,13 @@ class ScenarioError(InvalidInput):
     code = "SCENARIO_INVALID"
 
 
+class SnapshotInvalid(InvalidInput):
+    """A snapshot file is not usable: not a snapshot, truncated, corrupted (checksum), or made on
+    another board or backend. details: file, section."""
+
+    code = "SNAPSHOT_INVALID"
+
+
 class DebugCommandFailed(InvalidInput):
     """The debugger refused a command (bad expression, location, register). details: gdb_message."""
 

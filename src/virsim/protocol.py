@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.2"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock
+PROTOCOL_VERSION = "1.3"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+# 1.3: snapshot.* requests, SessionCreate.from_snapshot
 MAX_FRAME = 1024 * 1024
 
 
@@ -53,11 +54,14 @@ class Empty(Message):
 
 
 class SessionCreate(Message):
-    board: str = Field(description="board template name or absolute path of a board file")
+    board: str = Field("", description="board template name or absolute path of a board file "
+                       "(not needed with from_snapshot)")
     firmware: str | None = Field(None, description="absolute path of the firmware image")
     firmware_format: Literal["auto", "elf", "bin", "hex"] = "auto"
     load_address: int | None = Field(None, description="load address for raw binaries")
     backend: str | None = Field(None, description="override the board node's backend")
+    from_snapshot: str | None = Field(None, description="absolute path of an exported .vsnap: board, backend, "
+                                      "program and state all come from it")
     name: str | None = None
     paused: bool = False
     deterministic: bool = False
@@ -69,6 +73,18 @@ class SessionList(Message):
 
 class SessionRef(Message):
     session: str = Field(description="session id, unique id prefix or name")
+
+
+class SnapshotCreate(SessionRef):
+    name: str | None = Field(None, description="a name unique in the session (default snap-N)")
+
+
+class SnapshotRef(SessionRef):
+    snapshot: str = Field(description="snapshot name or id")
+
+
+class SnapshotExport(SnapshotRef):
+    out: str = Field(description="absolute path of the .vsnap file to write")
 
 
 class SessionDelete(SessionRef):
@@ -313,6 +329,24 @@ class GdbEndpoint(Message):
     held_by: str | None = Field(None, description="'external' while an external debugger is attached")
 
 
+class SnapshotInfo(Message):
+    session: str
+    id: str
+    name: str
+    backend: str
+    board: str
+    virtual_ns: int | None = Field(None, description="virtual time when it was taken")
+    instructions: int | None = Field(None, description="instructions executed when it was taken, where counted")
+    size: int = Field(description="bytes on disk")
+    created_at: float
+    path: str = Field(description="the snapshot file (for export: the written file)")
+
+
+class SnapshotListReply(Message):
+    session: str
+    snapshots: list[SnapshotInfo]
+
+
 class Clock(Message):
     session: str
     virtual_ns: int | None = Field(None, description="virtual time in ns (deterministic sessions), else null")
@@ -374,6 +408,11 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "session.clock": (SessionRef, Clock),
     "console.read": (ConsoleRead, ConsoleChunk),
     "console.send": (ConsoleSend, SendReply),
+    "snapshot.create": (SnapshotCreate, SnapshotInfo),
+    "snapshot.list": (SessionRef, SnapshotListReply),
+    "snapshot.restore": (SnapshotRef, SnapshotInfo),
+    "snapshot.delete": (SnapshotRef, SnapshotInfo),
+    "snapshot.export": (SnapshotExport, SnapshotInfo),
     "program.upload": (ProgramUpload, ProgramInfo),
     "program.start": (ProgramStart, SessionInfo),
     "debug.break": (DebugBreak, BreakpointInfo),

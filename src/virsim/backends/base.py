@@ -199,10 +199,15 @@ class Instance(ABC):
         raise NotSupported(f"{type(self).__name__} has no UART channels", capability=str(Capability.UART_CHANNEL))
 
     # ---- snapshot, analysis: later issues implement these per backend
-    def create_snapshot(self, path: Path) -> None:
+    def create_snapshot(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        """Save the complete machine state to `path` (a .vsnap written with virsim.snapshot, `meta`
+        in its header), at an instruction boundary, without changing whether the CPU runs.
+        Returns {"virtual_ns", "instructions", "size"}."""
         raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
 
-    def restore_snapshot(self, path: Path) -> None:
+    def restore_snapshot(self, path: Path, marker: bytes = b"") -> dict[str, Any]:
+        """Load a state saved by create_snapshot (already verified by the caller); the CPU keeps
+        running or stays paused as it was. `marker` goes into the console log at that point."""
         raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
 
     def export_coverage(self, path: Path) -> None:

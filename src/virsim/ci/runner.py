@@ -390,8 +390,14 @@ class Runner:
             if wrong:
                 raise CheckFailed(Status.FAILED, "register mismatch: " + ", ".join(wrong))
             return None
-        raise NotSupported(f"{action}: snapshots are not supported by the session's backend yet",
-                           capability="snapshot")
+        if action == "snapshot":
+            info = c.snapshot("create", sid, name=str(arg))
+            return f"snapshot {info.name} at {info.virtual_ns / 1e9:.6f} s" if info.virtual_ns is not None else None
+        if action == "restore":
+            info = c.snapshot("restore", sid, snapshot=str(arg))
+            m.pump(0)
+            return f"restored {info.name}"
+        raise NotSupported(f"unknown scenario action {action}")
 
     def _memory(self, action: str, spec: MemoryAt) -> str | None:
         c, sid = self.client, self.session

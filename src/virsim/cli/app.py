@@ -11,7 +11,7 @@ import sys
 import typer
 
 from virsim import __version__
-from virsim.cli import board, console, daemon, debug, demo, doctor, program, run, session
+from virsim.cli import board, console, daemon, debug, demo, doctor, program, run, session, snapshot
 from virsim.cli.render import print_error
 from virsim.errors import VirsimError
 
@@ -28,6 +28,7 @@ app.add_typer(session.app, name="session")
 app.add_typer(program.app, name="program")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(debug.app, name="debug")
+app.add_typer(snapshot.app, name="snapshot")
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)

@@ -9,6 +9,7 @@ import typer
 
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_int
 from virsim.cli.render import duration, emit, err, out, state, table, when
+from virsim.errors import InvalidInput
 
 if TYPE_CHECKING:
     from virsim.protocol import SessionInfo
@@ -40,7 +41,7 @@ def show_info(info: SessionInfo) -> None:
 
 @app.command("create")
 def create(
-    board: Annotated[str, typer.Option("--board", "-b", help="Board name (virsim board list) or board file.")],
+    board: Annotated[Optional[str], typer.Option("--board", "-b", help="Board name (virsim board list) or board file.")] = None,
     firmware: Annotated[Optional[Path], typer.Option("--firmware", "-f", help="Firmware image: ELF, Intel hex or raw binary.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu or builtin (see board show: runs on).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name to refer to the session by.")] = None,
@@ -48,15 +49,21 @@ def create(
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Instruction-counted virtual time: same firmware + input -> same output.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="Image format: auto, elf, hex or bin.")] = "auto",
     load_address: Annotated[Optional[str], typer.Option(help="Load address of a raw binary, e.g. 0x0.")] = None,
+    from_snapshot: Annotated[Optional[Path], typer.Option("--from-snapshot", help="Start from an exported .vsnap "
+                                                          "(board, backend, program and state come from it).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session: start the board's emulator with the firmware, and print the session id.
 
     Example: virsim session create --board mps2-an385 --firmware examples/hello/hello.elf
     """
-    info = client().session_create(board, firmware, backend=backend, name=name, paused=paused,
+    if from_snapshot is not None and (board or firmware):
+        raise InvalidInput("--from-snapshot brings its own board and program: drop --board/--firmware",
+                           field="from_snapshot")
+    info = client().session_create(board or "", firmware, backend=backend, name=name, paused=paused,
                                    deterministic=deterministic, firmware_format=fmt,
-                                   load_address=parse_int(load_address, "--load-address"))
+                                   load_address=parse_int(load_address, "--load-address"),
+                                   from_snapshot=from_snapshot)
 
     def human() -> None:
         print(info.id)

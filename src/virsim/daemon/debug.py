@@ -187,6 +187,13 @@ class DebugService:
             except VirsimError:
                 log.exception("session %s: re-attaching after the external debugger", sid)
 
+    def state_replaced(self, session_id: str) -> None:
+        """A snapshot was restored under the debugger: its cached registers and last stop are stale."""
+        self.forget_stop(session_id)
+        dbg = self.controller(session_id)
+        if dbg is not None and not dbg.running:
+            dbg.command('-interpreter-exec console "maintenance flush register-cache"')
+
     def forget_stop(self, session_id: str) -> None:
         """The CPU was reset: the last stop no longer describes it."""
         st = self.state.get(session_id)

@@ -23,6 +23,7 @@ import zmq
 from virsim import __version__
 from virsim import protocol as p
 from virsim.daemon.debug import DebugService
+from virsim.daemon.snapshots import SnapshotService
 from virsim.daemon.pending import Deferred, PendingReplies
 from virsim.daemon.sessions import SessionService
 from virsim.daemon.store import Store
@@ -57,6 +58,8 @@ class Daemon:
         self.sessions = SessionService(paths, self.store, self.publish)
         self.pending = PendingReplies(self._send_reply)
         self.debug = DebugService(self.sessions, self.store, self.pending)
+        self.snapshots = SnapshotService(self.sessions, self.store, self.debug)
+        self.sessions.snapshots = self.snapshots
         self.clients: dict[bytes, dict[str, Any]] = {}
         self.stopping = False
         self.handlers: dict[str, Callable[[Any], p.Message]] = {
@@ -75,6 +78,11 @@ class Daemon:
             "session.clock": self.sessions.clock,
             "console.read": self.sessions.console_read,
             "console.send": self.sessions.console_send,
+            "snapshot.create": self.snapshots.create,
+            "snapshot.list": self.snapshots.list,
+            "snapshot.restore": self.snapshots.restore,
+            "snapshot.delete": self.snapshots.delete,
+            "snapshot.export": self.snapshots.export,
             "program.upload": self.sessions.program_upload,
             "program.start": self.sessions.program_start,
             "debug.break": self.debug.break_,

@@ -28,12 +28,13 @@ from virsim.board import BoardConfig, Node, resolve_board
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
 from virsim.daemon.states import LIVE, SessionState, require
 from virsim.daemon.store import Store
-from virsim.errors import EmulatorError, InvalidInput, InvalidState, NotSupported, VirsimError
+from virsim.errors import EmulatorError, InvalidInput, InvalidState, NotSupported, SnapshotInvalid, VirsimError
 from virsim.firmware import FirmwareImage, check_fits, inspect
 from virsim.paths import Paths
 
 if TYPE_CHECKING:
     from virsim.daemon.debug import DebugService
+    from virsim.daemon.snapshots import SnapshotService
 
 log = logging.getLogger("virsim.daemon.sessions")
 S = SessionState
@@ -56,6 +57,7 @@ class SessionService:
         self.publish = publish
         self.live: dict[str, Live] = {}
         self.debug: DebugService | None = None  # set by the DebugService; it owns run control when attached
+        self.snapshots: SnapshotService | None = None  # set by the server
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -121,6 +123,9 @@ class SessionService:
             raise NotSupported(f"backend {adapter.backend_type()} of session {row['id']} does not support "
                                f"{capability.value}", backend=adapter.backend_type(), capability=capability.value)
 
+    def instance_of(self, row: dict[str, Any]) -> Instance:
+        return self._instance(row)
+
     def _instance(self, row: dict[str, Any]) -> Instance:
         live = self.live.get(row["id"])
         if live is None:
@@ -183,7 +188,52 @@ class SessionService:
     # ---------------------------------------------------------------------------------------- requests
 
     def create(self, req: p.SessionCreate) -> p.SessionInfo:
-        board, source = resolve_board(req.board)
+        if req.from_snapshot:
+            return self._create_from_snapshot(req)
+        if not req.board:
+            raise InvalidInput("give a board (--board) or a snapshot to start from (--from-snapshot)", field="board")
+        return self._create(req, *resolve_board(req.board))
+
+    def _create_from_snapshot(self, req: p.SessionCreate) -> p.SessionInfo:
+        """A new session whose board, backend, program and machine state all come from an exported
+        .vsnap (checked whole before anything is created)."""
+        import tempfile
+
+        from virsim import snapshot
+
+        path = Path(req.from_snapshot or "")
+        meta, sections = snapshot.read(path)
+        if "program" not in sections or not meta.get("board_json"):
+            raise SnapshotInvalid(f"{path}: has no program image; use a file written by `virsim snapshot export`",
+                                  file=str(path))
+        if req.backend and req.backend != meta.get("backend"):
+            raise SnapshotInvalid(f"{path}: the snapshot was taken on backend {meta.get('backend')!r}, not "
+                                  f"{req.backend!r}", file=str(path))
+        board = BoardConfig.model_validate_json(meta["board_json"])
+        tmp = Path(tempfile.mkdtemp(prefix="vsnap-"))
+        try:
+            program = tmp / (meta.get("program_name") or "program")
+            program.write_bytes(sections["program"])
+            sub = req.model_copy(update={"board": board.system_id, "backend": meta["backend"],
+                                         "firmware": str(program), "firmware_format": meta.get("program_format") or "auto",
+                                         "load_address": meta.get("program_load_address"), "paused": True})
+            info = self._create(sub, board, f"snapshot {path}")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        row = self.store.get_session(info.id)
+        try:
+            assert self.snapshots is not None
+            self.snapshots.load_into(row, path, meta.get("name") or path.name, meta.get("virtual_ns"))
+            if not req.paused:
+                return self.resume(p.SessionRef(session=info.id))
+        except BaseException:
+            self._stop_instance(info.id)
+            self.store.delete_session_rows(info.id)
+            shutil.rmtree(self.paths.session_dir(info.id), ignore_errors=True)
+            raise
+        return self.info(self.store.get_session(info.id))
+
+    def _create(self, req: p.SessionCreate, board: BoardConfig, source: str) -> p.SessionInfo:
         if board.multi_node:
             raise NotSupported(f"board {board.system_id} has {len(board.nodes)} nodes: multi-node sessions are not "
                                "supported yet (single-node boards only)", board=board.system_id,
@@ -333,6 +383,9 @@ class SessionService:
             self.publish(p.Event(type="state", session=row["id"], time=time.time(), state=S.DELETED.value,
                                  previous=row["state"], reason="purged"), b"")
             return p.DeleteReply(session=row["id"], purged=True, console_log=None)
+        if self.snapshots is not None:
+            self.snapshots.remove_all(row["id"])  # snapshots go with the session; exports stay
+        self.store.delete_snapshot_rows(row["id"])
         self.set_state(row, S.DELETED, "deleted", pid=None)
         return p.DeleteReply(session=row["id"], purged=False, console_log=str(console_log))
 

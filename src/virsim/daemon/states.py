@@ -47,6 +47,7 @@ ALLOWED: dict[str, frozenset[SessionState]] = {
     "program-upload": LIVE | DOWN,
     "program-start": LIVE | DOWN,
     "delete": LIVE | DOWN,
+    "snapshot": LIVE,  # create and restore need a live emulator; list/delete/export do not
 }
 
 

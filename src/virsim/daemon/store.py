@@ -61,10 +61,19 @@ def _m003_breakpoint_ids_autoincrement(db: sqlite_utils.Database) -> None:
     db.execute("create index idx_breakpoints_session on breakpoints (session)")
 
 
+def _m004_snapshots(db: sqlite_utils.Database) -> None:
+    db["snapshots"].create({
+        "id": str, "session": str, "name": str, "backend": str, "board": str, "path": str, "size": int,
+        "virtual_ns": int, "instructions": int, "created_at": float,
+    }, pk="id", foreign_keys=[("session", "sessions", "id")])
+    db["snapshots"].create_index(["session"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
     ("003_breakpoint_ids_autoincrement", _m003_breakpoint_ids_autoincrement),
+    ("004_snapshots", _m004_snapshots),
 ]
 
 
@@ -153,6 +162,7 @@ class Store:
             self.db.execute("BEGIN")
             self.db["artifacts"].delete_where("session = ?", [session_id])
             self.db["breakpoints"].delete_where("session = ?", [session_id])
+            self.db["snapshots"].delete_where("session = ?", [session_id])
             self.db["programs"].delete_where("session = ?", [session_id])
             self.db["sessions"].delete(session_id)
 
@@ -191,6 +201,26 @@ class Store:
         self.db["breakpoints"].delete(bp_id)
 
     # ----------------------------------------------------------------------------------------- artifacts
+
+    def add_snapshot(self, row: dict[str, Any]) -> None:
+        self.db["snapshots"].insert(row)
+
+    def snapshots(self, session_id: str) -> list[dict[str, Any]]:
+        return self._rows("select * from snapshots where session = ? order by created_at, rowid", [session_id])
+
+    def find_snapshot(self, session_id: str, ref: str) -> dict[str, Any]:
+        rows = [r for r in self.snapshots(session_id) if ref in (r["id"], r["name"])]
+        if not rows:
+            raise NotFound(f"session {session_id} has no snapshot {ref!r}", kind="snapshot", id=ref)
+        return rows[0]
+
+    def delete_snapshot_rows(self, session_id: str) -> None:
+        self.db.execute("delete from snapshots where session = ?", [session_id])
+        self.db.conn.commit()
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.db.execute("delete from snapshots where id = ?", [snapshot_id])
+        self.db.conn.commit()
 
     def add_artifact(self, session_id: str, kind: str, path: Path) -> None:
         self.db["artifacts"].insert({"session": session_id, "kind": kind, "path": str(path),

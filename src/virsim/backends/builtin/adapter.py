@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import asdict
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -255,6 +256,13 @@ class BuiltinInstance(Instance):
     def stats(self) -> dict[str, Any]:
         return self._ctl().call("stats")
 
+    # ---------------------------------------------------------------------- snapshots
+    def create_snapshot(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        return self._ctl().call("snapshot_save", path=str(path), meta=meta, timeout=60)
+
+    def restore_snapshot(self, path: Path, marker: bytes = b"") -> dict[str, Any]:
+        return self._ctl().call("snapshot_load", path=str(path), marker=marker.decode("latin-1"), timeout=60)
+
 
 class BuiltinBackend(BackendAdapter):
     name = "builtin"
@@ -262,7 +270,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
         Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
-        Capability.SHARED_MEMORY, Capability.UART_CHANNEL,
+        Capability.SHARED_MEMORY, Capability.UART_CHANNEL, Capability.SNAPSHOT,
     })
     always_deterministic = True
 

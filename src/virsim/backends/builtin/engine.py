@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +34,7 @@ import zmq
 from virsim.backends.builtin.gdbstub import GdbStub, StopInfo
 from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
+from virsim import snapshot
 from virsim.firmware import inspect, load_image
 
 BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
@@ -223,6 +225,23 @@ class Engine:
             return {}
         if op == "stats":
             return m.stats()
+        if op == "snapshot_save":
+            state, memory = m.save_state()
+            meta = dict(req.get("meta") or {}, backend="builtin", node=self.spec.node,
+                        virtual_ns=m.time_ns(), instructions=m.instructions, cycles=m.cycles)
+            size = snapshot.write(Path(req["path"]), meta, {
+                "state": json.dumps(state).encode(), "memory": zlib.compress(memory, 1)})
+            return {"virtual_ns": m.time_ns(), "instructions": m.instructions, "size": size}
+        if op == "snapshot_load":
+            meta, sections = snapshot.read(Path(req["path"]))
+            if meta.get("backend") != "builtin" or meta.get("node") != self.spec.node:
+                return {"error": f"snapshot is for backend {meta.get('backend')} node {meta.get('node')}"}
+            m.load_state(json.loads(sections["state"]), zlib.decompress(sections["memory"]))
+            self.idle = False
+            self._flush()
+            if req.get("marker"):
+                self.log.write(str(req["marker"]).encode("latin-1"))
+            return {"virtual_ns": m.time_ns(), "instructions": m.instructions}
         if op == "quit":
             self.quit = True
             return {}

@@ -47,10 +47,16 @@ from unicorn import (
     UcError,
 )
 from unicorn.arm_const import (
+    UC_ARM_REG_BASEPRI,
     UC_ARM_REG_CONTROL,
+    UC_ARM_REG_FAULTMASK,
+    UC_ARM_REG_LR,
     UC_ARM_REG_MSP,
     UC_ARM_REG_PC,
+    UC_ARM_REG_PRIMASK,
     UC_ARM_REG_PSP,
+    UC_ARM_REG_R0,
+    UC_ARM_REG_SP,
     UC_ARM_REG_XPSR,
     UC_CPU_ARM_CORTEX_M3,
     UC_CPU_ARM_CORTEX_M4,
@@ -69,6 +75,11 @@ SUPPORTED_CPUS = tuple(_CPU_MODELS)
 _DIV = re.compile(rb"[\x90-\x9f\xb0-\xbf]\xfb[\xf0-\xff][\xf0-\xff]", re.DOTALL)  # SDIV/UDIV (T1)
 _PERMS = {"RW": UC_PROT_ALL, "RO": UC_PROT_READ | UC_PROT_EXEC, "WO": UC_PROT_WRITE}
 EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 7, 8
+_SAVED_REGS = ([(f"r{i}", UC_ARM_REG_R0 + i) for i in range(13)] +
+               [("sp", UC_ARM_REG_SP), ("lr", UC_ARM_REG_LR), ("pc", UC_ARM_REG_PC), ("xpsr", UC_ARM_REG_XPSR),
+                ("msp", UC_ARM_REG_MSP), ("psp", UC_ARM_REG_PSP), ("primask", UC_ARM_REG_PRIMASK),
+                ("basepri", UC_ARM_REG_BASEPRI), ("faultmask", UC_ARM_REG_FAULTMASK),
+                ("control", UC_ARM_REG_CONTROL)])
 EXCP_NOCP, EXCP_INVSTATE = 17, 18
 
 
@@ -546,6 +557,65 @@ class Machine:
                            what=f"{verb} {kind} address {address:#010x}")
         else:
             self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_UNDEFINSTR, what=f"CPU error: {error}")
+
+    # ------------------------------------------------------------------------------- snapshots
+    def save_state(self) -> tuple[dict[str, Any], bytes]:
+        """Everything that determines what runs next: CPU registers, every memory region, NVIC/SCB/
+        SysTick, each device's `save()`, and the clocks. Returns (JSON-able state, memory image)."""
+        uc = self.uc
+        regs = {name: uc.reg_read(reg) for name, reg in _SAVED_REGS}
+        memory = b"".join(bytes(uc.mem_read(r.address, r.size)) for r in self.node.memory)
+        nvic = self.nvic
+        f = self.exc.faults
+        st = self.systick
+        state = {
+            "regs": regs, "cycles": self.cycles, "instructions": self.instructions,
+            "exceptions_taken": self.exceptions_taken, "sleeping": self._sleeping,
+            "nvic": {"enabled": nvic.enabled, "pending": nvic.pending, "active": nvic.active,
+                     "priority": nvic.priority, "level": nvic.level, "prigroup": nvic.prigroup, "shcsr": nvic.shcsr},
+            "scb": {"vtor": self.exc.vtor, "ccr": self.exc.ccr, "cfsr": f.cfsr, "hfsr": f.hfsr, "bfar": f.bfar,
+                    "mmfar": f.mmfar, "invstate": self.exc.invstate, "scr": self.scs.scr},
+            "systick": {"csr": st.csr, "rvr": st.rvr, "value": st.value, "next_zero": st.next_zero},
+            "devices": {d.id: d.save() for d in self.devices},
+            "memory": [[r.address, r.size] for r in self.node.memory],
+        }
+        return state, memory
+
+    def load_state(self, state: dict[str, Any], memory: bytes) -> None:
+        """Restore what save_state() returned (same board: the memory layout must match)."""
+        layout = [[r.address, r.size] for r in self.node.memory]
+        if state["memory"] != layout or len(memory) != sum(r.size for r in self.node.memory):
+            raise ValueError(f"the snapshot's memory layout {state['memory']} is not this board's {layout}")
+        uc = self.uc
+        offset = 0
+        for r in self.node.memory:
+            uc.mem_write(r.address, memory[offset:offset + r.size])
+            offset += r.size
+        uc.ctl_flush_tb()
+        regs = state["regs"]
+        # Mode first (IPSR, then CONTROL.SPSEL), then the banked stack pointers, then the rest.
+        for name in ("xpsr", "control", "msp", "psp"):
+            uc.reg_write(dict(_SAVED_REGS)[name], regs[name])
+        for name, reg in _SAVED_REGS:
+            if name not in ("xpsr", "control", "msp", "psp", "sp"):
+                uc.reg_write(reg, regs[name] | (1 if name == "pc" else 0))
+        self.cycles, self.instructions = state["cycles"], state["instructions"]
+        self.exceptions_taken, self._sleeping = state["exceptions_taken"], state["sleeping"]
+        nvic = self.nvic
+        for key in ("enabled", "pending", "active", "priority", "level", "prigroup", "shcsr"):
+            setattr(nvic, key, state["nvic"][key])
+        scb = state["scb"]
+        self.exc.vtor, self.exc.ccr, self.exc.invstate, self.scs.scr = scb["vtor"], scb["ccr"], scb["invstate"], scb["scr"]
+        f = self.exc.faults
+        f.cfsr, f.hfsr, f.bfar, f.mmfar = scb["cfsr"], scb["hfsr"], scb["bfar"], scb["mmfar"]
+        st = self.systick
+        st.csr, st.rvr, st.value, st.next_zero = (state["systick"][k] for k in ("csr", "rvr", "value", "next_zero"))
+        for dev in self.devices:
+            dev.load(state["devices"][dev.id])
+        self._set_div_trap(False)
+        self.ccr_changed()
+        self._set_mask_watch(False)
+        self._reset_request = None
 
     # ------------------------------------------------------------------------------- state
     def stats(self) -> dict[str, Any]:

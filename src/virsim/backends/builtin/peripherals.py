@@ -56,6 +56,22 @@ class Device:
     def state(self) -> dict[str, Any]:
         return {}
 
+    # ---- snapshot contract: every field that changes while the firmware runs, JSON-able
+    saved: ClassVar[tuple[str, ...]] = ()
+
+    def save(self) -> dict[str, Any]:
+        out = {}
+        for name in self.saved:
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, deque) else value
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        for name in self.saved:
+            current = getattr(self, name)
+            value = state[name]
+            setattr(self, name, deque(value) if isinstance(current, deque) else value)
+
 
 class Uart(Device):
     """What both UART models share: output sinks and a receive queue paced in virtual time."""
@@ -111,6 +127,7 @@ class CmsdkUart(Uart):
 
     kind = "cmsdk-uart"
     description = "ARM CMSDK APB UART (mps2): TX/RX with interrupts"
+    saved = ("data", "state_", "ctrl", "intstatus", "bauddiv", "rx_queue", "rx_ready_at", "tx_count", "rx_count")
     _IDS = (0x04, 0x00, 0x00, 0x00, 0x21, 0xB8, 0x1B, 0x00, 0x0D, 0xF0, 0x05, 0xB1)
 
     def __init__(self, machine: Machine, spec: Peripheral) -> None:
@@ -190,6 +207,8 @@ class Pl011(Uart):
 
     kind = "pl011"
     description = "ARM PL011 UART: TX/RX FIFO with interrupts"
+    saved = ("fifo", "int_level", "int_enabled", "lcr", "cr", "ibrd", "fbrd", "ifls", "rx_queue", "rx_ready_at",
+             "tx_count", "rx_count")
     _IDS_ARM = (0x11, 0x10, 0x14, 0x00, 0x0D, 0xF0, 0x05, 0xB1)
     _IDS_LUMINARY = (0x11, 0x00, 0x18, 0x01, 0x0D, 0xF0, 0x05, 0xB1)
 
@@ -282,6 +301,7 @@ class CmsdkTimer(Device):
 
     kind = "cmsdk-timer"
     description = "ARM CMSDK APB timer: 32-bit down-counter with interrupt"
+    saved = ("ctrl", "reload", "value", "next_zero", "intstatus")
 
     def __init__(self, machine: Machine, spec: Peripheral) -> None:
         super().__init__(machine, spec)
@@ -368,6 +388,7 @@ class CmsdkGpio(Device):
 
     kind = "cmsdk-gpio"
     description = "ARM CMSDK AHB GPIO: 16 pins, edge/level interrupts (combined line)"
+    saved = ("inputs", "dataout", "outen", "altfunc", "inten", "inttype", "intpol", "intstatus")
 
     def __init__(self, machine: Machine, spec: Peripheral) -> None:
         super().__init__(machine, spec)

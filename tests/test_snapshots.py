@@ -1,0 +1,133 @@
+"""Snapshots through the real daemon and the built-in engine: create/list/restore/delete/export,
+sessions from an exported file, exact replay after a restore, and refusal of bad files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from conftest import HELLO, HELLO_SYSTICK, CLI, console_contains, need_tool, wait_for
+from virsim import snapshot
+from virsim.client import Client
+from virsim.daemon.snapshots import SnapshotService
+from virsim.errors import SnapshotInvalid, VirsimError
+
+
+@pytest.fixture(autouse=True)
+def gdb() -> None:
+    need_tool("gdb-multiarch")  # the replay checks stop at breakpoints
+
+
+def ram_digest(client: Client, sid: str) -> str:
+    chunk = client.debug("mem", sid, address="0x20000000", size=0x1000)
+    return hashlib.sha256(bytes.fromhex(chunk.data)).hexdigest()
+
+
+def run_ticks(client: Client, sid: str, n: int) -> None:
+    for _ in range(n):
+        stop = client.debug("continue", sid, wait=True, timeout=60).stop
+        assert stop is not None and stop.function == "on_tick"
+
+
+def test_restore_replays_exactly_what_ran_the_first_time(client: Client) -> None:
+    sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin", paused=True).id
+    client.debug("break", sid, location="on_tick")
+    run_ticks(client, sid, 1)
+    snap = client.snapshot("create", sid, name="at-tick-1")
+    assert snap.virtual_ns > 0 and snap.size > 0 and Path(snap.path).exists()
+    mark = len(client.console_text(sid))
+    run_ticks(client, sid, 3)
+    first = client.console_text(sid)[mark:]
+    first_ram = ram_digest(client, sid)
+    assert first.count(b"tick ") == 3
+    restored = client.snapshot("restore", sid, snapshot="at-tick-1")
+    assert restored.id == snap.id
+    assert client.debug("eval", sid, expression="n").value == "1"  # the debugger sees the restored CPU
+    text = client.console_text(sid)
+    assert text.endswith(b"[virsim: restored snapshot at-tick-1 at 0.100019 s virtual time]\n")
+    mark = len(text)
+    run_ticks(client, sid, 3)  # breakpoints survived the restore
+    assert client.console_text(sid)[mark:] == first
+    assert ram_digest(client, sid) == first_ram
+
+
+def test_snapshot_of_a_running_session_list_delete_and_names(cli: CLI, client: Client) -> None:
+    sid = client.session_create("mps2-an385", HELLO, backend="builtin").id
+    wait_for(console_contains(client, sid, b"tick 1\n"), timeout=30)
+    made = cli.json("snapshot", "create", sid)
+    assert made["name"] == "snap-1" and made["virtual_ns"] > 0
+    assert client.session("show", sid).state == "running"  # taken between instructions, not stopped
+    dup = cli.json("snapshot", "create", sid, "--name", "snap-1", check=2)
+    assert dup["code"] == "INVALID_INPUT" and "already has a snapshot" in dup["error"]
+    cli.json("snapshot", "create", sid, "--name", "second")
+    listed = cli.json("snapshot", "list", sid)["snapshots"]
+    assert [s["name"] for s in listed] == ["snap-1", "second"]
+    assert listed[0]["virtual_ns"] < listed[1]["virtual_ns"]
+    human = cli("snapshot", "list", sid).stdout
+    assert "snap-1" in human and "KiB" in human
+    cli.json("snapshot", "restore", sid, "snap-1")
+    assert client.session("show", sid).state == "running"
+    cli.json("snapshot", "delete", sid, listed[0]["id"])
+    assert not Path(listed[0]["path"]).exists()
+    assert [s["name"] for s in cli.json("snapshot", "list", sid)["snapshots"]] == ["second"]
+    missing = cli.json("snapshot", "restore", sid, "nope", check=3)
+    assert missing["code"] == "NOT_FOUND"
+
+
+def test_export_outlives_the_session_and_starts_a_new_one(cli: CLI, client: Client, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin", paused=True).id
+    client.debug("break", sid, location="on_tick")
+    run_ticks(client, sid, 2)
+    snap = client.snapshot("create", sid, name="two")
+    out = tmp_path / "exports" / "two.vsnap"
+    exported = cli.json("snapshot", "export", sid, "two", "--out", str(out))
+    assert exported["path"] == str(out) and out.stat().st_size == exported["size"]
+    mark = len(client.console_text(sid))
+    run_ticks(client, sid, 2)
+    continuation = client.console_text(sid)[mark:]
+    client.session_delete(sid)
+    assert not Path(snap.path).exists() and out.exists()  # snapshots go with the session, exports stay
+    new = cli.json("session", "create", "--from-snapshot", str(out), "--paused")
+    assert new["backend"] == "builtin" and new["board"] == "mps2-an385"
+    client.debug("break", new["id"], location="on_tick")
+    assert client.debug("eval", new["id"], expression="n").value == "2"
+    mark = len(client.console_text(new["id"]))
+    run_ticks(client, new["id"], 2)
+    assert client.console_text(new["id"])[mark:] == continuation
+
+
+def test_bad_snapshot_files_are_refused_and_change_nothing(cli: CLI, client: Client, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", HELLO, backend="builtin").id
+    wait_for(console_contains(client, sid, b"Hello"), timeout=30)
+    client.snapshot("create", sid, name="s")
+    good = tmp_path / "s.vsnap"
+    client.snapshot("export", sid, snapshot="s", out=good)
+    raw = good.read_bytes()
+    truncated, flipped = tmp_path / "t.vsnap", tmp_path / "f.vsnap"
+    truncated.write_bytes(raw[: len(raw) - 100])
+    flipped.write_bytes(raw[:-10] + bytes([raw[-10] ^ 0xFF]) + raw[-9:])
+    for path, why in ((truncated, "truncated"), (flipped, "corrupted"), (HELLO, "not a virsim snapshot")):
+        err = cli.json("session", "create", "--from-snapshot", str(path), check=2)
+        assert err["code"] == "SNAPSHOT_INVALID" and why in err["error"], err
+    err = cli.json("session", "create", "--from-snapshot", str(good), "--backend", "qemu", check=2)
+    assert err["code"] == "SNAPSHOT_INVALID" and "backend" in err["error"]
+    err = cli.json("session", "create", "--from-snapshot", str(good), "--board", "mps2-an385", check=2)
+    assert "drop --board" in err["error"]
+    assert [s["id"] for s in cli.json("session", "list")] == [sid]  # nothing was created
+    with pytest.raises(SnapshotInvalid, match="of board 'mps2-an385'"):
+        SnapshotService.check(None, good, "lm3s811evb", "builtin")  # type: ignore[arg-type]
+    with pytest.raises(SnapshotInvalid, match="taken on backend 'builtin'"):
+        SnapshotService.check(None, good, "mps2-an385", "qemu")  # type: ignore[arg-type]
+    meta, sections = snapshot.read(good)
+    assert set(sections) == {"state", "memory", "program"} and meta["board"] == "mps2-an385"
+
+
+def test_qemu_sessions_say_snapshots_are_not_supported_yet(cli: CLI, client: Client) -> None:
+    need_tool("qemu-system-arm")
+    sid = client.session_create("mps2-an385", HELLO, backend="qemu").id
+    err = cli.json("snapshot", "create", sid, check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "snapshot" in err["error"]
+    with pytest.raises(VirsimError):
+        client.snapshot("restore", sid, snapshot="x")
