@@ -121,16 +121,16 @@ def test_failing_step_skips_the_rest_and_reports_junit(cli: CLI, tmp_path: Path)
     assert 'failures="1"' in xml and 'skipped="2"' in xml
     snap = tmp_path / "snap.yaml"
     snap.write_text("steps:\n  - snapshot: before\n")
-    doc = run(cli, str(HELLO), "--scenario", str(snap), code=2)  # QEMU: no snapshots yet
-    assert "does not support snapshot" in doc["checks"][0]["message"]
+    doc = run(cli, str(HELLO), "--scenario", str(snap), code=0)
+    assert doc["checks"][0]["message"].startswith("snapshot before at ")
 
 
-def test_scenario_snapshot_and_restore_replay_the_console(cli: CLI, tmp_path: Path) -> None:
+def test_scenario_snapshot_and_restore_replay_the_console(cli: CLI, tmp_path: Path, backend: str) -> None:
     scenario = tmp_path / "snap.yaml"
-    scenario.write_text("timeout: 40s\nsteps:\n  - wait-serial: tick 1\n  - snapshot: one\n"
+    scenario.write_text(f"timeout: {2 * VIRTUAL_SECOND[backend]}s\nsteps:\n  - wait-serial: tick 1\n  - snapshot: one\n"
                         "  - wait-serial: tick 2\n  - restore: one\n  - wait-serial: tick 2\n")
     log = tmp_path / "uart.log"
-    doc = run(cli, str(HELLO), "--backend", "builtin", "--scenario", str(scenario), "--serial-log", str(log), code=0)
+    doc = run(cli, str(HELLO), "--backend", backend, "--scenario", str(scenario), "--serial-log", str(log), code=0)
     assert [c["status"] for c in doc["checks"]] == ["passed"] * 5
     assert doc["checks"][3]["message"] == "restored one"
     text = log.read_text()

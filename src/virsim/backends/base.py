@@ -210,6 +210,9 @@ class Instance(ABC):
         running or stays paused as it was. `marker` goes into the console log at that point."""
         raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
 
+    def delete_snapshot(self, path: Path) -> None:
+        """Forget a snapshot's state kept inside the emulator (QEMU keeps it in its qcow2)."""
+
     def export_coverage(self, path: Path) -> None:
         raise NotSupported("coverage is not supported by this backend yet", capability=str(Capability.COVERAGE))
 
@@ -245,6 +248,14 @@ class BackendAdapter(ABC):
     @abstractmethod
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
         """Re-attach to a live instance after a daemon restart; None if it is gone."""
+
+    def snapshot_export_sections(self, workdir: Path, meta: dict[str, Any]) -> dict[str, bytes]:
+        """Extra sections an exported snapshot needs besides the .vsnap's own (QEMU: its qcow2)."""
+        return {}
+
+    def snapshot_prepare(self, workdir: Path, sections: dict[str, bytes]) -> None:
+        """Before a session made from an exported snapshot powers on: put back what
+        snapshot_export_sections() added."""
 
     @abstractmethod
     def doctor(self) -> list[ToolCheck]:

@@ -216,8 +216,11 @@ class SessionService:
             program.write_bytes(sections["program"])
             sub = req.model_copy(update={"board": board.system_id, "backend": meta["backend"],
                                          "firmware": str(program), "firmware_format": meta.get("program_format") or "auto",
-                                         "load_address": meta.get("program_load_address"), "paused": True})
-            info = self._create(sub, board, f"snapshot {path}")
+                                         "load_address": meta.get("program_load_address"), "paused": True,
+                                         "deterministic": bool(meta.get("deterministic"))})
+            adapter = get_backend(meta["backend"])
+            info = self._create(sub, board, f"snapshot {path}",
+                                before_boot=lambda workdir: adapter.snapshot_prepare(workdir, sections))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         row = self.store.get_session(info.id)
@@ -233,7 +236,8 @@ class SessionService:
             raise
         return self.info(self.store.get_session(info.id))
 
-    def _create(self, req: p.SessionCreate, board: BoardConfig, source: str) -> p.SessionInfo:
+    def _create(self, req: p.SessionCreate, board: BoardConfig, source: str,
+                before_boot: Callable[[Path], None] | None = None) -> p.SessionInfo:
         if board.multi_node:
             raise NotSupported(f"board {board.system_id} has {len(board.nodes)} nodes: multi-node sessions are not "
                                "supported yet (single-node boards only)", board=board.system_id,
@@ -277,6 +281,8 @@ class SessionService:
                 image = self._program_image(row)
             ensure_log(workdir / "console.log")
             self.store.add_artifact(sid, "console-log", workdir / "console.log")
+            if before_boot is not None:
+                before_boot(workdir)
             row = self._boot(row, image, "created", paused=req.paused, from_start=True)
         except BaseException:
             self._stop_instance(sid)

@@ -52,6 +52,7 @@ class SnapshotService:
     def meta_for(self, row: dict[str, Any]) -> dict[str, Any]:
         prog = self.store.get_program(row["id"], row["program"]) if row.get("program") else None
         return {"board": row["board"], "board_json": row["board_json"], "session_backend": row["backend"],
+                "deterministic": bool(row["deterministic"]),
                 "program_sha256": prog["sha256"] if prog else None,
                 "program_format": prog["format"] if prog else None,
                 "program_load_address": prog["load_address"] if prog else None,
@@ -113,6 +114,9 @@ class SnapshotService:
     def delete(self, req: p.SnapshotRef) -> p.SnapshotInfo:
         row = self.sessions.row(req.session)
         snap = self.store.find_snapshot(row["id"], req.snapshot)
+        live = self.sessions.live.get(row["id"])
+        if live is not None:
+            live.instance.delete_snapshot(Path(snap["path"]))
         Path(snap["path"]).unlink(missing_ok=True)
         self.store.delete_snapshot(snap["id"])
         return self._info(snap)
@@ -131,6 +135,8 @@ class SnapshotService:
         prog = self.store.get_program(row["id"], row["program"]) if row.get("program") else None
         if prog is not None:
             sections["program"] = Path(prog["path"]).read_bytes()
+        sections.update(self.sessions.adapter(row).snapshot_export_sections(self.sessions.paths.session_dir(row["id"]),
+                                                                            meta))
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             size = snapshot.write(out, meta, sections)

@@ -8,14 +8,17 @@ Power, pause and reset go over QMP; a new program is a power cycle with the new 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
 import subprocess
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+from virsim import snapshot
 from virsim.backends.base import (
     BackendAdapter,
     Capability,
@@ -31,6 +34,9 @@ from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
 from virsim.firmware import FirmwareImage
 
 INSTALL_HINT = "sudo apt-get install -y qemu-system-arm"
+SNAPSHOT_DISK = "vm.qcow2"
+# Machines whose models break QEMU's loadvm (measured: lm3s6965evb aborts in its SD card model).
+NO_SNAPSHOTS = {"lm3s6965evb": "QEMU 7.2 aborts in the lm3s6965evb SD card model when loading a snapshot"}
 _BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
 _START_TIMEOUT = 10.0
 _INPUT_NUDGE_SECONDS = 10.0
@@ -95,6 +101,10 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     if spec.deterministic:
         # One instruction = 1 ns of virtual time, no host timing: same firmware + input -> same bytes.
         args += ["-icount", "shift=0,align=off,sleep=off"]
+    if (spec.workdir / SNAPSHOT_DISK).exists():
+        # Cortex-M boards have no disk: this small qcow2, attached to nothing, is where savevm keeps
+        # the VM state of `virsim snapshot create`.
+        args += ["-drive", f"if=none,format=qcow2,file={spec.workdir / SNAPSHOT_DISK},id=snap"]
     if spec.firmware is not None:
         args += _firmware_args(spec.firmware, node)
     args += list(node.qemu.extra_args)
@@ -168,12 +178,79 @@ class QemuInstance(Instance):
         return self.qmp
 
     # ---------------------------------------------------------------------- power
+    def _snapshot_disk(self) -> None:
+        """Give the VM a qcow2 for savevm, when qemu-img is here and the machine survives loadvm."""
+        disk = self.spec.workdir / SNAPSHOT_DISK
+        machine = self.spec.node.qemu.machine if self.spec.node.qemu else ""
+        if disk.exists() or machine in NO_SNAPSHOTS or shutil.which("qemu-img") is None:
+            return
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True,
+                       capture_output=True, timeout=30)
+
+    def _snapshot_ready(self) -> None:
+        machine = self.spec.node.qemu.machine if self.spec.node.qemu else ""
+        if machine in NO_SNAPSHOTS:
+            raise NotSupported(f"snapshots are refused on {machine}: {NO_SNAPSHOTS[machine]}",
+                               capability=str(Capability.SNAPSHOT), machine=machine)
+        if not (self.spec.workdir / SNAPSHOT_DISK).exists() or SNAPSHOT_DISK not in " ".join(self.command):
+            raise EmulatorMissing("QEMU snapshots need qemu-img (install it, then power-cycle the session): "
+                                  "sudo apt-get install -y qemu-utils", binary="qemu-img",
+                                  install="sudo apt-get install -y qemu-utils")
+
+    def _hmp(self, command_line: str) -> str:
+        reply = self._qmp().hmp(command_line).strip()
+        if reply.startswith("Error") or "error" in reply.lower()[:40]:
+            raise EmulatorError(f"QEMU {command_line.split()[0]}: {reply}", command=command_line)
+        return reply
+
+    def create_snapshot(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        self._snapshot_ready()
+        tag = str(meta["id"])
+        self._hmp(f"savevm {tag}")
+        size = 0
+        for line in self._qmp().hmp("info snapshots").splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == tag:
+                size = int(float(parts[2]) * {"B": 1, "KiB": 1024, "MiB": 1 << 20, "GiB": 1 << 30}.get(parts[3], 1))
+        ns = self.virtual_time_ns()
+        meta = dict(meta, backend="qemu", node=self.spec.node.id, tag=tag, virtual_ns=ns, instructions=ns,
+                    deterministic=self.spec.deterministic)
+        snapshot.write(path, meta, {"qemu": json.dumps({"tag": tag}).encode()})
+        return {"virtual_ns": ns, "instructions": ns, "size": size}
+
+    def restore_snapshot(self, path: Path, marker: bytes = b"") -> dict[str, Any]:
+        self._snapshot_ready()
+        tag = str(snapshot.read_meta(path)["tag"])
+        was_running = bool(self._qmp().execute("query-status").get("running"))
+        self._qmp().execute("stop")
+        try:
+            self._hmp(f"loadvm {tag}")
+            if marker:
+                # QEMU appends to the same log; the VM is stopped, so the marker lands between the
+                # output from before and the replay after (loadvm does not rewind host-side output).
+                with self.spec.console_log.open("ab") as log:
+                    log.write(marker)
+        finally:
+            if was_running:
+                self._qmp().execute("cont")
+        ns = self.virtual_time_ns()
+        return {"virtual_ns": ns, "instructions": ns}
+
+    def delete_snapshot(self, path: Path) -> None:
+        if self.qmp is None or not path.exists():
+            return
+        try:
+            self._hmp(f"delvm {snapshot.read_meta(path)['tag']}")
+        except (EmulatorError, KeyError):
+            pass  # already gone from the qcow2: nothing to free
+
     def power_on(self) -> None:
         version = qemu_version(binary_for(self.spec.node))
         if version is None:
             raise EmulatorMissing(f"{binary_for(self.spec.node)} is not installed: {INSTALL_HINT}",
                                   binary=binary_for(self.spec.node), install=INSTALL_HINT)
         self.spec.rundir.mkdir(parents=True, exist_ok=True)
+        self._snapshot_disk()
         for name in ("qmp.sock", "console.sock", "gdbstub.sock"):
             (self.spec.rundir / name).unlink(missing_ok=True)
         self.command = build_command(self.spec, version)
@@ -273,7 +350,7 @@ class QemuBackend(BackendAdapter):
     capabilities = frozenset({
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
-        Capability.DEBUG, Capability.VIRTUAL_TIME,
+        Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT,
     })
 
     def check_node(self, node: Node) -> None:
@@ -286,6 +363,13 @@ class QemuBackend(BackendAdapter):
 
     def create_instance(self, spec: InstanceSpec) -> Instance:
         return QemuInstance(spec)
+
+    def snapshot_export_sections(self, workdir: Path, meta: dict[str, Any]) -> dict[str, bytes]:
+        return {"qcow2": (workdir / SNAPSHOT_DISK).read_bytes()}  # holds the VM state savevm wrote
+
+    def snapshot_prepare(self, workdir: Path, sections: dict[str, bytes]) -> None:
+        if "qcow2" in sections:
+            (workdir / SNAPSHOT_DISK).write_bytes(sections["qcow2"])
 
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
         proc_info = handle.get("process")
