@@ -360,3 +360,57 @@ def test_engine_uart_channel_carries_bytes_both_ways(short_tmp: Path) -> None:
         sock.close()
     finally:
         inst.destroy()
+
+
+# ------------------------------------------------------------------------------ reverse execution
+
+def test_history_reverse_step_reaches_exactly_the_previous_instruction() -> None:
+    from virsim.backends.builtin.history import History
+
+    m, _ = machine(HELLO)
+    history = History(m)
+    history.start()
+    m.run(3_000_000)
+    m.set_irq(7, True)  # an input mid-history: re-execution must apply it at the same cycle
+    history.record("irq", 7, True)
+    m.run(2_000_000)
+    assert history.reverse_step() == "ok" and m.instructions == 4_999_999
+    back = state_digest(m)
+    fresh, _ = machine(HELLO)
+    fresh.run(3_000_000)
+    fresh.set_irq(7, True)
+    while fresh.instructions < m.instructions:
+        fresh.run(m.instructions - fresh.instructions, idle_to_end=True)
+    assert fresh.instructions == m.instructions and state_digest(fresh) == back
+
+
+def test_reverse_debugging_through_the_cli(cli, client) -> None:  # noqa: ANN001
+    need_tool("gdb-multiarch")
+    sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin", paused=True).id
+    cli.json("debug", "break", sid, "on_tick")
+    for _ in range(3):
+        cli.json("debug", "continue", sid, "--wait", "--timeout", "30s")
+    assert cli.json("debug", "eval", sid, "n")["value"] == "3"
+    for expected in ("2", "1"):
+        stop = cli.json("debug", "reverse-continue", sid, "--timeout", "30s")["stop"]
+        assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
+        assert cli.json("debug", "eval", sid, "n")["value"] == expected
+    back = cli.json("debug", "reverse-stepi", sid)["stop"]
+    assert back["function"] == "main"  # the instruction before on_tick's first is main's call
+    fwd = cli.json("debug", "stepi", sid)["stop"]
+    assert fwd["function"] == "on_tick" and fwd["pc"] == stop["pc"]
+    start = cli.json("debug", "reverse-continue", sid, "--timeout", "30s")["stop"]
+    assert start["reason"] == "history-start"
+    cli.json("debug", "delete", sid, "--all")
+    cli.json("debug", "continue", sid)
+    wait_for(console_contains(client, sid, b"tick 5\n"), timeout=30)
+    text = client.console_text(sid)
+    assert text.count(b"tick 1\n") == 1 and text.count(b"Hello") == 1  # re-executed output is not written twice
+
+
+def test_reverse_commands_need_a_backend_that_can(cli, client) -> None:  # noqa: ANN001
+    need_tool("qemu-system-arm")
+    need_tool("gdb-multiarch")
+    sid = client.session_create("mps2-an385", HELLO, backend="qemu", paused=True).id
+    err = cli.json("debug", "reverse-stepi", sid, check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "reverse" in err["error"]

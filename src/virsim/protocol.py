@@ -135,7 +135,8 @@ class DebugContinue(SessionRef):
 
 
 class DebugStep(SessionRef):
-    kind: Literal["step", "next", "finish", "stepi", "nexti"] = "step"
+    kind: Literal["step", "next", "finish", "stepi", "nexti",
+                  "reverse-step", "reverse-next", "reverse-stepi", "reverse-finish", "reverse-continue"] = "step"
     count: int = Field(1, ge=1, le=100_000)
     timeout: float = Field(10.0, gt=0, le=3600)
 

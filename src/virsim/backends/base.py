@@ -40,6 +40,7 @@ class Capability(str, Enum):
     REATTACH = "reattach"  # instances survive a daemon restart
     DEBUG = "debug"
     SNAPSHOT = "snapshot"
+    REVERSE = "reverse"  # reverse execution under the debugger (reverse-stepi/-step/-continue)
     COVERAGE = "coverage"
     TRACE = "trace"
     # Primitives the multi-node synchroniser drives (Instance.run_for / set_irq / uart_channel,

@@ -149,6 +149,18 @@ _stepper("step", "Step one source line, into calls.\n\nExample: virsim debug ste
 _stepper("next", "Step one source line, over calls.\n\nExample: virsim debug next 3fa9c2d1 --count 3")
 _stepper("finish", "Run until the current function returns.\n\nExample: virsim debug finish 3fa9c2d1")
 _stepper("stepi", "Step one machine instruction.\n\nExample: virsim debug stepi 3fa9c2d1 -n 10")
+_REVERSE = ("Needs a backend with reverse execution (the built-in engine): it goes back by restoring a "
+            "checkpoint and re-executing deterministically.")
+_stepper("reverse-stepi", f"Step one machine instruction backwards. {_REVERSE}\n\n"
+                          "Example: virsim debug reverse-stepi 3fa9c2d1 -n 5")
+_stepper("reverse-step", f"Step one source line backwards, into calls. {_REVERSE}\n\n"
+                         "Example: virsim debug reverse-step 3fa9c2d1")
+_stepper("reverse-next", f"Step one source line backwards, over calls. {_REVERSE}\n\n"
+                         "Example: virsim debug reverse-next 3fa9c2d1")
+_stepper("reverse-finish", f"Run backwards to where the current function was called. {_REVERSE}\n\n"
+                           "Example: virsim debug reverse-finish 3fa9c2d1")
+_stepper("reverse-continue", f"Run backwards to the previous breakpoint or watchpoint hit (or the start of "
+                             f"history). {_REVERSE}\n\nExample: virsim debug reverse-continue 3fa9c2d1")
 
 
 @app.command("where")

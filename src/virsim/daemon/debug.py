@@ -47,7 +47,7 @@ STOP_REASONS = {
     "breakpoint-hit": "breakpoint", "watchpoint-trigger": "watchpoint", "read-watchpoint-trigger": "watchpoint",
     "access-watchpoint-trigger": "watchpoint", "end-stepping-range": "step", "function-finished": "finish",
     "location-reached": "step", "signal-received": "signal", "exited": "exited", "exited-normally": "exited",
-    "exited-signalled": "exited",
+    "exited-signalled": "exited", "no-history": "history-start",  # reverse execution reached its beginning
 }
 
 
@@ -433,8 +433,13 @@ class DebugService:
         if dbg.running:
             raise InvalidState(f"session {sid} is running: stepping needs it stopped (virsim session pause)",
                                session=sid, current="running", required=["paused"])
+        if req.kind.startswith("reverse-"):
+            self.sessions.need(row, Capability.REVERSE)
         command = {"step": "-exec-step", "next": "-exec-next", "finish": "-exec-finish",
-                   "stepi": "-exec-step-instruction", "nexti": "-exec-next-instruction"}[req.kind]
+                   "stepi": "-exec-step-instruction", "nexti": "-exec-next-instruction",
+                   "reverse-step": "-exec-step --reverse", "reverse-next": "-exec-next --reverse",
+                   "reverse-stepi": "-exec-step-instruction --reverse", "reverse-finish": "-exec-finish --reverse",
+                   "reverse-continue": "-exec-continue --reverse"}[req.kind]
         self.state[sid].step = StepPlan(command, req.count)
         try:
             dbg.command(command)
@@ -472,6 +477,8 @@ class DebugService:
             return
         dbg = st.debugger
         reason = STOP_REASONS.get(str(payload.get("reason", "")), str(payload.get("reason") or "interrupted"))
+        if not payload.get("reason") and st.step is not None and "--reverse" in st.step.command:
+            reason = "history-start"  # gdb 13 reports "No more reverse-execution history" with no reason
         if reason == "signal":
             reason = "interrupted" if payload.get("signal-name") in ("SIGINT", "0") else "signal"
         frame = payload.get("frame") or {}

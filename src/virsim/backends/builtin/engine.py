@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from virsim.backends.builtin.gdbstub import GdbStub, StopInfo
+from virsim.backends.builtin.history import History
 from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim import snapshot
@@ -144,10 +145,11 @@ class Engine:
         gdb_listener.bind(str(self.rundir / "gdbstub.sock"))
         gdb_listener.listen(1)
         self.gdb = GdbStub(self, gdb_listener)
+        self.history = History(self.machine)
         self.channels: dict[str, Channel] = {}
         uart = self.machine.console_uart()
         if uart is not None:
-            uart.sinks.append(self._out.extend)
+            uart.sinks.append(self._console_out)
         self.ctx = zmq.Context()
         self.control = self.ctx.socket(zmq.REP)
         self.control.setsockopt(zmq.LINGER, 0)
@@ -166,6 +168,37 @@ class Engine:
 
     def is_running(self) -> bool:
         return self.running
+
+    def debugger_attached(self, attached: bool) -> None:
+        """History (for reverse execution) is kept while a debugger is attached."""
+        if attached:
+            self.history.start()
+        else:
+            self.history.stop()
+
+    def state_written(self) -> None:
+        """The debugger changed memory or registers: history from here on includes the change."""
+        if self.history.active:
+            self.history.checkpoint()
+
+    def reverse(self, step: bool) -> StopInfo:
+        if not self.history.active:
+            return StopInfo(5, "replaylog:begin;")
+        if step:
+            where = self.history.reverse_step()
+            return StopInfo(5, "replaylog:begin;" if where == "begin" else "")
+        kind, info = self.history.reverse_continue()
+        if kind == "begin":
+            return StopInfo(5, "replaylog:begin;")
+        if kind == "watchpoint":
+            return StopInfo(5, f"watch:{info['address']:x};")
+        return StopInfo(5, "swbreak:;")
+
+    def _input(self, kind: str, *args: Any) -> None:
+        """Everything from outside reaches the machine here, logged for re-execution."""
+        self.history.record(kind, *args)
+        self.history.apply(kind, args)
+        self.idle = False
 
     def reset(self) -> None:
         self.machine.reset()
@@ -203,20 +236,19 @@ class Engine:
             if self.running:
                 return {"error": "the CPU is running; pause it before run_for"}
             stop = m.run(int(req["cycles"]), idle_to_end=True)
+            self.history.advanced()
             self._flush()
             self._report(stop, to_gdb=False)
             return {"reason": stop.reason, "pc": stop.pc, "cycles": m.cycles, "instructions": m.instructions,
                     **stop.detail}
         if op == "set_irq":
-            m.set_irq(int(req["line"]), bool(req["level"]))
-            self.idle = False
+            self._input("irq", int(req["line"]), bool(req["level"]))
             return {}
         if op == "gpio":
             dev = m.device(str(req["peripheral"]))
             if not isinstance(dev, CmsdkGpio):
                 return {"error": f"{req['peripheral']} is not a GPIO block"}
-            dev.set_input(int(req["pin"]), bool(req["level"]))
-            self.idle = False
+            self._input("gpio", dev.id, int(req["pin"]), bool(req["level"]))
             return {"pins": dev.pins()}
         if op == "uart_channel":
             return {"path": str(self._channel(str(req["peripheral"])).path)}
@@ -233,6 +265,9 @@ class Engine:
                 "state": json.dumps(state).encode(), "memory": zlib.compress(memory, 1)})
             return {"virtual_ns": m.time_ns(), "instructions": m.instructions, "size": size}
         if op == "snapshot_load":
+            self.history.stop()  # a restored state starts a new history
+            if self.gdb.conn is not None:
+                self.history.start()
             meta, sections = snapshot.read(Path(req["path"]))
             if meta.get("backend") != "builtin" or meta.get("node") != self.spec.node:
                 return {"error": f"snapshot is for backend {meta.get('backend')} node {meta.get('node')}"}
@@ -253,17 +288,20 @@ class Engine:
             if not isinstance(dev, Uart):
                 raise KeyError(f"{ident} is not a UART")
             chan = Channel(self.rundir / f"uart-{ident}.sock")
-            dev.sinks.append(chan.send)
+            dev.sinks.append(lambda data, c=chan: None if self.history.seen() else c.send(data))
             self.channels[ident] = chan
         return self.channels[ident]
 
     def _feed_console(self, data: bytes) -> None:
         uart = self.machine.console_uart()
         if uart is not None and data:
-            uart.feed(data)
-            self.idle = False
+            self._input("uart", uart.id, data)
 
     # ----------------------------------------------------------------- running
+    def _console_out(self, data: bytes) -> None:
+        if not self.history.seen():  # re-executed history already wrote these bytes once
+            self._out.extend(data)
+
     def _flush(self) -> None:
         if self._out:
             data = bytes(self._out)
@@ -293,6 +331,7 @@ class Engine:
 
     def _step(self) -> None:
         stop = self.machine.run(1)
+        self.history.advanced()
         self.running = self.stepping = False
         if stop.reason in ("lockup",):
             self._report(stop)
@@ -316,10 +355,7 @@ class Engine:
     def _on_channel(self, ident: str, fd: int) -> None:
         data = self.channels[ident].on_readable(fd)
         if data:
-            dev = self.machine.device(ident)
-            assert isinstance(dev, Uart)
-            dev.feed(data)
-            self.idle = False
+            self._input("uart", ident, data)
 
     def _poll(self, timeout_ms: int | None) -> None:
         poller = zmq.Poller()
@@ -349,6 +385,8 @@ class Engine:
                 self._step()
             elif self.running and not self.idle:
                 stop = self.machine.run(BUDGET)
+                self.history.advanced()
+                self.history.maybe_checkpoint()
                 self._flush()
                 if stop.reason == "idle":
                     self.idle = True

@@ -66,6 +66,12 @@ class Target(Protocol):
 
     def reset(self) -> None: ...
 
+    def debugger_attached(self, attached: bool) -> None: ...
+
+    def state_written(self) -> None: ...
+
+    def reverse(self, step: bool) -> StopInfo: ...
+
 
 @dataclass
 class StopInfo:
@@ -148,6 +154,7 @@ class GdbStub:
         conn.setblocking(True)
         self.conn, self.buf, self.ack, self.waiting = conn, b"", True, False
         self.target.halt("debugger attached")
+        self.target.debugger_attached(True)
         self.last_stop = StopInfo(5)
 
     def _drop(self) -> None:
@@ -155,6 +162,7 @@ class GdbStub:
             self.conn.close()
         self.conn = None
         self.waiting = False
+        self.target.debugger_attached(False)
         if not self.target.is_running():
             self.target.resume()  # a debugger that leaves does not leave the target stopped
 
@@ -214,7 +222,7 @@ class GdbStub:
         try:
             if text.startswith("qSupported"):
                 return ("PacketSize=4000;qXfer:features:read+;QStartNoAckMode+;vContSupported+;"
-                        "swbreak+;hwbreak+")
+                        "swbreak+;hwbreak+;ReverseStep+;ReverseContinue+")
             if text == "QStartNoAckMode":
                 self._send("OK")
                 self.ack = False
@@ -247,6 +255,10 @@ class GdbStub:
             if text.startswith("vCont;"):
                 action = text[6:].split(";")[0].split(":")[0]
                 return self._resume(step=action[:1] in "sS")
+            if text in ("bs", "bc"):
+                info = self.target.reverse(step=text == "bs")
+                self.last_stop = info
+                return info.packet()
             if cmd in "cC":
                 return self._resume(step=False, addr=text[1:] if cmd == "c" else text.partition(";")[2])
             if cmd in "sS":
@@ -257,6 +269,7 @@ class GdbStub:
                 data = bytes.fromhex(text[1:])
                 for i, (_, reg) in enumerate(REGISTERS[: len(data) // 4]):
                     self._write_reg(reg, int.from_bytes(data[4 * i:4 * i + 4], "little"))
+                self.target.state_written()
                 return "OK"
             if cmd == "p":
                 n = int(text[1:], 16)
@@ -267,6 +280,7 @@ class GdbStub:
                 if idx >= len(REGISTERS):
                     return "E00"
                 self._write_reg(REGISTERS[idx][1], int.from_bytes(bytes.fromhex(val), "little"))
+                self.target.state_written()
                 return "OK"
             if cmd == "m":
                 addr, length = (int(x, 16) for x in text[1:].split(","))
@@ -329,6 +343,7 @@ class GdbStub:
         except UcError:
             return "E14"
         self.uc.ctl_remove_cache(addr, addr + len(data))  # code may have changed
+        self.target.state_written()
         return "OK"
 
     def _point(self, insert: bool, kind: int, addr: int, length: int) -> str:

@@ -172,6 +172,9 @@ class Machine:
         self.breakpoints: dict[int, int] = {}
         self.watchpoints: dict[tuple[str, int, int], int] = {}
         self._skip_bp: int | None = None
+        # While re-executing for reverse debugging: (instructions, address) of breakpoint hits
+        # (watchpoint hits with -address) are collected here instead of stopping.
+        self.collect_hits: list[tuple[int, int]] | None = None
         self._mask_hook: int | None = None
         self._div_hooks: dict[int, int] = {}
         self._sleeping = False
@@ -290,6 +293,12 @@ class Machine:
             return self.cycles + self.counter.in_hook()
         return self.cycles
 
+    def current_instructions(self) -> int:
+        """Instructions executed so far, exact also inside an MMIO access mid-slice."""
+        if self._in_emu:
+            return self.instructions + self.counter.in_hook()
+        return self.instructions
+
     def time_ns(self) -> int:
         return self.cycles * 1_000_000_000 // self.frequency
 
@@ -355,6 +364,9 @@ class Machine:
         return False
 
     def _on_breakpoint(self, uc: Uc, address: int, size: int, ud: Any) -> None:
+        if self.collect_hits is not None:
+            self.collect_hits.append((self.instructions + self.counter.in_hook(), address))
+            return
         if self._skip_bp == address:
             self._skip_bp = None
             return
@@ -364,6 +376,9 @@ class Machine:
 
     def _on_watch(self, uc: Uc, access: int, address: int, size: int, value: int, ud: Any) -> None:
         kind = "watch" if access == UC_MEM_WRITE else "rwatch"
+        if self.collect_hits is not None:
+            self.collect_hits.append((self.instructions + self.counter.in_hook() + 1, -address))
+            return
         if self._stop is None:
             self._stop = Stop("watchpoint", uc.reg_read(UC_ARM_REG_PC), {"kind": kind, "address": address})
         self.counter.stop_after_current()
@@ -479,7 +494,7 @@ class Machine:
         """Run up to `budget` cycles. Returns early at a breakpoint/watchpoint/BKPT, a lockup, or
         (unless idle_to_end) when the CPU sleeps with nothing scheduled to wake it ("idle")."""
         end = self.cycles + budget
-        if self._skip_bp is None and self.pc() in self.breakpoints:
+        if self._skip_bp is None and self.collect_hits is None and self.pc() in self.breakpoints:
             self._skip_bp = self.pc()  # resuming from this breakpoint: do not report it again at once
         try:
             while self.cycles < end:
