@@ -146,3 +146,47 @@ nodes:
     err = cli.json("snapshot", "create", sid, check=5)
     assert err["code"] == "NOT_SUPPORTED" and "SD card" in err["error"]
     assert client.session("show", sid).state == "running"  # refused, not crashed
+
+
+# ------------------------------------------------------------------------------ record / replay
+
+def test_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Client, tmp_path: Path) -> None:
+    made = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin", "--record")
+    sid = made["id"]
+    assert made["deterministic"] and made["recording"].endswith("recording.vrec")
+    wait_for(console_contains(client, sid, b"Hello"), timeout=30)
+    client.console_send(sid, b"ping\n")
+    wait_for(console_contains(client, sid, b"echo: ping\n"), timeout=30)
+    client.console_send(sid, b"pong\n")
+    wait_for(console_contains(client, sid, b"echo: pong\n"), timeout=30)
+    client.session("power_off", sid)
+    original = client.console_text(sid)
+    replay = cli.json("session", "replay", made["recording"])
+    assert replay["replaying"] == made["recording"] and replay["backend"] == "builtin"
+    wait_for(lambda: len(client.console_text(replay["id"])) >= len(original), timeout=30)
+    assert client.console_text(replay["id"]).startswith(original)  # same bytes, byte for byte
+    client.console_send(replay["id"], b"live\n")  # a replay takes its input from the recording only
+    assert b"echo: live" not in client.console_text(replay["id"])
+    # --until: a second replay pauses exactly there.
+    until = cli.json("session", "replay", made["recording"], "--until", "2000000")
+    wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
+    assert client.clock(until["id"]).virtual_ns == 2_000_000 * 40  # 25 MHz: 40 ns per instruction
+    by_time = cli.json("session", "replay", made["recording"], "--until", "30ms")
+    wait_for(lambda: client.session("show", by_time["id"]).state == "paused", timeout=30)
+    assert client.clock(by_time["id"]).virtual_ns == 30_000_000
+
+
+def test_record_and_replay_refusals(cli: CLI, tmp_path: Path) -> None:
+    need_tool("qemu-system-arm")
+    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu", "--record",
+                   check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "record" in err["error"]
+    bogus = tmp_path / "recording.vrec"
+    bogus.write_text("{}")
+    err = cli.json("session", "replay", str(bogus), check=2)
+    assert "not a virsim recording" in err["error"]
+    err = cli.json("session", "replay", str(bogus), "--until", "soon", check=2)
+    assert "not a virsim recording" in err["error"]  # the file is checked first
+    err = cli.json("session", "replay", str(tmp_path / "missing.vrec"), check=2)
+    assert "not a readable recording" in err["error"]
+    assert cli.json("session", "list") == []

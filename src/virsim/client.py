@@ -237,6 +237,10 @@ class Client:
         model, _ = p.REQUESTS[f"snapshot.{action}"]
         return self.call(f"snapshot.{action}", model(session=session, **fields))
 
+    def session_replay(self, recording: str | Path, **options: Any) -> p.SessionInfo:
+        req = p.SessionReplay(recording=_abs(recording), **options)
+        return self.call("session.replay", req)  # type: ignore[return-value]
+
     def clock(self, session: str) -> p.Clock:
         return self.call("session.clock", p.SessionRef(session=session))  # type: ignore[return-value]
 

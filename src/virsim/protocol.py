@@ -62,6 +62,7 @@ class SessionCreate(Message):
     backend: str | None = Field(None, description="override the board node's backend")
     from_snapshot: str | None = Field(None, description="absolute path of an exported .vsnap: board, backend, "
                                       "program and state all come from it")
+    record: bool = Field(False, description="record the execution (deterministic) to <session dir>/recording.vrec")
     name: str | None = None
     paused: bool = False
     deterministic: bool = False
@@ -73,6 +74,14 @@ class SessionList(Message):
 
 class SessionRef(Message):
     session: str = Field(description="session id, unique id prefix or name")
+
+
+class SessionReplay(Message):
+    recording: str = Field(description="absolute path of a recording.vrec")
+    until: str | None = Field(None, description="stop there: an instruction count (e.g. 5000000) or a virtual "
+                              "time (e.g. 250ms)")
+    name: str | None = None
+    paused: bool = False
 
 
 class SnapshotCreate(SessionRef):
@@ -222,6 +231,8 @@ class SessionInfo(Message):
     started_at: float | None
     uptime_s: float | None
     deterministic: bool
+    recording: str | None = Field(None, description="the recording this session writes (created with --record)")
+    replaying: str | None = Field(None, description="the recording this session replays")
     program: str | None = Field(None, description="id of the program the emulator runs")
     pid: int | None = None
     console_log: str
@@ -407,6 +418,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "session.power_on": (SessionRef, SessionInfo),
     "session.delete": (SessionDelete, DeleteReply),
     "session.clock": (SessionRef, Clock),
+    "session.replay": (SessionReplay, SessionInfo),
     "console.read": (ConsoleRead, ConsoleChunk),
     "console.send": (ConsoleSend, SendReply),
     "snapshot.create": (SnapshotCreate, SnapshotInfo),

@@ -40,6 +40,7 @@ class Capability(str, Enum):
     REATTACH = "reattach"  # instances survive a daemon restart
     DEBUG = "debug"
     SNAPSHOT = "snapshot"
+    RECORD = "record"  # record an execution and replay it byte for byte (session create --record / replay)
     REVERSE = "reverse"  # reverse execution under the debugger (reverse-stepi/-step/-continue)
     COVERAGE = "coverage"
     TRACE = "trace"
@@ -93,6 +94,9 @@ class InstanceSpec:
     deterministic: bool = False
     start_paused: bool = False
     shared_memory: list[SharedMapping] = field(default_factory=list)
+    record: Path | None = None  # write a recording of the execution here (Capability.RECORD)
+    replay: Path | None = None  # replay this recording instead of taking live input
+    replay_until: str | None = None  # "<n>" instructions or "<n>ns": stop (pause) there
 
 
 @dataclass

@@ -25,6 +25,10 @@ def show_info(info: SessionInfo) -> None:
             ("created", when(info.created_at)), ("uptime", duration(info.uptime_s)),
             ("console", f"{info.console_log} ({info.console_bytes} bytes)")]
     rows += [(name, value) for name, value in sorted(info.endpoints.items())]
+    if info.recording:
+        rows.append(("recording", info.recording))
+    if info.replaying:
+        rows.append(("replaying", info.replaying))
     if info.debugger:
         rows.append(("debugger", info.debugger))
     if info.stop:
@@ -51,6 +55,8 @@ def create(
     load_address: Annotated[Optional[str], typer.Option(help="Load address of a raw binary, e.g. 0x0.")] = None,
     from_snapshot: Annotated[Optional[Path], typer.Option("--from-snapshot", help="Start from an exported .vsnap "
                                                           "(board, backend, program and state come from it).")] = None,
+    record: Annotated[bool, typer.Option("--record", help="Record the execution (implies --deterministic) to "
+                                                           "<session dir>/recording.vrec for `session replay`.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session: start the board's emulator with the firmware, and print the session id.
@@ -63,11 +69,35 @@ def create(
     info = client().session_create(board or "", firmware, backend=backend, name=name, paused=paused,
                                    deterministic=deterministic, firmware_format=fmt,
                                    load_address=parse_int(load_address, "--load-address"),
-                                   from_snapshot=from_snapshot)
+                                   from_snapshot=from_snapshot, record=record)
 
     def human() -> None:
         print(info.id)
         err.print(f"[dim]session {info.name} {info.state} on {info.backend}; "
+                  f"console: virsim console {info.id} --follow[/]")
+
+    emit(info, as_json, human)
+
+
+@app.command("replay")
+def replay(
+    recording: Annotated[Path, typer.Argument(help="A recording.vrec (session show: recording).")],
+    until: Annotated[Optional[str], typer.Option(help="Pause there: an instruction count (5000000) or a virtual "
+                                                      "time (250ms).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="A name for the new session.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Start halted.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a recorded execution in a new session: same board, backend and program, the recorded
+    inputs instead of live ones, so the console shows the same bytes; --until pauses it there.
+
+    Example: virsim session replay ~/.local/share/virsim/sessions/3fa9c2d1/recording.vrec --until 250ms
+    """
+    info = client().session_replay(recording, until=until, name=name, paused=paused)
+
+    def human() -> None:
+        print(info.id)
+        err.print(f"[dim]session {info.name} replays {info.replaying} on {info.backend}; "
                   f"console: virsim console {info.id} --follow[/]")
 
     emit(info, as_json, human)

@@ -76,6 +76,7 @@ class Daemon:
             "session.power_on": self.sessions.power_on,
             "session.delete": self.sessions.delete,
             "session.clock": self.sessions.clock,
+            "session.replay": self.sessions.replay,
             "console.read": self.sessions.console_read,
             "console.send": self.sessions.console_send,
             "snapshot.create": self.snapshots.create,

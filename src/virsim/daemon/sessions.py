@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from virsim.daemon.snapshots import SnapshotService
 
 log = logging.getLogger("virsim.daemon.sessions")
+RECORDING = "recording.vrec"  # the header (JSON): what was recorded, so `session replay` can rebuild it
+RECORD_DATA = "recording.data"  # the backend's own log next to it (engine input log, QEMU rr file)
 S = SessionState
 Publisher = Callable[[p.Event, bytes], None]
 
@@ -82,7 +84,10 @@ class SessionService:
             session_id=row["id"], board=board, node=node, workdir=workdir,
             rundir=self.paths.session_runtime(row["id"]), console_log=workdir / "console.log",
             stderr_log=workdir / "emulator.log", firmware=firmware,
-            deterministic=bool(row["deterministic"]), start_paused=paused)
+            deterministic=bool(row["deterministic"]), start_paused=paused,
+            record=workdir / RECORD_DATA if row.get("record") else None,
+            replay=Path(row["replay"]).with_name(RECORD_DATA) if row.get("replay") else None,
+            replay_until=row.get("replay_until"))
 
     def _program_image(self, row: dict[str, Any]) -> FirmwareImage | None:
         if not row.get("program"):
@@ -148,6 +153,7 @@ class SessionService:
             created_at=row["created_at"], started_at=started,
             uptime_s=(time.time() - started) if started and state in LIVE else None,
             deterministic=bool(row["deterministic"]), program=row.get("program"),
+            recording=str(workdir / RECORDING) if row.get("record") else None, replaying=row.get("replay"),
             pid=live.instance.pid if live else None, console_log=str(workdir / "console.log"),
             console_bytes=log_size(workdir / "console.log"), error=row.get("error"),
             stderr_tail=row.get("stderr_tail"), capabilities=caps,
@@ -237,7 +243,8 @@ class SessionService:
         return self.info(self.store.get_session(info.id))
 
     def _create(self, req: p.SessionCreate, board: BoardConfig, source: str,
-                before_boot: Callable[[Path], None] | None = None) -> p.SessionInfo:
+                before_boot: Callable[[Path], None] | None = None, extra: dict[str, Any] | None = None
+                ) -> p.SessionInfo:
         if board.multi_node:
             raise NotSupported(f"board {board.system_id} has {len(board.nodes)} nodes: multi-node sessions are not "
                                "supported yet (single-node boards only)", board=board.system_id,
@@ -247,6 +254,11 @@ class SessionService:
         adapter = get_backend(backend)
         adapter.check_node(node)
         caps = adapter.get_capabilities()
+        if req.record:
+            if Capability.RECORD not in caps:
+                raise NotSupported(f"backend {backend} cannot record executions", backend=backend,
+                                   capability=Capability.RECORD.value)
+            req = req.model_copy(update={"deterministic": True})  # a recording replays only what is deterministic
         if req.deterministic and Capability.DETERMINISTIC not in caps:
             raise NotSupported(f"backend {backend} has no deterministic mode", backend=backend,
                                capability=Capability.DETERMINISTIC.value)
@@ -272,7 +284,8 @@ class SessionService:
             "state": S.CREATED.value, "deterministic": int(req.deterministic or adapter.always_deterministic),
             "program": None,
             "created_at": now, "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
-            "error": None, "stderr_tail": None})
+            "error": None, "stderr_tail": None, "record": int(req.record), "replay": None, "replay_until": None,
+            **(extra or {})})
         try:
             row = self.store.get_session(sid)
             if image is not None:
@@ -283,6 +296,8 @@ class SessionService:
             self.store.add_artifact(sid, "console-log", workdir / "console.log")
             if before_boot is not None:
                 before_boot(workdir)
+            if row.get("record"):
+                self._write_recording_header(row, workdir)
             row = self._boot(row, image, "created", paused=req.paused, from_start=True)
         except BaseException:
             self._stop_instance(sid)
@@ -290,6 +305,42 @@ class SessionService:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         return self.info(row)
+
+    def _write_recording_header(self, row: dict[str, Any], workdir: Path) -> None:
+        prog = self.store.get_program(row["id"], row["program"]) if row.get("program") else None
+        header = {"format": "vrec1", "session": row["id"], "backend": row["backend"], "board": row["board"],
+                  "board_json": row["board_json"], "node": row["node"], "data": RECORD_DATA,
+                  "program": prog["path"] if prog else None, "program_sha256": prog["sha256"] if prog else None,
+                  "program_format": prog["format"] if prog else None,
+                  "program_load_address": prog["load_address"] if prog else None, "created_at": time.time()}
+        (workdir / RECORDING).write_text(json.dumps(header, indent=1) + "\n")
+        self.store.add_artifact(row["id"], "recording", workdir / RECORDING)
+
+    def replay(self, req: p.SessionReplay) -> p.SessionInfo:
+        """A new session that replays a recording: same board, backend and program, the recorded
+        inputs instead of live ones, so the console shows the same bytes."""
+        path = Path(req.recording)
+        try:
+            header = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise InvalidInput(f"{path}: not a readable recording ({err})", field="recording", file=str(path)) from err
+        if not isinstance(header, dict) or header.get("format") != "vrec1":
+            raise InvalidInput(f"{path}: not a virsim recording (recording.vrec)", field="recording", file=str(path))
+        data = path.with_name(header.get("data") or RECORD_DATA)
+        program = Path(header.get("program") or "")
+        if not data.exists():
+            raise InvalidInput(f"{path}: its execution log {data} is missing", field="recording", file=str(data))
+        if not program.is_file():
+            raise InvalidInput(f"{path}: the recorded program {program} is gone (was its session purged?)",
+                               field="recording", file=str(program))
+        until = _parse_until(req.until) if req.until else None
+        board = BoardConfig.model_validate_json(header["board_json"])
+        sub = p.SessionCreate(board=board.system_id, firmware=str(program), backend=header["backend"],
+                              firmware_format=header.get("program_format") or "auto",
+                              load_address=header.get("program_load_address"), name=req.name, paused=req.paused,
+                              deterministic=True)
+        return self._create(sub, board, f"recording {path}",
+                            extra={"replay": str(path.resolve()), "replay_until": until})
 
     def list(self, req: p.SessionList) -> p.SessionListReply:
         return p.SessionListReply(sessions=[self.info(r) for r in self.store.sessions(req.all)])
@@ -469,6 +520,7 @@ class SessionService:
             if status is None:
                 try:
                     live.instance.tick()
+                    self._replay_reached(sid, live)
                 except VirsimError:
                     log.exception("instance tick of session %s", sid)
                 continue
@@ -481,6 +533,12 @@ class SessionService:
                 stderr = status.stderr_tail or tail(self.paths.session_dir(sid) / "emulator.log")
                 self.set_state(row, S.FAILED, f"emulator {status.reason}", pid=None,
                                 error=f"emulator {status.reason}", stderr_tail=stderr[-2000:] or None)
+
+    def _replay_reached(self, sid: str, live: Live) -> None:
+        """A replay that runs to --until halts there by itself: show the session as paused."""
+        row = self.store.get_session(sid)
+        if row.get("replay_until") and self.state_of(row) == S.RUNNING and not live.instance.run_status().running:
+            self.set_state(row, S.PAUSED, f"replay reached {row['replay_until']}")
 
     def reconcile(self) -> None:
         """After a daemon (re)start: re-attach to emulators still running, mark the others lost."""
@@ -545,3 +603,23 @@ class SessionService:
         """(sessions with a live emulator, sessions not deleted)."""
         return len(self.live), self.store.count_sessions()
 
+
+def _parse_until(text: str) -> str:
+    """`--until`: an instruction count ("5000000", "5e6") or a virtual time ("250ms", "2s", "10us")
+    -> "<n>" instructions or "<n>ns"."""
+    t = text.strip().lower()
+    units = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+    try:
+        for unit in ("ns", "us", "ms", "s"):
+            if t.endswith(unit):
+                value = float(t[: -len(unit)]) * units[unit]
+                if value <= 0:
+                    raise ValueError(text)
+                return f"{int(value)}ns"
+        count = int(float(t))
+        if count <= 0:
+            raise ValueError(text)
+        return str(count)
+    except ValueError as err:
+        raise InvalidInput(f"--until {text!r}: give an instruction count (5000000) or a virtual time (250ms)",
+                           field="until", value=text) from err

@@ -69,11 +69,20 @@ def _m004_snapshots(db: sqlite_utils.Database) -> None:
     db["snapshots"].create_index(["session"])
 
 
+def _m005_record_replay(db: sqlite_utils.Database) -> None:
+    # record: 1 = write a recording of this session's inputs; replay: the recording it replays;
+    # replay_until: stop there ("<n>" instructions or "<n>ns" of virtual time).
+    db["sessions"].add_column("record", int)
+    db["sessions"].add_column("replay", str)
+    db["sessions"].add_column("replay_until", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
     ("003_breakpoint_ids_autoincrement", _m003_breakpoint_ids_autoincrement),
     ("004_snapshots", _m004_snapshots),
+    ("005_record_replay", _m005_record_replay),
 ]
 
 

@@ -151,6 +151,8 @@ class BuiltinInstance(Instance):
             # Always start halted (like QEMU's -S): the daemon connects first, then resumes, so a
             # firmware that dies at once still dies in a supervised, connected instance.
             "start_paused": True, "shared": [asdict(s) for s in spec.shared_memory],
+            "record": str(spec.record) if spec.record else None, "replay": str(spec.replay) if spec.replay else None,
+            "replay_until": spec.replay_until,
         }
 
     def power_on(self) -> None:
@@ -271,7 +273,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
         Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
         Capability.SHARED_MEMORY, Capability.UART_CHANNEL, Capability.SNAPSHOT,
-        Capability.REVERSE,
+        Capability.REVERSE, Capability.RECORD,
     })
     always_deterministic = True
 

@@ -52,6 +52,9 @@ class EngineSpec:
     load_address: int | None = None
     start_paused: bool = False
     shared: list[dict[str, Any]] | None = None
+    record: str | None = None  # append every input (cycle, kind, args) here, one JSON line each
+    replay: str | None = None  # feed the inputs logged there at their cycles instead of live ones
+    replay_until: str | None = None  # halt at "<n>" instructions or "<n>ns" of virtual time
 
     @classmethod
     def load(cls, path: Path) -> EngineSpec:
@@ -146,6 +149,14 @@ class Engine:
         gdb_listener.listen(1)
         self.gdb = GdbStub(self, gdb_listener)
         self.history = History(self.machine)
+        self.recording = open(spec.record, "w") if spec.record else None  # noqa: SIM115 - engine lifetime
+        self.replaying: list[tuple[int, str, tuple[Any, ...]]] = []
+        if spec.replay:
+            self.replaying = [_decode(json.loads(line)) for line in Path(spec.replay).read_text().splitlines() if line]
+        self.until: tuple[str, int] | None = None
+        if spec.replay_until:
+            u = spec.replay_until
+            self.until = ("ns", int(u[:-2])) if u.endswith("ns") else ("instructions", int(u))
         self.channels: dict[str, Channel] = {}
         uart = self.machine.console_uart()
         if uart is not None:
@@ -195,14 +206,41 @@ class Engine:
         return StopInfo(5, "swbreak:;")
 
     def _input(self, kind: str, *args: Any) -> None:
-        """Everything from outside reaches the machine here, logged for re-execution."""
+        """Everything from outside reaches the machine here, logged for re-execution and recording.
+        A replaying engine takes its inputs from the recording only."""
+        if self.spec.replay:
+            return
         self.history.record(kind, *args)
+        if self.recording is not None:
+            self.recording.write(json.dumps(_encode(self.machine.cycles, kind, args)) + "\n")
+            self.recording.flush()
         self.history.apply(kind, args)
         self.idle = False
 
+    def _budget(self) -> int | None:
+        """Cycles to run before the next replayed input or the --until point (None: stop now)."""
+        m = self.machine
+        budget = BUDGET
+        while self.replaying and self.replaying[0][0] <= m.cycles:
+            _, kind, args = self.replaying.pop(0)
+            self.history.apply(kind, args)
+            self.idle = False
+        if self.replaying:
+            budget = min(budget, self.replaying[0][0] - m.cycles)
+        if self.until is not None:
+            unit, value = self.until
+            if unit == "instructions":
+                left = value - m.instructions
+            else:
+                left = -(-(value - m.time_ns()) * m.frequency // 1_000_000_000)
+            if left <= 0:
+                self.until = None
+                return None
+            budget = min(budget, left)
+        return max(budget, 1)
+
     def reset(self) -> None:
-        self.machine.reset()
-        self.idle = False
+        self._input("reset")
 
     def monitor(self, command: str) -> str:
         words = command.split()
@@ -230,7 +268,9 @@ class Engine:
             self.resume()
             return {}
         if op == "reset":
-            self.reset()
+            self._input("reset")
+            if self.spec.replay:
+                return {"error": "a replaying session takes its resets from the recording"}
             return {}
         if op == "run_for":
             if self.running:
@@ -384,12 +424,19 @@ class Engine:
             if self.running and self.stepping:
                 self._step()
             elif self.running and not self.idle:
-                stop = self.machine.run(BUDGET)
+                budget = self._budget()
+                if budget is None:
+                    self.halt("replay reached --until")
+                    continue
+                stop = self.machine.run(budget)
                 self.history.advanced()
                 self.history.maybe_checkpoint()
                 self._flush()
-                if stop.reason == "idle":
+                if stop.reason == "idle" and not self.replaying and self.until is None:
                     self.idle = True
+                elif stop.reason == "idle":
+                    # Asleep, but a replayed input or the --until point lies ahead: time goes on to it.
+                    self.machine.run(self._budget() or 1, idle_to_end=True)
                 else:
                     self._report(stop)
                 now = time.monotonic()
@@ -414,6 +461,17 @@ class Engine:
         for name in ("engine.sock", "gdbstub.sock"):
             (self.rundir / name).unlink(missing_ok=True)
         self.log.close()
+
+
+def _encode(cycle: int, kind: str, args: tuple[Any, ...]) -> list[Any]:
+    return [cycle, kind, [a.hex() if isinstance(a, bytes) else a for a in args]]
+
+
+def _decode(item: list[Any]) -> tuple[int, str, tuple[Any, ...]]:
+    cycle, kind, args = item
+    if kind == "uart":
+        args = [args[0], bytes.fromhex(args[1])]
+    return int(cycle), str(kind), tuple(args)
 
 
 def main(argv: list[str] | None = None) -> int:

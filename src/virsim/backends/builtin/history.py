@@ -96,6 +96,8 @@ class History:
             m.set_irq(args[0], args[1])
         elif kind == "gpio":
             m.device(args[0]).set_input(args[1], args[2])  # type: ignore[attr-defined]
+        elif kind == "reset":
+            m.reset()
 
     # ------------------------------------------------------------------ going back
     def _restore(self, cp: Checkpoint) -> None:
