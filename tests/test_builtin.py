@@ -258,9 +258,11 @@ def short_tmp() -> Path:
 def test_capabilities_are_declared() -> None:
     caps = get_backend("builtin").get_capabilities()
     for cap in (Capability.RUN_FOR, Capability.IRQ_LINES, Capability.SHARED_MEMORY, Capability.UART_CHANNEL,
-                Capability.DEBUG, Capability.DETERMINISTIC):
+                Capability.DEBUG, Capability.DETERMINISTIC, Capability.SNAPSHOT, Capability.REVERSE, Capability.RECORD):
         assert cap in caps
-    assert Capability.SNAPSHOT not in caps and Capability.RUN_FOR not in get_backend("qemu").get_capabilities()
+    qemu = get_backend("qemu").get_capabilities()
+    assert Capability.SNAPSHOT in qemu
+    assert not {Capability.RUN_FOR, Capability.REVERSE, Capability.RECORD, Capability.IRQ_LINES} & qemu
 
 
 def test_engine_run_for_n_reports_where_it_stopped(short_tmp: Path) -> None:

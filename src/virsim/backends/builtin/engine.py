@@ -305,15 +305,16 @@ class Engine:
                 "state": json.dumps(state).encode(), "memory": zlib.compress(memory, 1)})
             return {"virtual_ns": m.time_ns(), "instructions": m.instructions, "size": size}
         if op == "snapshot_load":
-            self.history.stop()  # a restored state starts a new history
-            if self.gdb.conn is not None:
-                self.history.start()
             meta, sections = snapshot.read(Path(req["path"]))
             if meta.get("backend") != "builtin" or meta.get("node") != self.spec.node:
                 return {"error": f"snapshot is for backend {meta.get('backend')} node {meta.get('node')}"}
-            m.load_state(json.loads(sections["state"]), zlib.decompress(sections["memory"]))
-            self.idle = False
             self._flush()
+            m.load_state(json.loads(sections["state"]), zlib.decompress(sections["memory"]))
+            # A restored state starts a new history (and its output is new output, not re-execution).
+            self.history.stop()
+            if self.gdb.conn is not None:
+                self.history.start()
+            self.idle = False
             if req.get("marker"):
                 self.log.write(str(req["marker"]).encode("latin-1"))
             return {"virtual_ns": m.time_ns(), "instructions": m.instructions}
