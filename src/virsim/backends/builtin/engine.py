@@ -158,6 +158,7 @@ class Engine:
             u = spec.replay_until
             self.until = ("ns", int(u[:-2])) if u.endswith("ns") else ("instructions", int(u))
         self.channels: dict[str, Channel] = {}
+        self._polled: tuple[zmq.Poller, dict[int, Any], set[int]] | None = None
         uart = self.machine.console_uart()
         if uart is not None:
             uart.sinks.append(self._console_out)
@@ -398,12 +399,20 @@ class Engine:
         if data:
             self._input("uart", ident, data)
 
-    def _poll(self, timeout_ms: int | None) -> None:
-        poller = zmq.Poller()
-        poller.register(self.control, zmq.POLLIN)
+    def _poller(self) -> tuple[zmq.Poller, dict[int, Any]]:
+        """The poller over the control socket and every fd, rebuilt only when the fd set changed
+        (this runs about every millisecond while the CPU runs)."""
         handlers = self._fds()
-        for fd in handlers:
-            poller.register(fd, zmq.POLLIN)
+        if self._polled is None or set(handlers) != self._polled[2]:
+            poller = zmq.Poller()
+            poller.register(self.control, zmq.POLLIN)
+            for fd in handlers:
+                poller.register(fd, zmq.POLLIN)
+            self._polled = (poller, handlers, set(handlers))
+        return self._polled[0], handlers
+
+    def _poll(self, timeout_ms: int | None) -> None:
+        poller, handlers = self._poller()
         for key, _ in poller.poll(timeout_ms):
             if key is self.control:
                 try:
