@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from virsim import protocol as p
+from virsim import snapshot
 from virsim.backends import get_backend
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
 from virsim.backends.process import tail
@@ -203,10 +205,6 @@ class SessionService:
     def _create_from_snapshot(self, req: p.SessionCreate) -> p.SessionInfo:
         """A new session whose board, backend, program and machine state all come from an exported
         .vsnap (checked whole before anything is created)."""
-        import tempfile
-
-        from virsim import snapshot
-
         path = Path(req.from_snapshot or "")
         meta, sections = snapshot.read(path)
         if "program" not in sections or not meta.get("board_json"):

@@ -211,18 +211,14 @@ class ExceptionUnit:
             return exc
         return None
 
-    def blocked_by_mask(self) -> bool:
-        """Something pending would run but for PRIMASK/BASEPRI/FAULTMASK (the machine then watches
-        for the mask to drop, instruction by instruction)."""
+    def pending_unmasked(self) -> bool:
+        """Something pending would preempt if PRIMASK/BASEPRI/FAULTMASK were clear. That wakes
+        WFI/WFE, and while the masks hold it back the machine watches, instruction by instruction,
+        for them to drop."""
         exc = self.nvic.best_pending()
         if exc is None:
             return False
         return self.nvic.group(self.nvic.priority[exc]) < self.nvic.active_priority()
-
-    def wake_pending(self) -> bool:
-        """WFI/WFE wake-up: a pending exception that could preempt if PRIMASK were clear."""
-        exc = self.nvic.best_pending()
-        return exc is not None and self.nvic.group(self.nvic.priority[exc]) < self.nvic.active_priority()
 
     # ------------------------------------------------------------------ faults
     def fault(self, exc: int, cfsr_bits: int = 0, bfar: int | None = None, what: str = "") -> None:

@@ -475,7 +475,7 @@ class Machine:
             if exc is not None:
                 self.exc.take(exc)
                 self._sleeping = False
-            watch = self.exc.blocked_by_mask() and self.exc.preempting() is None
+            watch = self.exc.pending_unmasked() and self.exc.preempting() is None
         if watch != (self._mask_hook is not None):
             self._set_mask_watch(watch)
 
@@ -501,7 +501,7 @@ class Machine:
                 self._service()
                 nxt = self.next_event()
                 if self._sleeping:
-                    if self.exc.wake_pending():
+                    if self.exc.pending_unmasked():
                         self._sleeping = False
                         continue
                     if nxt is None or nxt > end:
@@ -555,7 +555,7 @@ class Machine:
             self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_DIVBYZERO, what="integer divide by zero")
         elif stop is None and executed < n and self._fault_access is None and not self.counter.stop_before \
                 and not self.counter.overshot():
-            self._sleeping = not self.exc.wake_pending()  # WFI/WFE
+            self._sleeping = not self.exc.pending_unmasked()  # WFI/WFE
         if stop is not None and stop.reason in ("breakpoint", "watchpoint", "bkpt", "lockup"):
             stop.pc = self.pc() if stop.reason != "breakpoint" else stop.pc
             return stop
