@@ -25,8 +25,9 @@ MAGIC = b"VSNAP1\n"
 FORMAT = 1
 
 
-def write(path: Path, meta: dict[str, Any], sections: dict[str, bytes]) -> int:
-    """Write atomically (temp file + rename); return the file size."""
+def write(path: Path, meta: dict[str, Any], sections: dict[str, bytes], durable: bool = True) -> int:
+    """Write atomically (temp file + rename); return the file size. `durable`: fsync before the
+    rename (off where the state itself lives elsewhere, e.g. in QEMU's qcow2, which QEMU flushes)."""
     header = dict(meta, format=FORMAT, sections=[
         {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in sections.items()])
     tmp = path.with_name(path.name + ".tmp")
@@ -36,7 +37,8 @@ def write(path: Path, meta: dict[str, Any], sections: dict[str, bytes]) -> int:
         for data in sections.values():
             fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
     tmp.replace(path)
     return path.stat().st_size
 

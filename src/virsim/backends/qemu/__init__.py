@@ -215,12 +215,13 @@ class QemuInstance(Instance):
         ns = self.virtual_time_ns()
         meta = dict(meta, backend="qemu", node=self.spec.node.id, tag=tag, virtual_ns=ns, instructions=ns,
                     deterministic=self.spec.deterministic)
-        snapshot.write(path, meta, {"qemu": json.dumps({"tag": tag}).encode()})
+        snapshot.write(path, meta, {"qemu": json.dumps({"tag": tag}).encode()}, durable=False)
         return {"virtual_ns": ns, "instructions": ns, "size": size}
 
     def restore_snapshot(self, path: Path, marker: bytes = b"") -> dict[str, Any]:
         self._snapshot_ready()
-        tag = str(snapshot.read_meta(path)["tag"])
+        meta = snapshot.read_meta(path)
+        tag = str(meta["tag"])
         was_running = bool(self._qmp().execute("query-status").get("running"))
         self._qmp().execute("stop")
         try:
@@ -233,8 +234,7 @@ class QemuInstance(Instance):
         finally:
             if was_running:
                 self._qmp().execute("cont")
-        ns = self.virtual_time_ns()
-        return {"virtual_ns": ns, "instructions": ns}
+        return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions")}
 
     def delete_snapshot(self, path: Path) -> None:
         if self.qmp is None or not path.exists():
