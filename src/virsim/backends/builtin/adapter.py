@@ -12,7 +12,6 @@ host, so `--deterministic` changes nothing here.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import time
 from dataclasses import asdict
@@ -31,11 +30,10 @@ from virsim.backends.base import (
     RunStatus,
     ToolCheck,
 )
-from virsim.backends.process import EmulatorProcess, ExitStatus
+from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node, board_to_dict
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
 
-_START_TIMEOUT = 15.0
 _CALL_TIMEOUT = 10.0
 UNICORN_VERSION = "2.1.4"
 
@@ -74,73 +72,21 @@ class EngineControl:
             self.sock = None
 
 
-class BuiltinInstance(Instance):
+class BuiltinInstance(SupervisedInstance):
+    emulator = "the built-in engine"
+    sockets = ("engine.sock", "console.sock", "gdbstub.sock")
+    start_timeout = 15.0
+
     def __init__(self, spec: InstanceSpec) -> None:
         super().__init__(spec)
-        self.proc: EmulatorProcess | None = None
         self.control: EngineControl | None = None
-        self.console: socket.socket | None = None
-        self.command: list[str] = []
-
-    # ---------------------------------------------------------------- supervision
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def handle(self) -> dict[str, Any]:
-        return {"process": self.proc.info() if self.proc else None, "command": self.command}
-
-    def exit_status(self) -> ExitStatus | None:
-        return self.proc.poll() if self.proc else None
-
-    def poll_fds(self) -> list[int]:
-        return [self.console.fileno()] if self.console is not None else []
-
-    def on_readable(self, fd: int) -> None:
-        # The console log (written by the engine) is the record; this socket says bytes arrived.
-        assert self.console is not None
-        try:
-            data = self.console.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_channels()
 
     def _ctl(self) -> EngineControl:
         if self.control is None:
             raise EmulatorError("the built-in engine is not running")
         return self.control
 
-    def _connect(self, deadline: float) -> None:
-        self.control = EngineControl(f"ipc://{self.spec.rundir / 'engine.sock'}")
-        while True:
-            try:
-                self.control.call("status", timeout=0.2)
-                break
-            except EmulatorError:
-                status = self.exit_status()
-                if status is not None:
-                    raise EmulatorError(f"the built-in engine {status.reason} while starting: "
-                                        f"{status.stderr_tail or 'no output'}", stderr_tail=status.stderr_tail,
-                                        returncode=status.returncode) from None
-                if time.monotonic() > deadline:
-                    raise
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.spec.rundir / "console.sock"))
-        sock.setblocking(False)
-        self.console = sock
-
-    def _close_channels(self) -> None:
-        if self.control is not None:
-            self.control.close()
-            self.control = None
-        if self.console is not None:
-            self.console.close()
-            self.console = None
-
-    # ---------------------------------------------------------------------- power
+    # ---------------------------------------------------------------- the supervised process
     def _engine_spec(self) -> dict[str, Any]:
         spec = self.spec
         fw = spec.firmware
@@ -155,52 +101,43 @@ class BuiltinInstance(Instance):
             "replay_until": spec.replay_until,
         }
 
-    def power_on(self) -> None:
+    def _command(self) -> list[str]:
         run = self.spec.rundir
-        run.mkdir(parents=True, exist_ok=True)
-        for name in ("engine.sock", "console.sock", "gdbstub.sock"):
-            (run / name).unlink(missing_ok=True)
         spec_path = run / "engine.json"
         spec_path.write_text(json.dumps(self._engine_spec()))
         self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.spec.console_log.touch()
-        self.command = [sys.executable, "-m", "virsim.backends.builtin", "--spec", str(spec_path), "--rundir", str(run)]
-        self.proc = EmulatorProcess.launch(self.command, self.spec.stderr_log, self.spec.workdir)
-        try:
-            self._connect(time.monotonic() + _START_TIMEOUT)
-        except BaseException:
-            self.power_off()
-            raise
-        if not self.spec.start_paused:
-            try:
-                self._ctl().call("resume")
-            except EmulatorError:
-                assert self.proc is not None
-                if not self.proc.wait(2.0):
-                    self.power_off()
-                    raise
-                # The firmware ended the engine as soon as it ran (a lockup): the instance did
-                # start, and supervision reports the session as failed with the reason.
+        return [sys.executable, "-m", "virsim.backends.builtin", "--spec", str(spec_path), "--rundir", str(run)]
 
-    def power_off(self) -> None:
-        if self.proc is None:
-            return
-        if self.control is not None and self.proc.poll() is None:
+    def _open_control(self, deadline: float) -> None:
+        self.control = EngineControl(f"ipc://{self.spec.rundir / 'engine.sock'}")
+        while True:
             try:
-                self.control.call("quit", timeout=2.0)
+                self.control.call("status", timeout=0.2)
+                return
             except EmulatorError:
-                pass  # stop() below makes sure
-            self.proc.wait(2.0)
-        self._close_channels()
-        self.proc.stop()
+                if self.exit_status() is not None or time.monotonic() > deadline:
+                    raise
+
+    def _close_control(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def _control_open(self) -> bool:
+        return self.control is not None
+
+    def _start(self) -> None:
+        self._ctl().call("resume")
+
+    def _quit(self) -> None:
+        self._ctl().call("quit", timeout=2.0)
 
     def destroy(self) -> None:
-        self.power_off()
-        run = self.spec.rundir
-        for path in list(run.glob("*.sock")) + [run / "engine.json"]:
-            path.unlink(missing_ok=True)
+        super().destroy()
+        (self.spec.rundir / "engine.json").unlink(missing_ok=True)
         try:
-            run.rmdir()
+            self.spec.rundir.rmdir()
         except OSError:
             pass
 
@@ -222,21 +159,6 @@ class BuiltinInstance(Instance):
 
     def virtual_time_ns(self) -> int | None:
         return int(self._ctl().call("status")["time_ns"])
-
-    # ---------------------------------------------------------------------- console, debug
-    def console_write(self, data: bytes) -> int:
-        if self.console is None:
-            raise EmulatorError("the console of this engine is not connected")
-        self.console.setblocking(True)
-        self.console.settimeout(2.0)
-        try:
-            self.console.sendall(data)
-        finally:
-            self.console.setblocking(False)
-        return len(data)
-
-    def gdb_endpoint(self) -> str | None:
-        return str(self.spec.rundir / "gdbstub.sock")
 
     def endpoints(self) -> dict[str, str]:
         return {"control": f"ipc://{self.spec.rundir / 'engine.sock'}"}
@@ -293,22 +215,7 @@ class BuiltinBackend(BackendAdapter):
         return BuiltinInstance(spec)
 
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
-        proc_info = handle.get("process")
-        if not proc_info:
-            return None
-        proc = EmulatorProcess.attach(proc_info, spec.stderr_log)
-        if proc is None:
-            return None
-        inst = BuiltinInstance(spec)
-        inst.proc = proc
-        inst.command = list(handle.get("command") or [])
-        try:
-            inst._connect(time.monotonic() + 3.0)
-        except (EmulatorError, OSError):
-            inst._close_channels()
-            proc.stop()
-            return None
-        return inst
+        return BuiltinInstance.reattach(spec, handle)
 
     def doctor(self) -> list[ToolCheck]:
         try:

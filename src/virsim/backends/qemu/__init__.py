@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from functools import lru_cache
@@ -27,8 +26,8 @@ from virsim.backends.base import (
     RunStatus,
     ToolCheck,
 )
-from virsim.backends.process import EmulatorProcess, ExitStatus
 from virsim.backends.qemu.qmp import QMPClient
+from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
 from virsim.firmware import FirmwareImage
@@ -111,66 +110,43 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     return args
 
 
-class QemuInstance(Instance):
+class QemuInstance(SupervisedInstance):
+    emulator = "QEMU"
+    sockets = ("qmp.sock", "console.sock", "gdbstub.sock")
+
     def __init__(self, spec: InstanceSpec) -> None:
         super().__init__(spec)
-        self.proc: EmulatorProcess | None = None
         self.qmp: QMPClient | None = None
-        self.console: socket.socket | None = None
-        self.command: list[str] = []
         self._input_until = 0.0  # keep waking QEMU's main loop until then (console input pending)
 
-    # ---------------------------------------------------------------- supervision
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
+    # ---------------------------------------------------------------- the supervised process
+    def _command(self) -> list[str]:
+        version = qemu_version(binary_for(self.spec.node))
+        if version is None:
+            raise EmulatorMissing(f"{binary_for(self.spec.node)} is not installed: {INSTALL_HINT}",
+                                  binary=binary_for(self.spec.node), install=INSTALL_HINT)
+        self._snapshot_disk()
+        command = build_command(self.spec, version)
+        command[0] = shutil.which(command[0]) or command[0]
+        return command
 
-    def handle(self) -> dict[str, Any]:
-        return {"process": self.proc.info() if self.proc else None, "command": self.command}
+    def _open_control(self, deadline: float) -> None:
+        self.qmp = QMPClient(self.spec.rundir / "qmp.sock")
+        self.qmp.connect(deadline)
 
-    def exit_status(self) -> ExitStatus | None:
-        if self.proc is None:
-            return None
-        return self.proc.poll()
-
-    def poll_fds(self) -> list[int]:
-        return [self.console.fileno()] if self.console is not None else []
-
-    def on_readable(self, fd: int) -> None:
-        # The console log (written by QEMU) is the record; this socket only tells us bytes arrived.
-        assert self.console is not None
-        try:
-            data = self.console.recv(65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_channels()
-
-    def _connect(self, deadline: float) -> None:
-        run = self.spec.rundir
-        self.qmp = QMPClient(run / "qmp.sock")
-        try:
-            self.qmp.connect(deadline)
-        except EmulatorError as err:
-            status = self.exit_status()
-            if status is not None:
-                raise EmulatorError(f"QEMU {status.reason} while starting: {status.stderr_tail or 'no output'}",
-                                    stderr_tail=status.stderr_tail, returncode=status.returncode) from err
-            raise
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(run / "console.sock"))
-        sock.setblocking(False)
-        self.console = sock
-
-    def _close_channels(self) -> None:
+    def _close_control(self) -> None:
         if self.qmp is not None:
             self.qmp.close()
             self.qmp = None
-        if self.console is not None:
-            self.console.close()
-            self.console = None
+
+    def _control_open(self) -> bool:
+        return self.qmp is not None
+
+    def _start(self) -> None:
+        self._qmp().execute("cont")
+
+    def _quit(self) -> None:
+        self._qmp().execute("quit")
 
     def _qmp(self) -> QMPClient:
         if self.qmp is None:
@@ -244,55 +220,6 @@ class QemuInstance(Instance):
         except (EmulatorError, KeyError):
             pass  # already gone from the qcow2: nothing to free
 
-    def power_on(self) -> None:
-        version = qemu_version(binary_for(self.spec.node))
-        if version is None:
-            raise EmulatorMissing(f"{binary_for(self.spec.node)} is not installed: {INSTALL_HINT}",
-                                  binary=binary_for(self.spec.node), install=INSTALL_HINT)
-        self.spec.rundir.mkdir(parents=True, exist_ok=True)
-        self._snapshot_disk()
-        for name in ("qmp.sock", "console.sock", "gdbstub.sock"):
-            (self.spec.rundir / name).unlink(missing_ok=True)
-        self.command = build_command(self.spec, version)
-        self.command[0] = shutil.which(self.command[0]) or self.command[0]
-        self.proc = EmulatorProcess.launch(self.command, self.spec.stderr_log, self.spec.workdir)
-        try:
-            self._connect(time.monotonic() + _START_TIMEOUT)
-        except BaseException:
-            self.power_off()
-            raise
-        if not self.spec.start_paused:
-            try:
-                self._qmp().execute("cont")
-            except EmulatorError:
-                assert self.proc is not None
-                if not self.proc.wait(2.0):
-                    self.power_off()
-                    raise
-                # The firmware made QEMU exit as soon as it ran (e.g. a Cortex-M lockup): the
-                # instance did start, and supervision reports the session as failed with the reason.
-
-    def power_off(self) -> None:
-        if self.proc is None:
-            return
-        if self.qmp is not None and self.proc.poll() is None:
-            try:
-                self.qmp.execute("quit")
-            except EmulatorError:
-                pass  # it may already be going away; stop() below makes sure
-            self.proc.wait(2.0)
-        self._close_channels()
-        self.proc.stop()
-
-    def destroy(self) -> None:
-        self.power_off()
-        for name in ("qmp.sock", "console.sock", "gdbstub.sock"):
-            (self.spec.rundir / name).unlink(missing_ok=True)
-        try:
-            self.spec.rundir.rmdir()
-        except OSError:
-            pass
-
     def reset(self) -> None:
         self._qmp().execute("system_reset")
 
@@ -314,22 +241,13 @@ class QemuInstance(Instance):
         return int(self._qmp().execute("query-replay")["icount"])
 
     # ----------------------------------------------------------------------------- console
-    def console_write(self, data: bytes) -> int:
-        if self.console is None:
-            raise EmulatorError("the console of this QEMU instance is not connected")
-        self.console.setblocking(True)
-        self.console.settimeout(2.0)
-        try:
-            self.console.sendall(data)
-        finally:
-            self.console.setblocking(False)
+    def _console_written(self) -> None:
         # QEMU's chardev stops watching the socket while the UART cannot receive (e.g. before the
         # firmware enables RX) and only looks again when its main loop wakes up; a bare socket write
         # does not wake it. Any QMP command does: one now, and one every tick for a while (tick()),
         # so input sent before the firmware is ready is not left stuck in the socket buffer.
         self._qmp().execute("query-status")
         self._input_until = time.monotonic() + _INPUT_NUDGE_SECONDS
-        return len(data)
 
     def tick(self) -> None:
         if self._input_until and time.monotonic() < self._input_until and self.qmp is not None:
@@ -341,8 +259,6 @@ class QemuInstance(Instance):
     def endpoints(self) -> dict[str, str]:
         return {"qmp": str(self.spec.rundir / "qmp.sock")}
 
-    def gdb_endpoint(self) -> str | None:
-        return str(self.spec.rundir / "gdbstub.sock")
 
 
 class QemuBackend(BackendAdapter):
@@ -372,23 +288,7 @@ class QemuBackend(BackendAdapter):
             (workdir / SNAPSHOT_DISK).write_bytes(sections["qcow2"])
 
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
-        proc_info = handle.get("process")
-        if not proc_info:
-            return None
-        proc = EmulatorProcess.attach(proc_info, spec.stderr_log)
-        if proc is None:
-            return None
-        inst = QemuInstance(spec)
-        inst.proc = proc
-        inst.command = list(handle.get("command") or [])
-        try:
-            inst._connect(time.monotonic() + 3.0)
-        except (EmulatorError, OSError):
-            # Alive but unreachable: an orphan we cannot control. Stop it rather than leak it.
-            inst._close_channels()
-            proc.stop()
-            return None
-        return inst
+        return QemuInstance.reattach(spec, handle)
 
     def doctor(self) -> list[ToolCheck]:
         checks = []
