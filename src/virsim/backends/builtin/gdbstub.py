@@ -15,26 +15,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from unicorn import UcError
-from unicorn.arm_const import (
-    UC_ARM_REG_BASEPRI,
-    UC_ARM_REG_CONTROL,
-    UC_ARM_REG_FAULTMASK,
-    UC_ARM_REG_LR,
-    UC_ARM_REG_MSP,
-    UC_ARM_REG_PC,
-    UC_ARM_REG_PRIMASK,
-    UC_ARM_REG_PSP,
-    UC_ARM_REG_R0,
-    UC_ARM_REG_SP,
-    UC_ARM_REG_XPSR,
-)
+from unicorn.arm_const import UC_ARM_REG_PC
 
-from virsim.backends.builtin.machine import Machine
+from virsim.backends.builtin.machine import REGISTERS, Machine
 
-REGISTERS = ([(f"r{i}", UC_ARM_REG_R0 + i) for i in range(13)] +
-             [("sp", UC_ARM_REG_SP), ("lr", UC_ARM_REG_LR), ("pc", UC_ARM_REG_PC), ("xpsr", UC_ARM_REG_XPSR),
-              ("msp", UC_ARM_REG_MSP), ("psp", UC_ARM_REG_PSP), ("primask", UC_ARM_REG_PRIMASK),
-              ("basepri", UC_ARM_REG_BASEPRI), ("faultmask", UC_ARM_REG_FAULTMASK), ("control", UC_ARM_REG_CONTROL)])
 _CORE = 17  # r0..pc, xpsr: the org.gnu.gdb.arm.m-profile feature
 
 

@@ -75,7 +75,8 @@ SUPPORTED_CPUS = tuple(_CPU_MODELS)
 _DIV = re.compile(rb"[\x90-\x9f\xb0-\xbf]\xfb[\xf0-\xff][\xf0-\xff]", re.DOTALL)  # SDIV/UDIV (T1)
 _PERMS = {"RW": UC_PROT_ALL, "RO": UC_PROT_READ | UC_PROT_EXEC, "WO": UC_PROT_WRITE}
 EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 7, 8
-_SAVED_REGS = ([(f"r{i}", UC_ARM_REG_R0 + i) for i in range(13)] +
+# The registers a debugger sees and a snapshot saves, in the GDB target description's order.
+REGISTERS = ([(f"r{i}", UC_ARM_REG_R0 + i) for i in range(13)] +
                [("sp", UC_ARM_REG_SP), ("lr", UC_ARM_REG_LR), ("pc", UC_ARM_REG_PC), ("xpsr", UC_ARM_REG_XPSR),
                 ("msp", UC_ARM_REG_MSP), ("psp", UC_ARM_REG_PSP), ("primask", UC_ARM_REG_PRIMASK),
                 ("basepri", UC_ARM_REG_BASEPRI), ("faultmask", UC_ARM_REG_FAULTMASK),
@@ -578,7 +579,7 @@ class Machine:
         """Everything that determines what runs next: CPU registers, every memory region, NVIC/SCB/
         SysTick, each device's `save()`, and the clocks. Returns (JSON-able state, memory image)."""
         uc = self.uc
-        regs = {name: uc.reg_read(reg) for name, reg in _SAVED_REGS}
+        regs = {name: uc.reg_read(reg) for name, reg in REGISTERS}
         memory = b"".join(bytes(uc.mem_read(r.address, r.size)) for r in self.node.memory)
         nvic = self.nvic
         f = self.exc.faults
@@ -610,8 +611,8 @@ class Machine:
         regs = state["regs"]
         # Mode first (IPSR, then CONTROL.SPSEL), then the banked stack pointers, then the rest.
         for name in ("xpsr", "control", "msp", "psp"):
-            uc.reg_write(dict(_SAVED_REGS)[name], regs[name])
-        for name, reg in _SAVED_REGS:
+            uc.reg_write(dict(REGISTERS)[name], regs[name])
+        for name, reg in REGISTERS:
             if name not in ("xpsr", "control", "msp", "psp", "sp"):
                 uc.reg_write(reg, regs[name] | (1 if name == "pc" else 0))
         self.cycles, self.instructions = state["cycles"], state["instructions"]
