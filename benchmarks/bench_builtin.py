@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import signal
 import statistics
 import struct
@@ -40,7 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench_foundation import BOARD, HELLO, raw_qemu_first_byte, stop_processes_of, virsim_first_byte
+from bench_foundation import BOARD, HELLO, finish, qemu_version_line, raw_qemu_first_byte, virsim_first_byte
 from common import qemu_binary, side_by_side
 
 EXPECT = b"tick 2\n"
@@ -72,12 +71,11 @@ def new_machine() -> tuple[Any, bytearray]:
     """A built-in Machine for hello.elf on mps2-an385, reset, its console UART going to a buffer."""
     from virsim.backends.builtin.machine import Machine
     from virsim.board import resolve_board
-    from virsim.firmware import inspect, load_image
+    from virsim.firmware import inspect
 
     board, _ = resolve_board(BOARD)
     m = Machine(board, board.nodes[0])
-    m.load(*load_image(inspect(HELLO)))
-    m.reset()
+    m.program(inspect(HELLO))
     out = bytearray()
     uart = m.console_uart()
     assert uart is not None
@@ -297,18 +295,9 @@ def main() -> int:
                                         lambda: raw_qemu_first_byte(qemu, own))
             latencies.append(("builtin via virsim vs raw QEMU spawn (floor)", ours * 1e3, theirs * 1e3))
     finally:
-        if client is not None:
-            try:
-                client.stop_daemon()
-            except Exception as err:  # reported; the sweep below still cleans up
-                print(f"bench: stopping the daemon failed: {err}", file=sys.stderr)
-            client.close()
-        leftovers = stop_processes_of(home, own)
-        shutil.rmtree(home, ignore_errors=True)
-        if leftovers:
-            print(f"bench: had to kill left-over processes: {leftovers}", file=sys.stderr)
+        finish(client, home, own)
 
-    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    version = qemu_version_line(qemu)
     print(f"built-in engine benchmark: {HELLO.relative_to(HELLO.parents[2])} on {BOARD} for N = {n:,} instructions "
           f"(to the end of {EXPECT.decode().strip()!r}); medians of {args.runs} runs; unicorn "
           f"{metadata.version('unicorn')}; {version}; Python {platform.python_version()}; {os.cpu_count()} CPUs")

@@ -41,6 +41,24 @@ FIRST_BYTE_TIMEOUT = 15.0
 # -------------------------------------------------------------------------------------------- helpers
 
 
+def finish(client: Any, home: Path, own: list[subprocess.Popen[bytes]]) -> None:
+    """End a run's private VIRSIM_HOME: stop its daemon, kill anything of ours still alive, remove it."""
+    if client is not None:
+        try:
+            client.stop_daemon()
+        except Exception as err:  # reported; the sweep below still cleans up
+            print(f"bench: stopping the daemon failed: {err}", file=sys.stderr)
+        client.close()
+    leftovers = stop_processes_of(home, own)
+    shutil.rmtree(home, ignore_errors=True)
+    if leftovers:
+        print(f"bench: had to kill left-over processes: {leftovers}", file=sys.stderr)
+
+
+def qemu_version_line(qemu: str) -> str:
+    return subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+
+
 def stop_processes_of(home: Path, own: list[subprocess.Popen[bytes]]) -> list[str]:
     """Kill whatever this run started that is still alive; return what had to be killed."""
     import psutil
@@ -300,18 +318,9 @@ def main() -> int:
         rows.append((f"daemon.status round trip (x{args.calls}) vs ZeroMQ echo process", "us/call", d_ours * 1e6,
                      d_base * 1e6))
     finally:
-        if client is not None:
-            try:
-                client.stop_daemon()
-            except Exception as err:  # reported; the sweep below still cleans up
-                print(f"bench: stopping the daemon failed: {err}", file=sys.stderr)
-            client.close()
-        leftovers = stop_processes_of(home, own)
-        shutil.rmtree(home, ignore_errors=True)
-        if leftovers:
-            print(f"bench: had to kill left-over processes: {leftovers}", file=sys.stderr)
+        finish(client, home, own)
 
-    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    version = qemu_version_line(qemu)
     print(f"virsim foundation benchmark: median of {args.runs} runs; {version}; Python "
           f"{platform.python_version()}; {os.cpu_count()} CPUs")
     width = max(len(name) for name, *_ in rows)

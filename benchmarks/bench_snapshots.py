@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_builtin import new_machine
-from bench_foundation import BOARD, HELLO, stop_processes_of
+from bench_foundation import BOARD, HELLO, finish, qemu_version_line
 from common import qemu_binary, side_by_side
 
 ICOUNT = "shift=0,align=off,sleep=off"
@@ -295,18 +295,9 @@ def main() -> int:
     finally:
         if raw is not None:
             raw.close()
-        if client is not None:
-            try:
-                client.stop_daemon()
-            except Exception as err:  # reported; the sweep below still cleans up
-                print(f"bench: stopping the daemon failed: {err}", file=sys.stderr)
-            client.close()
-        leftovers = stop_processes_of(home, own)
-        shutil.rmtree(home, ignore_errors=True)
-        if leftovers:
-            print(f"bench: had to kill left-over processes: {leftovers}", file=sys.stderr)
+        finish(client, home, own)
 
-    version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    version = qemu_version_line(qemu)
     print(f"snapshot benchmark: {HELLO.relative_to(HELLO.parents[2])} on {BOARD}, running; medians of {args.runs} "
           f"runs; {version}; unicorn {metadata.version('unicorn')}; Python {platform.python_version()}; "
           f"{os.cpu_count()} CPUs")

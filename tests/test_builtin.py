@@ -19,7 +19,7 @@ from virsim.backends.base import Capability, InstanceSpec, SharedMapping
 from virsim.backends.builtin.machine import Machine
 from virsim.board import parse_board, resolve_board
 from virsim.errors import NotSupported
-from virsim.firmware import inspect, load_image
+from virsim.firmware import inspect
 
 EXCEPTIONS = ROOT / "tests" / "firmware" / "exceptions.elf"
 RTOS = ROOT / "examples" / "rtos" / "rtos.elf"
@@ -45,8 +45,7 @@ rtos: ready for input
 def machine(elf: Path, board: str = "mps2-an385") -> tuple[Machine, bytearray]:
     config, _ = resolve_board(board)
     m = Machine(config, config.nodes[0])
-    m.load(*load_image(inspect(elf)))
-    m.reset()
+    m.program(inspect(elf))
     out = bytearray()
     uart = m.console_uart()
     assert uart is not None
@@ -208,8 +207,7 @@ nodes:
     peripherals: [{id: uart0, type: cmsdk-uart, address: 0x40004000, irq: 0, console: true}]
 """, "m4.yaml")
     m = Machine(board, board.nodes[0])
-    m.load(*load_image(inspect(HELLO)))
-    m.reset()
+    m.program(inspect(HELLO))
     out = bytearray()
     m.console_uart().sinks.append(out.extend)
     m.run(100_000_000)

@@ -36,7 +36,7 @@ from virsim.backends.builtin.history import History
 from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim import snapshot
-from virsim.firmware import inspect, load_image
+from virsim.firmware import inspect
 
 BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
 
@@ -131,10 +131,8 @@ class Engine:
         node = next(n for n in board.nodes if n.id == spec.node)
         shared = [SharedRegion(**s) for s in spec.shared or []]
         self.machine = Machine(board, node, shared)
-        if spec.firmware:
-            image = inspect(Path(spec.firmware), spec.firmware_format, spec.load_address)
-            self.machine.load(*load_image(image))
-        self.machine.reset()
+        self.machine.program(inspect(Path(spec.firmware), spec.firmware_format, spec.load_address)
+                             if spec.firmware else None)
         self.rundir = Path(spec.rundir)
         self.running = not spec.start_paused
         self.idle = False

@@ -65,6 +65,7 @@ from unicorn.arm_const import (
 from virsim.backends.builtin import armv7m
 from virsim.backends.builtin.counter import InstructionCounter
 from virsim.backends.builtin.peripherals import CORE_TYPES, MODELS, Device, Uart
+from virsim.firmware import FirmwareImage, load_image
 
 if TYPE_CHECKING:  # the engine process builds plain views of these (engine.py): no pydantic at startup
     from virsim.board import BoardConfig, Node
@@ -247,13 +248,11 @@ class Machine:
         return dev if isinstance(dev, Uart) else None
 
     # ------------------------------------------------------------------------------- image, reset
-    def load(self, segments: list[tuple[int, bytes]], executable: list[tuple[int, int]]) -> None:
-        """Program memory: (address, bytes) segments; executable ranges are scanned for dividers."""
-        self._image = list(segments)
-        self._exec_ranges = list(executable)
-        for addr, data in segments:
-            self.uc.mem_write(addr, data)
-        self.uc.ctl_flush_tb()
+    def program(self, image: FirmwareImage | None) -> None:
+        """Load a firmware image where QEMU's loader would put it (none: memory stays empty), then
+        reset into it. Its code ranges are kept for the divide-by-zero trap."""
+        self._image, self._exec_ranges = load_image(image) if image is not None else ([], [])
+        self.reset()
 
     def reset(self) -> None:
         """A system reset: reload the image, reset peripherals and the core; virtual time goes on."""
