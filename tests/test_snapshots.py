@@ -146,6 +146,8 @@ nodes:
     err = cli.json("snapshot", "create", sid, check=5)
     assert err["code"] == "NOT_SUPPORTED" and "SD card" in err["error"]
     assert client.session("show", sid).state == "running"  # refused, not crashed
+    err = cli.json("session", "create", "-b", str(board), "-f", str(LM3S_HELLO), "--record", check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "cannot record on lm3s6965evb" in err["error"]
 
 
 # ------------------------------------------------------------------------------ record / replay
@@ -176,11 +178,61 @@ def test_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Clien
     assert client.clock(by_time["id"]).virtual_ns == 30_000_000
 
 
-def test_record_and_replay_refusals(cli: CLI, tmp_path: Path) -> None:
+def record_qemu_session(cli: CLI, client: Client) -> tuple[str, str, bytes]:
+    """A recorded QEMU session of hello.elf that echoed one line, powered off: (id, recording, console)."""
     need_tool("qemu-system-arm")
-    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu", "--record",
-                   check=5)
-    assert err["code"] == "NOT_SUPPORTED" and "record" in err["error"]
+    made = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu", "--record")
+    sid = made["id"]
+    assert made["deterministic"] and made["recording"].endswith("recording.vrec")
+    wait_for(console_contains(client, sid, b"tick 1\n"), timeout=30)
+    client.console_send(sid, b"ping\n")  # paced a byte at a time under rr=record: no byte lost
+    wait_for(console_contains(client, sid, b"echo: ping\n"), timeout=30)
+    wait_for(console_contains(client, sid, b"tick 8\n"), timeout=30)
+    client.session("power_off", sid)
+    return sid, made["recording"], client.console_text(sid)
+
+
+def test_qemu_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Client) -> None:
+    sid, recording, original = record_qemu_session(cli, client)
+    replay = cli.json("session", "replay", recording)
+    assert replay["replaying"] == recording and replay["backend"] == "qemu"
+    # QEMU ends the replay where the recording ended (its recorded shutdown): the session stops.
+    wait_for(lambda: client.session("show", replay["id"]).state == "stopped", timeout=60)
+    assert client.console_text(replay["id"]) == original  # byte for byte, nothing more
+    # --until: QEMU's replay-break pauses at exactly that instruction.
+    until = cli.json("session", "replay", recording, "--until", "2000000")
+    wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
+    assert client.clock(until["id"]).instructions == 2_000_000
+    err = cli.json("session", "replay", recording, "--until", "30ms", check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "instruction count" in err["error"]
+    # A recording or replaying QEMU takes no snapshots (the replay seeks from them).
+    err = cli.json("snapshot", "create", until["id"], check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "recording or replaying" in err["error"]
+
+
+def test_qemu_reverse_debugging_on_a_replay(cli: CLI, client: Client) -> None:
+    sid, recording, original = record_qemu_session(cli, client)
+    rid = cli.json("session", "replay", recording, "--paused")["id"]
+    cli.json("debug", "break", rid, "on_tick")
+    for _ in range(3):
+        cli.json("debug", "continue", rid, "--wait", "--timeout", "60s")
+    assert cli.json("debug", "eval", rid, "n")["value"] == "3"
+    for expected in ("2", "1"):
+        stop = cli.json("debug", "reverse-continue", rid, "--timeout", "60s")["stop"]
+        assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
+        assert cli.json("debug", "eval", rid, "n")["value"] == expected
+    back = cli.json("debug", "reverse-stepi", rid)["stop"]
+    assert back["function"] == "main"
+    fwd = cli.json("debug", "stepi", rid)["stop"]
+    assert fwd["function"] == "on_tick" and fwd["pc"] == stop["pc"]
+    # QEMU re-ran the recording from its start for each reverse command; the log shows it once.
+    assert client.console_text(rid) == original[:original.index(b"tick 3\n")]
+    for _ in range(4):  # forward again, past the furthest point reached before
+        cli.json("debug", "continue", rid, "--wait", "--timeout", "60s")
+    assert client.console_text(rid) == original[:original.index(b"tick 5\n")]
+
+
+def test_record_and_replay_refusals(cli: CLI, tmp_path: Path) -> None:
     bogus = tmp_path / "recording.vrec"
     bogus.write_text("{}")
     err = cli.json("session", "replay", str(bogus), check=2)

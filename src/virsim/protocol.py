@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.3"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
-# 1.3: snapshot.* requests, SessionCreate.from_snapshot
+PROTOCOL_VERSION = "1.4"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+# 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns
 MAX_FRAME = 1024 * 1024
 
 
@@ -243,6 +243,8 @@ class SessionInfo(Message):
     endpoints: dict[str, str] = Field({}, description="backend endpoints, e.g. gdb, qmp socket paths")
     debugger: str | None = Field(None, description="virsim or external while a debugger is attached")
     stop: StopInfo | None = Field(None, description="why the debugger last stopped the target")
+    virtual_ns: int | None = Field(None, description="session show: virtual time now (deterministic sessions)")
+    instructions: int | None = Field(None, description="session show: instructions executed, where counted exactly")
 
 
 class BreakpointInfo(Message):
@@ -362,6 +364,7 @@ class SnapshotListReply(Message):
 class Clock(Message):
     session: str
     virtual_ns: int | None = Field(None, description="virtual time in ns (deterministic sessions), else null")
+    instructions: int | None = Field(None, description="instructions executed since power-on, where counted exactly")
     state: str
 
 

@@ -141,7 +141,12 @@ class Instance(ABC):
         return []
 
     def tick(self) -> None:
-        """Called by the daemon about every 100 ms while the instance lives (housekeeping)."""
+        """Called by the daemon about every 100 ms while the instance lives (housekeeping), and
+        every few ms while busy() says it has work queued."""
+
+    def busy(self) -> bool:
+        """True while the instance has queued work (e.g. paced console input) for tick()."""
+        return False
 
     def on_readable(self, fd: int) -> None:
         """Drain `fd`; called by the daemon's loop when it is readable."""
@@ -173,6 +178,15 @@ class Instance(ABC):
         (Capability.VIRTUAL_TIME); None otherwise."""
         return None
 
+    def instructions(self) -> int | None:
+        """Instructions executed since power-on, where the backend counts them exactly; else None."""
+        return None
+
+    def limits(self) -> dict[Capability, str]:
+        """Capabilities the backend has that this instance cannot use, each with the reason a user
+        is shown (QEMU, for one, executes backwards only while replaying a recording)."""
+        return {}
+
     def destroy(self) -> None:
         """Power off and release every resource the instance holds."""
         self.power_off()
@@ -187,6 +201,13 @@ class Instance(ABC):
         host:port), for backends with the DEBUG capability. The spec's SetBreakpoint,
         ReadRegisters and ReadMemory are served through it."""
         return None
+
+    def reverse_begin(self) -> None:
+        """The debugger is about to execute backwards: whatever the emulator re-executes to get
+        there must not reach the console log twice (see QEMU's ReplayConsole)."""
+
+    def reverse_end(self) -> None:
+        """The backwards command has stopped (pairs with reverse_begin)."""
 
     # ---- synchroniser primitives (Capability.RUN_FOR / IRQ_LINES / UART_CHANNEL)
     def run_for(self, cycles: int) -> RunReport:

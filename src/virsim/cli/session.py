@@ -25,6 +25,10 @@ def show_info(info: SessionInfo) -> None:
             ("created", when(info.created_at)), ("uptime", duration(info.uptime_s)),
             ("console", f"{info.console_log} ({info.console_bytes} bytes)")]
     rows += [(name, value) for name, value in sorted(info.endpoints.items())]
+    if info.virtual_ns is not None:
+        rows.append(("virtual time", f"{info.virtual_ns / 1e9:.6f} s"))
+    if info.instructions is not None:
+        rows.append(("instructions", f"{info.instructions:,}"))
     if info.recording:
         rows.append(("recording", info.recording))
     if info.replaying:

@@ -442,12 +442,23 @@ class DebugService:
                    "reverse-continue": "-exec-continue --reverse"}[req.kind]
         self.state[sid].step = StepPlan(command, req.count)
         try:
-            dbg.command(command)
+            self._step_command(sid, dbg, command)
         except GdbError as err:
             self.state[sid].step = None
             raise self._gdb_failure(err, f"cannot {req.kind}") from err
         self.sessions.set_state(row, S.RUNNING, f"{req.kind} by debugger")
         return Deferred(sid, time.monotonic() + req.timeout, lambda: self._running_reply(sid))
+
+    def _step_command(self, sid: str, dbg: Debugger, command: str) -> None:
+        live = self.sessions.live.get(sid) if "--reverse" in command else None
+        if live is not None:
+            live.instance.reverse_begin()  # paired with reverse_end() in _on_stop
+        try:
+            dbg.command(command)
+        except GdbError:
+            if live is not None:
+                live.instance.reverse_end()
+            raise
 
     def interrupt(self, session_id: str) -> None:
         dbg = self.controller(session_id)
@@ -501,10 +512,12 @@ class DebugService:
                                             or {}).get("exp"), "old": value.get("old"), "new": value.get("new"),
                              "value": value.get("value")}
         plan = st.step
+        if plan is not None and "--reverse" in plan.command and (live := self.sessions.live.get(sid)) is not None:
+            live.instance.reverse_end()
         if plan is not None and reason == "step" and plan.remaining > 1:
             plan.remaining -= 1
             try:
-                dbg.command(plan.command)
+                self._step_command(sid, dbg, plan.command)
                 return
             except VirsimError:
                 pass  # report this stop instead

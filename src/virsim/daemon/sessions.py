@@ -129,6 +129,11 @@ class SessionService:
         if capability not in adapter.get_capabilities():
             raise NotSupported(f"backend {adapter.backend_type()} of session {row['id']} does not support "
                                f"{capability.value}", backend=adapter.backend_type(), capability=capability.value)
+        live = self.live.get(row["id"])
+        reason = live.instance.limits().get(capability) if live is not None else None
+        if reason:
+            raise NotSupported(f"session {row['id']}: {reason}", backend=adapter.backend_type(),
+                               capability=capability.value)
 
     def instance_of(self, row: dict[str, Any]) -> Instance:
         return self._instance(row)
@@ -344,7 +349,12 @@ class SessionService:
         return p.SessionListReply(sessions=[self.info(r) for r in self.store.sessions(req.all)])
 
     def show(self, req: p.SessionRef) -> p.SessionInfo:
-        return self.info(self.row(req.session))
+        row = self.row(req.session)
+        clock = self.clock(p.SessionRef(session=row["id"])) if self.state_of(row) in LIVE else None
+        info = self.info(row)
+        if clock is not None:
+            info = info.model_copy(update={"virtual_ns": clock.virtual_ns, "instructions": clock.instructions})
+        return info
 
     def pause(self, req: p.SessionRef) -> p.SessionInfo:
         row = self.row(req.session)
@@ -447,8 +457,12 @@ class SessionService:
     def clock(self, req: p.SessionRef) -> p.Clock:
         row = self.row(req.session)
         live = self.live.get(row["id"])
-        ns = live.instance.virtual_time_ns() if live is not None else None
-        return p.Clock(session=row["id"], virtual_ns=ns, state=row["state"])
+        try:
+            ns = live.instance.virtual_time_ns() if live is not None else None
+            count = live.instance.instructions() if live is not None else None
+        except VirsimError:  # the emulator is going away: no clock to read
+            ns = count = None
+        return p.Clock(session=row["id"], virtual_ns=ns, instructions=count, state=row["state"])
 
     def console_read(self, req: p.ConsoleRead) -> p.ConsoleChunk:
         row = self.row(req.session)
@@ -508,7 +522,7 @@ class SessionService:
 
     def hot(self) -> bool:
         now = time.monotonic()
-        return any(live.hot_until > now for live in self.live.values())
+        return any(live.hot_until > now or live.instance.busy() for live in self.live.values())
 
     def tick(self) -> None:
         """Pump consoles and notice emulators that died on their own."""
@@ -527,7 +541,10 @@ class SessionService:
             except VirsimError:
                 log.exception("cleaning up after the crash of session %s", sid)
             row = self.store.get_session(sid)
-            if self.state_of(row) in LIVE:
+            if self.state_of(row) in LIVE and row.get("replay") and status.returncode == 0:
+                # QEMU ends a replay where the recording ended (the recorded shutdown).
+                self.set_state(row, S.STOPPED, "replay finished: the recording ends here", pid=None)
+            elif self.state_of(row) in LIVE:
                 stderr = status.stderr_tail or tail(self.paths.session_dir(sid) / "emulator.log")
                 self.set_state(row, S.FAILED, f"emulator {status.reason}", pid=None,
                                 error=f"emulator {status.reason}", stderr_tail=stderr[-2000:] or None)

@@ -160,6 +160,9 @@ class BuiltinInstance(SupervisedInstance):
     def virtual_time_ns(self) -> int | None:
         return int(self._ctl().call("status")["time_ns"])
 
+    def instructions(self) -> int | None:
+        return int(self._ctl().call("status")["instructions"])
+
     def endpoints(self) -> dict[str, str]:
         return {"control": f"ipc://{self.spec.rundir / 'engine.sock'}"}
 

@@ -4,6 +4,8 @@ QEMU is started paused (`-S`) with three Unix sockets in the session's runtime d
 console UART (a chardev whose `logfile=` makes QEMU itself append every console byte to the
 session's console log, so output survives a daemon restart) and the gdb stub — then `cont`.
 Power, pause and reset go over QMP; a new program is a power cycle with the new image.
+Snapshots are savevm/loadvm into a per-session qcow2; record/replay and reverse debugging are
+QEMU's own icount-based rr (replay.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from virsim.backends.base import (
     ToolCheck,
 )
 from virsim.backends.qemu.qmp import QMPClient
+from virsim.backends.qemu.replay import RAW_CONSOLE, ReplayConsole, icount_args, prepare_replay_disk
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
@@ -39,6 +42,9 @@ NO_SNAPSHOTS = {"lm3s6965evb": "QEMU 7.2 aborts in the lm3s6965evb SD card model
 _BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
 _START_TIMEOUT = 10.0
 _INPUT_NUDGE_SECONDS = 10.0
+# Under rr=record QEMU hands console input to the UART at its next checkpoint, all bytes read so far
+# at once, and a one-byte UART (CMSDK) keeps only the first: input is sent a byte at a time.
+_RECORD_INPUT_GAP = 0.1  # 10 bytes/s: 50 ms still lost bytes on this machine
 
 
 def binary_for(node: Node) -> str:
@@ -93,11 +99,13 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     args += [
         "-S", "-nodefaults", "-display", "none", "-monitor", "none",
         "-qmp", f"unix:{run / 'qmp.sock'},{srv}",
-        "-chardev", f"socket,id=console,path={run / 'console.sock'},{srv},logfile={spec.console_log},logappend=on",
+        "-chardev", f"socket,id=console,path={run / 'console.sock'},{srv},logfile={console_file(spec)},logappend=on",
     ]
     args += ["-serial", "null"] * console_index + ["-serial", "chardev:console"]
     args += ["-chardev", f"socket,id=gdb,path={run / 'gdbstub.sock'},{srv}", "-gdb", "chardev:gdb"]
-    if spec.deterministic:
+    if spec.record is not None or spec.replay is not None:
+        args += ["-icount", icount_args(spec.record, spec.replay)]
+    elif spec.deterministic:
         # One instruction = 1 ns of virtual time, no host timing: same firmware + input -> same bytes.
         args += ["-icount", "shift=0,align=off,sleep=off"]
     if (spec.workdir / SNAPSHOT_DISK).exists():
@@ -110,6 +118,12 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     return args
 
 
+def console_file(spec: InstanceSpec) -> Path:
+    """Where QEMU logs the console: the session's log, or for a replay the raw file ReplayConsole
+    filters (reverse execution re-prints output)."""
+    return spec.workdir / RAW_CONSOLE if spec.replay is not None else spec.console_log
+
+
 class QemuInstance(SupervisedInstance):
     emulator = "QEMU"
     sockets = ("qmp.sock", "console.sock", "gdbstub.sock")
@@ -118,6 +132,10 @@ class QemuInstance(SupervisedInstance):
         super().__init__(spec)
         self.qmp: QMPClient | None = None
         self._input_until = 0.0  # keep waking QEMU's main loop until then (console input pending)
+        self._paced_input = bytearray()  # recording: console bytes not sent yet
+        self._paced_at = 0.0
+        self.replay_console = (ReplayConsole(spec.workdir / RAW_CONSOLE, spec.console_log)
+                               if spec.replay is not None else None)
 
     # ---------------------------------------------------------------- the supervised process
     def _command(self) -> list[str]:
@@ -126,6 +144,8 @@ class QemuInstance(SupervisedInstance):
             raise EmulatorMissing(f"{binary_for(self.spec.node)} is not installed: {INSTALL_HINT}",
                                   binary=binary_for(self.spec.node), install=INSTALL_HINT)
         self._snapshot_disk()
+        if self.spec.record is not None or self.spec.replay is not None:
+            self._rr_ready()
         command = build_command(self.spec, version)
         command[0] = shutil.which(command[0]) or command[0]
         return command
@@ -143,6 +163,9 @@ class QemuInstance(SupervisedInstance):
         return self.qmp is not None
 
     def _start(self) -> None:
+        until = self.spec.replay_until
+        if self.spec.replay is not None and until:
+            self._qmp().execute("replay-break", icount=int(until))
         self._qmp().execute("cont")
 
     def _quit(self) -> None:
@@ -160,6 +183,9 @@ class QemuInstance(SupervisedInstance):
         machine = self.spec.node.qemu.machine if self.spec.node.qemu else ""
         if disk.exists() or machine in NO_SNAPSHOTS or shutil.which("qemu-img") is None:
             return
+        if self.spec.replay is not None:  # the recording's disk: it holds the start snapshot
+            prepare_replay_disk(self.spec.replay.with_name(SNAPSHOT_DISK), disk)
+            return
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True,
                        capture_output=True, timeout=30)
 
@@ -172,6 +198,58 @@ class QemuInstance(SupervisedInstance):
             raise EmulatorMissing("QEMU snapshots need qemu-img (install it, then power-cycle the session): "
                                   "sudo apt-get install -y qemu-utils", binary="qemu-img",
                                   install="sudo apt-get install -y qemu-utils")
+
+    def _rr_ready(self) -> None:
+        """Record and replay need the snapshot disk (the start snapshot lives there)."""
+        what = "record" if self.spec.record is not None else "replay"
+        machine = self.spec.node.qemu.machine if self.spec.node.qemu else ""
+        if machine in NO_SNAPSHOTS:
+            raise NotSupported(f"QEMU cannot {what} on {machine}: its replay starts from a snapshot, and "
+                               f"{NO_SNAPSHOTS[machine]}", capability=str(Capability.RECORD), machine=machine)
+        if not (self.spec.workdir / SNAPSHOT_DISK).exists():
+            if self.spec.replay is not None and not self.spec.replay.with_name(SNAPSHOT_DISK).exists():
+                raise EmulatorError(f"the recording's start snapshot {self.spec.replay.with_name(SNAPSHOT_DISK)} "
+                                    "is missing", file=str(self.spec.replay.with_name(SNAPSHOT_DISK)))
+            raise EmulatorMissing(f"QEMU {what} needs qemu-img for its start snapshot: "
+                                  "sudo apt-get install -y qemu-utils", binary="qemu-img",
+                                  install="sudo apt-get install -y qemu-utils")
+        until = self.spec.replay_until
+        if until and not until.isdigit():
+            raise NotSupported(f"--until {until}: QEMU replays stop at an instruction count (--until <n>); "
+                               "its recorded clock is not one instruction per ns", field="until", value=until)
+
+    def limits(self) -> dict[Capability, str]:
+        out = {}
+        if self.spec.replay is None:
+            out[Capability.REVERSE] = ("QEMU executes in reverse only while replaying a recording: create the "
+                                       "session with --record, then debug `virsim session replay <recording>`")
+        else:
+            out[Capability.RESET] = "a QEMU replay follows its recording: reset would leave it (power-cycle instead)"
+        if self.spec.record is not None or self.spec.replay is not None:
+            out[Capability.SNAPSHOT] = ("QEMU snapshots are refused while recording or replaying: its replay seeks "
+                                        "from snapshots, and a restore would leave the recorded execution")
+        return out
+
+    def power_on(self) -> None:
+        if self.replay_console is not None:
+            # A replay starts from instruction 0 again: its output re-prints the log, which is kept.
+            (self.spec.workdir / RAW_CONSOLE).unlink(missing_ok=True)
+            self.replay_console = ReplayConsole(self.spec.workdir / RAW_CONSOLE, self.spec.console_log)
+            self.replay_console.pos = 0
+        super().power_on()
+
+    def power_off(self) -> None:
+        super().power_off()
+        if self.replay_console is not None:
+            self.replay_console.pump()  # what it printed last, before the log is closed
+
+    def reverse_begin(self) -> None:
+        if self.replay_console is not None:
+            self.replay_console.reverse_begin()
+
+    def reverse_end(self) -> None:
+        if self.replay_console is not None:
+            self.replay_console.reverse_end()
 
     def _hmp(self, command_line: str) -> str:
         reply = self._qmp().hmp(command_line).strip()
@@ -234,13 +312,29 @@ class QemuInstance(SupervisedInstance):
         return RunStatus(bool(status.get("running")), str(status.get("status", "")))
 
     def virtual_time_ns(self) -> int | None:
-        if not self.spec.deterministic:
-            return None
+        if not self.spec.deterministic or self.spec.record is not None or self.spec.replay is not None:
+            return None  # rr runs with shift=auto: an instruction is not a fixed time
         # query-replay reports the instruction counter whenever icount is on (not only under
         # record/replay); with shift=0 one instruction is one ns of virtual time.
         return int(self._qmp().execute("query-replay")["icount"])
 
+    def instructions(self) -> int | None:
+        if not self.spec.deterministic:
+            return None
+        return int(self._qmp().execute("query-replay")["icount"])
+
     # ----------------------------------------------------------------------------- console
+    def console_write(self, data: bytes) -> int:
+        if self.spec.record is None:
+            return super().console_write(data)
+        if self.console is None:
+            raise EmulatorError(f"the console of {self.emulator} is not connected")
+        self._paced_input += data
+        return len(data)
+
+    def busy(self) -> bool:
+        return bool(self._paced_input)
+
     def _console_written(self) -> None:
         # QEMU's chardev stops watching the socket while the UART cannot receive (e.g. before the
         # firmware enables RX) and only looks again when its main loop wakes up; a bare socket write
@@ -249,7 +343,18 @@ class QemuInstance(SupervisedInstance):
         self._qmp().execute("query-status")
         self._input_until = time.monotonic() + _INPUT_NUDGE_SECONDS
 
+    def on_readable(self, fd: int) -> None:
+        super().on_readable(fd)
+        if self.replay_console is not None:
+            self.replay_console.pump()
+
     def tick(self) -> None:
+        if self.replay_console is not None:
+            self.replay_console.pump()
+        if self._paced_input and time.monotonic() - self._paced_at >= _RECORD_INPUT_GAP and self.console:
+            super().console_write(bytes(self._paced_input[:1]))
+            del self._paced_input[:1]
+            self._paced_at = time.monotonic()
         if self._input_until and time.monotonic() < self._input_until and self.qmp is not None:
             try:
                 self.qmp.execute("query-status")
@@ -266,7 +371,7 @@ class QemuBackend(BackendAdapter):
     capabilities = frozenset({
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
-        Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT,
+        Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT, Capability.RECORD, Capability.REVERSE,
     })
 
     def check_node(self, node: Node) -> None:
