@@ -276,10 +276,17 @@ class QemuInstance(SupervisedInstance):
         self._snapshot_ready()
         meta = snapshot.read_meta(path)
         tag = str(meta["tag"])
-        was_running = bool(self._qmp().execute("query-status").get("running"))
-        self._qmp().execute("stop")
+        # One round trip for stop and loadvm (the VM must be stopped while the marker is written,
+        # or output of the restored state could land before it) and none for `cont`; whether it
+        # ran is the STOP event `stop` emits only for a running VM (a query-status round trip to
+        # a busy QEMU costs more). This keeps a restore near a bare loadvm (bench_snapshots.py).
+        qmp = self._qmp()
+        qmp.drain_events()
+        _, reply = qmp.pipeline(("stop", {}), ("human-monitor-command", {"command-line": f"loadvm {tag}"}))
+        was_running = any(event.get("event") == "STOP" for event in qmp.drain_events())
         try:
-            self._hmp(f"loadvm {tag}")
+            if str(reply).strip().lower().startswith("error"):
+                raise EmulatorError(f"QEMU loadvm: {str(reply).strip()}", command=f"loadvm {tag}")
             if marker:
                 # QEMU appends to the same log; the VM is stopped, so the marker lands between the
                 # output from before and the replay after (loadvm does not rewind host-side output).
@@ -287,7 +294,7 @@ class QemuInstance(SupervisedInstance):
                     log.write(marker)
         finally:
             if was_running:
-                self._qmp().execute("cont")
+                qmp.post("cont")
         return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions")}
 
     def delete_snapshot(self, path: Path) -> None:

@@ -103,7 +103,7 @@ class QMPClient:
         out, self.events = self.events, []
         return out
 
-    def execute(self, command: str, **arguments: Any) -> Any:
+    def _send(self, command: str, arguments: dict[str, Any]) -> str:
         if self._sock is None:
             raise EmulatorError("QMP is not connected")
         self._next_id += 1
@@ -115,16 +115,33 @@ class QMPClient:
             self._sock.sendall(json.dumps(msg).encode() + b"\n")
         except OSError as err:
             raise EmulatorError(f"QMP {command} failed: {err}") from err
+        return ident
+
+    def _result(self, command: str, ident: str) -> Any:
         while True:
             reply = self._read_message()
             if "event" in reply:
                 self.events.append(reply)
                 continue
             if reply.get("id") != ident:
-                continue
+                continue  # the reply of an earlier post()
             if "error" in reply:
                 raise QMPError(f"QMP {command} failed: {reply['error'].get('desc')}", qmp_error=reply["error"])
             return reply.get("return")
+
+    def execute(self, command: str, **arguments: Any) -> Any:
+        return self._result(command, self._send(command, arguments))
+
+    def pipeline(self, *commands: tuple[str, dict[str, Any]]) -> list[Any]:
+        """Send several commands in one write, then collect their results in order: QEMU runs
+        them one after the other, and the caller waits one round trip instead of one each."""
+        idents = [self._send(command, arguments) for command, arguments in commands]
+        return [self._result(command, ident) for (command, _), ident in zip(commands, idents)]
+
+    def post(self, command: str, **arguments: Any) -> None:
+        """Send without waiting; the next call skips its reply. For commands whose failure would
+        change nothing the caller does next (`cont` after a restore)."""
+        self._send(command, arguments)
 
     def hmp(self, command_line: str) -> str:
         return str(self.execute("human-monitor-command", **{"command-line": command_line}))
