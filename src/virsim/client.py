@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -232,10 +232,29 @@ class Client:
 
     def snapshot(self, action: str, session: str, **fields: Any) -> Any:
         """create (name) | list | restore (snapshot) | delete (snapshot) | export (snapshot, out)."""
+        return self.request(f"snapshot.{action}", session, **fields)
+
+    def request(self, type_: str, session: str, **fields: Any) -> Any:
+        """A request about one session, e.g. coverage.report or trace.start (level, ranges, limit);
+        an `out` path is made absolute (the daemon writes it)."""
         if "out" in fields:
             fields["out"] = _abs(fields["out"])
-        model, _ = p.REQUESTS[f"snapshot.{action}"]
-        return self.call(f"snapshot.{action}", model(session=session, **fields))
+        model, _ = p.REQUESTS[type_]
+        return self.call(type_, model(session=session, **fields))
+
+    def wait_job(self, job: p.JobInfo, progress: Callable[[p.JobInfo], None] | None = None,
+                 poll: float = 0.05) -> p.JobInfo:
+        """Poll a daemon job until it ends; its error is raised as the VirsimError it was."""
+        while job.state == "running":
+            if progress is not None:
+                progress(job)
+            time.sleep(poll)
+            job = self.call("job.show", p.JobRef(job=job.id))  # type: ignore[assignment]
+        if progress is not None:
+            progress(job)
+        if job.state == "failed":
+            raise VirsimError.from_wire(job.error or {})
+        return job
 
     def session_replay(self, recording: str | Path, **options: Any) -> p.SessionInfo:
         req = p.SessionReplay(recording=_abs(recording), **options)

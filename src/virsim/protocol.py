@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.4"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
-# 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns
+PROTOCOL_VERSION = "1.5"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+# 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
+# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage
 MAX_FRAME = 1024 * 1024
 
 
@@ -63,6 +64,7 @@ class SessionCreate(Message):
     from_snapshot: str | None = Field(None, description="absolute path of an exported .vsnap: board, backend, "
                                       "program and state all come from it")
     record: bool = Field(False, description="record the execution (deterministic) to <session dir>/recording.vrec")
+    coverage: bool = Field(False, description="collect block coverage from the first instruction")
     name: str | None = None
     paused: bool = False
     deterministic: bool = False
@@ -361,6 +363,77 @@ class SnapshotListReply(Message):
     snapshots: list[SnapshotInfo]
 
 
+# ---------------------------------------------------------------------------- coverage and trace
+
+class CoverageRow(Message):
+    file: str
+    function: str
+    line: int
+    calls: int = Field(description="times the function's first instruction ran")
+    lines_hit: int
+    lines_total: int
+
+
+class CoverageReport(Message):
+    session: str
+    active: bool
+    program: str
+    rows: list[CoverageRow]
+    lines_found: int
+    lines_hit: int
+    functions_found: int
+    functions_hit: int
+    blocks: int = Field(description="distinct executed blocks")
+
+
+class CoverageExport(Message):
+    session: str
+    format: Literal["lcov", "json", "drcov"] = "lcov"
+    out: str = Field(description="absolute path of the file to write")
+
+
+class TraceStart(Message):
+    session: str
+    level: Literal["block", "instruction", "function"] = "block"
+    ranges: list[str] = Field([], description="record only inside these: 'FUNCTION', 'A..B' (symbols or "
+                              "addresses, B excluded)")
+    limit: int = Field(1_000_000, ge=1, le=100_000_000, description="stop recording after this many events")
+
+
+class TraceInfo(Message):
+    session: str
+    level: str
+    active: bool
+    events: int
+    truncated: bool
+    limit: int
+    ranges: list[list[int]] = []
+    note: str | None = Field(None, description="e.g. 'truncated at N events'")
+
+
+class TraceExport(Message):
+    session: str
+    format: Literal["text", "json", "chrome"] = "chrome"
+    out: str = Field(description="absolute path of the file to write")
+
+
+class JobRef(Message):
+    job: str
+
+
+class JobInfo(Message):
+    id: str
+    kind: str
+    session: str
+    state: Literal["running", "done", "failed"]
+    done: int = 0
+    total: int = 0
+    started_at: float
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = Field(None, description="a failed job's error: {error, code, details}")
+
+
 class Clock(Message):
     session: str
     virtual_ns: int | None = Field(None, description="virtual time in ns (deterministic sessions), else null")
@@ -445,11 +518,21 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "debug.eval": (DebugEval, EvalReply),
     "debug.disasm": (DebugDisasm, Disassembly),
     "debug.gdb": (DebugGdb, GdbEndpoint),
+    "coverage.start": (SessionRef, CoverageReport),
+    "coverage.reset": (SessionRef, CoverageReport),
+    "coverage.report": (SessionRef, CoverageReport),
+    "coverage.export": (CoverageExport, JobInfo),
+    "trace.start": (TraceStart, TraceInfo),
+    "trace.stop": (SessionRef, TraceInfo),
+    "trace.show": (SessionRef, TraceInfo),
+    "trace.export": (TraceExport, JobInfo),
+    "job.show": (JobRef, JobInfo),
 }
 
 # Requests that change state: the daemon records each in the store's event log.
 MUTATING = frozenset(t for t in REQUESTS if t.split(".", 1)[-1] not in
-                     {"status", "list", "show", "read", "where", "regs", "mem", "eval", "disasm", "gdb", "clock"}
+                     {"status", "list", "show", "read", "where", "regs", "mem", "eval", "disasm", "gdb", "clock",
+                      "report"}
                      and t != "hello")
 
 

@@ -97,6 +97,7 @@ class InstanceSpec:
     record: Path | None = None  # write a recording of the execution here (Capability.RECORD)
     replay: Path | None = None  # replay this recording instead of taking live input
     replay_until: str | None = None  # "<n>" instructions or "<n>ns": stop (pause) there
+    coverage: bool = False  # collect coverage from the first instruction (Capability.COVERAGE)
 
 
 @dataclass
@@ -239,11 +240,18 @@ class Instance(ABC):
     def delete_snapshot(self, path: Path) -> None:
         """Forget a snapshot's state kept inside the emulator (QEMU keeps it in its qcow2)."""
 
-    def export_coverage(self, path: Path) -> None:
-        raise NotSupported("coverage is not supported by this backend yet", capability=str(Capability.COVERAGE))
+    # ---- analysis (Capability.COVERAGE / TRACE); virsim.analysis turns the raw data into files
+    def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
+        """action "start" | "stop" | "reset": switch block counting / zero the counts (returns None);
+        "blocks": the executed blocks so far as (start address, size in bytes, times entered)."""
+        raise NotSupported("coverage is not supported by this backend", capability=str(Capability.COVERAGE))
 
-    def export_trace(self, path: Path) -> None:
-        raise NotSupported("tracing is not supported by this backend yet", capability=str(Capability.TRACE))
+    def trace(self, action: str, **options: Any) -> dict[str, Any]:
+        """action "start" (level, ranges [(lo, hi)], limit, functions: start addresses, for level
+        "function") | "stop" | "info" | "dump" (path): the
+        trace file format is virsim.backends.builtin.probes'. Returns the trace's info: level,
+        events, truncated, limit, active."""
+        raise NotSupported("tracing is not supported by this backend", capability=str(Capability.TRACE))
 
     def endpoints(self) -> dict[str, str]:
         """User-visible endpoints (e.g. the gdb stub) for `session show`."""

@@ -46,6 +46,7 @@ class RunResult:
     session: str | None = None  # kept session id (--keep), else None
     serial_log: bytes = b""
     virtual_ns: int | None = None
+    coverage: str | None = None  # the coverage file written (virsim run --coverage)
     message: str = ""
     error: dict[str, object] | None = None  # the {error, code, details} of an infrastructure error
 

@@ -47,6 +47,7 @@ class RunOptions:
     keep: bool = False
     name: str | None = None
     on_output: Callable[[bytes], None] | None = None  # live console bytes (the CLI's --verbose)
+    coverage: Path | None = None  # write the run's coverage here (lcov; .json -> json, .drcov -> drcov)
 
 
 class CheckFailed(Exception):
@@ -215,7 +216,8 @@ class Runner:
             self.client = Client(paths_for_home(self.home)).connect()
         info = self.client.session_create(self.opts.board, self.opts.firmware, backend=self.opts.backend,
                                           deterministic=self.opts.deterministic, paused=True,
-                                          name=self.opts.name if self.opts.keep else None)
+                                          name=self.opts.name if self.opts.keep else None,
+                                          coverage=self.opts.coverage is not None)
         self.session = info.id
         if self.virtual and "virtual-time" not in info.capabilities:
             raise NotSupported(f"backend {info.backend} has no virtual clock: use --timeout-is wall",
@@ -240,6 +242,15 @@ class Runner:
                 self.client.close()
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
+
+    def _write_coverage(self, result: RunResult) -> None:
+        if self.opts.coverage is None or self.client is None or self.session is None:
+            return
+        out = self.opts.coverage
+        fmt = {".json": "json", ".drcov": "drcov"}.get(out.suffix, "lcov")
+        job = self.client.request("coverage.export", self.session, format=fmt, out=out)
+        done = self.client.wait_job(job)
+        result.coverage = (done.result or {}).get("path")
 
     # ----------------------------------------------------------------------------------------- run
 
@@ -278,6 +289,11 @@ class Runner:
                 result.virtual_ns = m.virtual_ns()
             if self.opts.keep:
                 result.session = self.session
+            try:
+                self._write_coverage(result)
+            except VirsimError as err:
+                if result.status == Status.PASSED:
+                    result.status, result.message = Status.ERROR, f"writing coverage: {err}"
             try:
                 self._finish()
             except VirsimError as err:

@@ -11,7 +11,7 @@ import sys
 import typer
 
 from virsim import __version__
-from virsim.cli import board, console, daemon, debug, demo, doctor, program, run, session, snapshot
+from virsim.cli import board, console, coverage, daemon, debug, demo, doctor, program, run, session, snapshot, trace
 from virsim.cli.render import print_error
 from virsim.errors import VirsimError
 
@@ -29,6 +29,8 @@ app.add_typer(program.app, name="program")
 app.add_typer(daemon.app, name="daemon")
 app.add_typer(debug.app, name="debug")
 app.add_typer(snapshot.app, name="snapshot")
+app.add_typer(coverage.app, name="coverage")
+app.add_typer(trace.app, name="trace")
 app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)

@@ -83,3 +83,15 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def wait_job(client: Any, job: Any, as_json: bool, what: str) -> Any:
+    """Wait for a daemon job; on a terminal (and not --json) with a progress bar on stderr."""
+    if as_json or not err.is_terminal:
+        return client.wait_job(job)
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        return client.wait_job(job, progress=lambda j: bar.update(task, completed=j.done, total=j.total or None))

@@ -26,6 +26,8 @@ def run(
     scenario: Annotated[Optional[Path], typer.Option(help="Scenario file (YAML) of steps to run and check.")] = None,
     junit: Annotated[Optional[Path], typer.Option(help="Write a JUnit XML report here.")] = None,
     serial_log: Annotated[Optional[Path], typer.Option("--serial-log", help="Write the console output here.")] = None,
+    coverage: Annotated[Optional[Path], typer.Option(help="Write the run's line coverage here: lcov (genhtml reads "
+                                                          "it); a .json or .drcov name picks that format.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the session (on the per-user daemon) and print its id.")] = False,
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Instruction-counted time (default on).")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream the console while running.")] = False,
@@ -36,6 +38,8 @@ def run(
     Example: virsim run examples/hello/hello.elf --board mps2-an385 --expect-text "tick 3" --timeout 2s
 
     Example: virsim run app.elf --scenario tests/boot.yaml --junit out/junit.xml --serial-log out/uart.log
+
+    Example: virsim run app.elf --expect-text PASS --coverage out/cov.info && genhtml out/cov.info -o out/html
     """
     from virsim.ci.junit import write_junit
     from virsim.ci.result import CheckResult, RunResult, Status
@@ -49,6 +53,7 @@ def run(
             fail_text=fail_text or [], timeout=parse_duration(timeout, "--timeout") if timeout else None,
             timeout_is=timeout_is, deterministic=deterministic,
             scenario=load_scenario(scenario) if scenario is not None else None, keep=keep,
+            coverage=coverage.expanduser().resolve() if coverage is not None else None,
             on_output=(lambda data: (sys.stderr.buffer.write(data), sys.stderr.buffer.flush())) if verbose else None)
         result = Runner(opts).run()
     except VirsimError as error:  # before the run could start: bad scenario, bad option
@@ -72,7 +77,7 @@ def run(
         doc = {"name": result.name, "status": result.status.value, "exit_code": result.exit_code,
                "seconds": round(result.seconds, 3), "virtual_ns": result.virtual_ns, "board": result.board,
                "firmware": result.firmware, "session": result.session, "message": result.message,
-               "error": result.error,
+               "error": result.error, "coverage": result.coverage,
                "checks": [{"name": c.name, "status": c.status.value, "seconds": round(c.seconds, 3),
                            "message": c.message, "virtual_ns": c.virtual_ns} for c in result.checks],
                "serial_log": result.serial_log.decode("latin-1")}
@@ -85,8 +90,8 @@ def run(
         virtual = f", {result.virtual_ns / 1e9:.3f}s virtual" if result.virtual_ns is not None else ""
         style = STATUS_STYLE[result.status.value]
         out.print(f"[bold {style}]{result.status.value.upper()}[/] {result.name} on {result.board} in "
-                  f"{result.seconds:.2f}s{virtual}" + (f"; session kept: {result.session}" if result.session else ""),
-                  highlight=False)
+                  f"{result.seconds:.2f}s{virtual}" + (f"; session kept: {result.session}" if result.session else "")
+                  + (f"; coverage: {result.coverage}" if result.coverage else ""), highlight=False)
         if result.status in (Status.FAILED, Status.TIMEOUT):
             failed = next((c for c in result.checks if c.status == result.status), None)
             if failed and failed.console_excerpt:

@@ -61,6 +61,8 @@ def create(
                                                           "(board, backend, program and state come from it).")] = None,
     record: Annotated[bool, typer.Option("--record", help="Record the execution (implies --deterministic) to "
                                                            "<session dir>/recording.vrec for `session replay`.")] = False,
+    coverage: Annotated[bool, typer.Option("--coverage", help="Count executed code from the first instruction "
+                                                               "(virsim coverage report).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session: start the board's emulator with the firmware, and print the session id.
@@ -73,7 +75,7 @@ def create(
     info = client().session_create(board or "", firmware, backend=backend, name=name, paused=paused,
                                    deterministic=deterministic, firmware_format=fmt,
                                    load_address=parse_int(load_address, "--load-address"),
-                                   from_snapshot=from_snapshot, record=record)
+                                   from_snapshot=from_snapshot, record=record, coverage=coverage)
 
     def human() -> None:
         print(info.id)

@@ -24,6 +24,8 @@ from virsim import __version__
 from virsim import protocol as p
 from virsim.daemon.debug import DebugService
 from virsim.daemon.snapshots import SnapshotService
+from virsim.daemon.analysis import AnalysisService
+from virsim.daemon.jobs import JobService
 from virsim.daemon.pending import Deferred, PendingReplies
 from virsim.daemon.sessions import SessionService
 from virsim.daemon.store import Store
@@ -60,6 +62,9 @@ class Daemon:
         self.debug = DebugService(self.sessions, self.store, self.pending)
         self.snapshots = SnapshotService(self.sessions, self.store, self.debug)
         self.sessions.snapshots = self.snapshots
+        self.jobs = JobService()
+        self.analysis = AnalysisService(self.sessions, self.store, self.jobs)
+        self.sessions.analysis = self.analysis
         self.clients: dict[bytes, dict[str, Any]] = {}
         self.stopping = False
         self.handlers: dict[str, Callable[[Any], p.Message]] = {
@@ -100,6 +105,15 @@ class Daemon:
             "debug.eval": self.debug.eval,
             "debug.disasm": self.debug.disasm,
             "debug.gdb": self.debug.gdb,
+            "coverage.start": self.analysis.coverage_start,
+            "coverage.reset": self.analysis.coverage_reset,
+            "coverage.report": self.analysis.coverage_report,
+            "coverage.export": self.analysis.coverage_export,
+            "trace.start": self.analysis.trace_start,
+            "trace.stop": self.analysis.trace_stop,
+            "trace.show": self.analysis.trace_show,
+            "trace.export": self.analysis.trace_export,
+            "job.show": self.jobs.show,
         }
         missing = set(p.REQUESTS) ^ set(self.handlers)
         assert not missing, f"protocol and handlers disagree on {missing}"

@@ -35,6 +35,7 @@ from virsim.firmware import FirmwareImage, check_fits, inspect
 from virsim.paths import Paths
 
 if TYPE_CHECKING:
+    from virsim.daemon.analysis import AnalysisService
     from virsim.daemon.debug import DebugService
     from virsim.daemon.snapshots import SnapshotService
 
@@ -62,6 +63,7 @@ class SessionService:
         self.live: dict[str, Live] = {}
         self.debug: DebugService | None = None  # set by the DebugService; it owns run control when attached
         self.snapshots: SnapshotService | None = None  # set by the server
+        self.analysis: AnalysisService | None = None  # set by the server; saves coverage/trace at stop
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -89,7 +91,7 @@ class SessionService:
             deterministic=bool(row["deterministic"]), start_paused=paused,
             record=workdir / RECORD_DATA if row.get("record") else None,
             replay=Path(row["replay"]).with_name(RECORD_DATA) if row.get("replay") else None,
-            replay_until=row.get("replay_until"))
+            replay_until=row.get("replay_until"), coverage=bool(row.get("coverage")))
 
     def _program_image(self, row: dict[str, Any]) -> FirmwareImage | None:
         if not row.get("program"):
@@ -257,6 +259,9 @@ class SessionService:
         adapter = get_backend(backend)
         adapter.check_node(node)
         caps = adapter.get_capabilities()
+        if req.coverage and Capability.COVERAGE not in caps:
+            raise NotSupported(f"backend {backend} cannot collect coverage", backend=backend,
+                               capability=Capability.COVERAGE.value)
         if req.record:
             if Capability.RECORD not in caps:
                 raise NotSupported(f"backend {backend} cannot record executions", backend=backend,
@@ -288,6 +293,7 @@ class SessionService:
             "program": None,
             "created_at": now, "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
             "error": None, "stderr_tail": None, "record": int(req.record), "replay": None, "replay_until": None,
+            "coverage": int(req.coverage),
             **(extra or {})})
         try:
             row = self.store.get_session(sid)
@@ -421,6 +427,8 @@ class SessionService:
         return row
 
     def _stop_instance(self, session_id: str) -> None:
+        if self.analysis is not None:
+            self.analysis.instance_stopping(session_id)
         live = self.live.pop(session_id, None)
         try:
             if self.debug is not None:
@@ -457,11 +465,14 @@ class SessionService:
     def clock(self, req: p.SessionRef) -> p.Clock:
         row = self.row(req.session)
         live = self.live.get(row["id"])
-        try:
-            ns = live.instance.virtual_time_ns() if live is not None else None
-            count = live.instance.instructions() if live is not None else None
-        except VirsimError:  # the emulator is going away: no clock to read
-            ns = count = None
+        ns = count = None
+        # A dead emulator cannot answer (the built-in engine's control call would wait its timeout).
+        if live is not None and live.instance.exit_status() is None:
+            try:
+                ns = live.instance.virtual_time_ns()
+                count = live.instance.instructions()
+            except VirsimError:  # the emulator is going away: no clock to read
+                ns = count = None
         return p.Clock(session=row["id"], virtual_ns=ns, instructions=count, state=row["state"])
 
     def console_read(self, req: p.ConsoleRead) -> p.ConsoleChunk:

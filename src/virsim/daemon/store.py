@@ -77,12 +77,18 @@ def _m005_record_replay(db: sqlite_utils.Database) -> None:
     db["sessions"].add_column("replay_until", str)
 
 
+def _m006_coverage(db: sqlite_utils.Database) -> None:
+    # coverage: 1 = collect block coverage from power-on (session create --coverage, coverage start)
+    db["sessions"].add_column("coverage", int)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
     ("003_breakpoint_ids_autoincrement", _m003_breakpoint_ids_autoincrement),
     ("004_snapshots", _m004_snapshots),
     ("005_record_replay", _m005_record_replay),
+    ("006_coverage", _m006_coverage),
 ]
 
 

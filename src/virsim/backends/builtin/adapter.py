@@ -98,7 +98,7 @@ class BuiltinInstance(SupervisedInstance):
             # firmware that dies at once still dies in a supervised, connected instance.
             "start_paused": True, "shared": [asdict(s) for s in spec.shared_memory],
             "record": str(spec.record) if spec.record else None, "replay": str(spec.replay) if spec.replay else None,
-            "replay_until": spec.replay_until,
+            "replay_until": spec.replay_until, "coverage": spec.coverage,
         }
 
     def _command(self) -> list[str]:
@@ -163,6 +163,13 @@ class BuiltinInstance(SupervisedInstance):
     def instructions(self) -> int | None:
         return int(self._ctl().call("status")["instructions"])
 
+    def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
+        reply = self._ctl().call("coverage", timeout=_CALL_TIMEOUT * 6, action=action)
+        return [tuple(b) for b in reply["blocks"]] if action == "blocks" else None  # type: ignore[misc]
+
+    def trace(self, action: str, **options: Any) -> dict[str, Any]:
+        return dict(self._ctl().call("trace", timeout=_CALL_TIMEOUT * 6, action=action, **options))
+
     def endpoints(self) -> dict[str, str]:
         return {"control": f"ipc://{self.spec.rundir / 'engine.sock'}"}
 
@@ -198,7 +205,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
         Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
         Capability.SHARED_MEMORY, Capability.UART_CHANNEL, Capability.SNAPSHOT,
-        Capability.REVERSE, Capability.RECORD,
+        Capability.REVERSE, Capability.RECORD, Capability.COVERAGE, Capability.TRACE,
     })
     always_deterministic = True
 

@@ -55,6 +55,7 @@ class EngineSpec:
     record: str | None = None  # append every input (cycle, kind, args) here, one JSON line each
     replay: str | None = None  # feed the inputs logged there at their cycles instead of live ones
     replay_until: str | None = None  # halt at "<n>" instructions or "<n>ns" of virtual time
+    coverage: bool = False  # count executed blocks from the first instruction
 
     @classmethod
     def load(cls, path: Path) -> EngineSpec:
@@ -133,6 +134,8 @@ class Engine:
         self.machine = Machine(board, node, shared)
         self.machine.program(inspect(Path(spec.firmware), spec.firmware_format, spec.load_address)
                              if spec.firmware else None)
+        if spec.coverage:
+            self.machine.probes.coverage_start()
         self.rundir = Path(spec.rundir)
         self.running = not spec.start_paused
         self.idle = False
@@ -317,10 +320,44 @@ class Engine:
             if req.get("marker"):
                 self.log.write(str(req["marker"]).encode("latin-1"))
             return {"virtual_ns": m.time_ns(), "instructions": m.instructions}
+        if op == "coverage":
+            return self._coverage(str(req.get("action")))
+        if op == "trace":
+            return self._trace(req)
         if op == "quit":
             self.quit = True
             return {}
         return {"error": f"unknown op {op!r}"}
+
+    def _coverage(self, action: str) -> dict[str, Any]:
+        probes = self.machine.probes
+        if action == "start":
+            probes.coverage_start()
+        elif action == "stop":
+            probes.coverage_stop()
+        elif action == "reset":
+            probes.coverage_reset()
+        elif action != "blocks":
+            return {"error": f"unknown coverage action {action!r}"}
+        return {"active": probes.counts is not None, "blocks": probes.coverage_blocks() if action == "blocks" else None}
+
+    def _trace(self, req: dict[str, Any]) -> dict[str, Any]:
+        probes = self.machine.probes
+        action = req.get("action")
+        try:
+            if action == "start":
+                probes.trace_start(str(req.get("level", "block")), [tuple(r) for r in req.get("ranges") or []],
+                                   int(req.get("limit", 1_000_000)), req.get("functions"))
+                return probes.trace_info()
+            if action == "stop":
+                return probes.trace_stop()
+            if action == "dump":
+                return probes.trace_dump(Path(req["path"]))
+            if action == "info":
+                return probes.trace_info()
+        except (ValueError, OSError) as err:
+            return {"error": str(err)}
+        return {"error": f"unknown trace action {action!r}"}
 
     def _channel(self, ident: str) -> Channel:
         if ident not in self.channels:

@@ -110,6 +110,7 @@ class History:
         self._restore(cp)
         pending = [e for e in self.inputs[cp.inputs:] if e[0] >= cp.cycles]
         m.collect_hits = collect if collect is not None else []
+        m.probes.suspended = True  # this code ran once already: coverage and trace saw it then
         try:
             while True:
                 while pending and pending[0][0] <= m.cycles:
@@ -125,6 +126,7 @@ class History:
                     break
         finally:
             m.collect_hits = None
+            m.probes.suspended = False
 
     def _base_for(self, target: int) -> Checkpoint | None:
         for cp in reversed(self.checkpoints):

@@ -65,6 +65,7 @@ from unicorn.arm_const import (
 from virsim.backends.builtin import armv7m
 from virsim.backends.builtin.counter import InstructionCounter
 from virsim.backends.builtin.peripherals import CORE_TYPES, MODELS, Device, Uart
+from virsim.backends.builtin.probes import Probes
 from virsim.firmware import FirmwareImage, load_image
 
 if TYPE_CHECKING:  # the engine process builds plain views of these (engine.py): no pydantic at startup
@@ -173,6 +174,7 @@ class Machine:
         self._fault_access: tuple[int, int] | None = None
         self.breakpoints: dict[int, int] = {}
         self.watchpoints: dict[tuple[str, int, int], int] = {}
+        self.probes = Probes(self)  # coverage and trace hooks, installed only while on
         self._skip_bp: int | None = None
         # While re-executing for reverse debugging: (instructions, address) of breakpoint hits
         # (watchpoint hits with -address) are collected here instead of stopping.

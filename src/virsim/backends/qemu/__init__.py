@@ -28,11 +28,12 @@ from virsim.backends.base import (
     RunStatus,
     ToolCheck,
 )
+from virsim.backends.qemu import plugins
 from virsim.backends.qemu.qmp import QMPClient
 from virsim.backends.qemu.replay import RAW_CONSOLE, ReplayConsole, icount_args, prepare_replay_disk
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node
-from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
+from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, VirsimError
 from virsim.firmware import FirmwareImage
 
 INSTALL_HINT = "sudo apt-get install -y qemu-system-arm"
@@ -40,6 +41,7 @@ SNAPSHOT_DISK = "vm.qcow2"
 # Machines whose models break QEMU's loadvm (measured: lm3s6965evb aborts in its SD card model).
 NO_SNAPSHOTS = {"lm3s6965evb": "QEMU 7.2 aborts in the lm3s6965evb SD card model when loading a snapshot"}
 _BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
+COVERAGE_MAP = "coverage.map"  # the vcov plugin's block table (backends/qemu/plugins)
 _START_TIMEOUT = 10.0
 _INPUT_NUDGE_SECONDS = 10.0
 # Under rr=record QEMU hands console input to the UART at its next checkpoint, all bytes read so far
@@ -112,6 +114,9 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
         # Cortex-M boards have no disk: this small qcow2, attached to nothing, is where savevm keeps
         # the VM state of `virsim snapshot create`.
         args += ["-drive", f"if=none,format=qcow2,file={spec.workdir / SNAPSHOT_DISK},id=snap"]
+    if spec.coverage:
+        plugin = plugins.build("vcov", ".".join(map(str, version)))
+        args += ["-plugin", f"{plugin},map={spec.workdir / COVERAGE_MAP}"]
     if spec.firmware is not None:
         args += _firmware_args(spec.firmware, node)
     args += list(node.qemu.extra_args)
@@ -148,6 +153,8 @@ class QemuInstance(SupervisedInstance):
             self._rr_ready()
         command = build_command(self.spec, version)
         command[0] = shutil.which(command[0]) or command[0]
+        if self.spec.coverage:  # counts start from zero at every power-on
+            plugins.CoverageMap(self.spec.workdir / COVERAGE_MAP).create()
         return command
 
     def _open_control(self, deadline: float) -> None:
@@ -242,6 +249,20 @@ class QemuInstance(SupervisedInstance):
         super().power_off()
         if self.replay_console is not None:
             self.replay_console.pump()  # what it printed last, before the log is closed
+
+    def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
+        if not self.spec.coverage:
+            raise NotSupported("QEMU loads its coverage plugin at launch: create the session with --coverage "
+                               "(or use `virsim run --coverage FILE`)", capability=str(Capability.COVERAGE))
+        table = plugins.CoverageMap(self.spec.workdir / COVERAGE_MAP)
+        if action == "blocks":
+            return table.blocks()[0]
+        if action == "reset":
+            table.reset()
+        elif action != "start":
+            raise NotSupported(f"QEMU coverage cannot {action}: the plugin counts from power-on",
+                               capability=str(Capability.COVERAGE))
+        return None
 
     def reverse_begin(self) -> None:
         if self.replay_console is not None:
@@ -379,6 +400,7 @@ class QemuBackend(BackendAdapter):
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
         Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT, Capability.RECORD, Capability.REVERSE,
+        Capability.COVERAGE,
     })
 
     def check_node(self, node: Node) -> None:
@@ -412,8 +434,15 @@ class QemuBackend(BackendAdapter):
                 install=None if version else (INSTALL_HINT if binary.endswith("arm") else
                                               "sudo apt-get install -y qemu-system-arm  # ships aarch64 too"),
                 note=None if binary.endswith("arm") else "only for AArch64 boards"))
+        cc = plugins.compiler()
+        try:
+            built = plugins.build("vcov", ".".join(map(str, qemu_version("qemu-system-arm") or (0, 0, 0))))
+            checks.append(ToolCheck("qemu coverage plugin", True, path=str(built), note="built from vcov.c, cached"))
+        except VirsimError as err:
+            checks.append(ToolCheck("qemu coverage plugin", False, path=cc, install=plugins.COMPILER_HINT,
+                                    note=f"coverage on QEMU: {err.message}"))
         img = shutil.which("qemu-img")
         checks.append(ToolCheck("qemu-img", img is not None, path=img,
                                 install=None if img else "sudo apt-get install -y qemu-utils",
-                                note="snapshots (later)"))
+                                note="snapshots, record/replay"))
         return checks

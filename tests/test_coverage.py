@@ -1,0 +1,202 @@
+"""Coverage and traces: line coverage from the DWARF line table on both backends (QEMU through the
+vcov TCG plugin, the built-in engine through block hooks), lcov that genhtml renders, drcov read
+back, symbolised traces and a Chrome trace whose nesting is checked."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import HELLO, CLI, console_contains, need_tool, wait_for
+from virsim.analysis.coverage import Coverage, parse_drcov
+from virsim.analysis.symbols import Program
+from virsim.client import Client
+
+RTOS = HELLO.parents[1] / "rtos" / "rtos.elf"
+
+
+# ----------------------------------------------------------------------------- the ELF side
+
+def test_program_maps_addresses_to_functions_and_lines() -> None:
+    prog = Program.load(HELLO)
+    on_tick = prog.function_named("on_tick")
+    assert on_tick is not None and on_tick.file == "hello.c" and on_tick.line == 24
+    assert prog.function_at(on_tick.start + 2) == on_tick
+    row = prog.line_at(on_tick.start)
+    assert row is not None and (row.file, row.line) == ("hello.c", 24)
+    assert prog.resolve("main") == prog.function_named("main").start and prog.resolve("0x40") == 0x40
+
+
+def test_lcov_and_drcov_from_blocks(tmp_path: Path) -> None:
+    prog = Program.load(HELLO)
+    on_tick = prog.function_named("on_tick")
+    # on_tick's whole body ran 3 times, and one block of it once more (a second translation).
+    blocks = [(on_tick.start, on_tick.end - on_tick.start, 3), (on_tick.start, 4, 1)]
+    cov = Coverage.compute(prog, blocks, HELLO.parent)
+    hello_c = str((HELLO.parent / "hello.c").resolve())
+    assert cov.files[hello_c].lines[24] == 4 and cov.files[hello_c].lines[25] == 3
+    assert ("on_tick", 24, 4) in cov.files[hello_c].functions
+    assert "DA:24,4" in cov.lcov() and "FNDA:4,on_tick" in cov.lcov()
+    modules, bbs = parse_drcov(cov.drcov())
+    assert modules[0]["path"] == str(HELLO) and int(modules[0]["base"], 16) == prog.base
+    assert sorted(bbs) == sorted((0, s - prog.base, z) for s, z, _ in cov.blocks)
+
+
+# ------------------------------------------------------------------------ through the daemon
+
+def paused_after_ticks(cli: CLI, client: Client, backend: str, ticks: int = 2) -> str:
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", backend,
+                   "--coverage", "--deterministic")["id"]
+    wait_for(console_contains(client, sid, b"tick %d\n" % ticks), timeout=120)
+    client.session("pause", sid)
+    return sid
+
+
+def executed_lines(report: dict) -> set[tuple[str, str]]:
+    return {(r["file"], r["function"]) for r in report["rows"] if r["lines_hit"]}
+
+
+@pytest.mark.parametrize("backend", ["qemu", "builtin"])
+def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_path: Path) -> None:
+    need_tool("qemu-system-arm" if backend == "qemu" else "python3")
+    sid = paused_after_ticks(cli, client, backend)
+    ticks = client.console_text(sid).count(b"tick ")
+    report = cli.json("coverage", "report", sid)
+    rows = {r["function"]: r for r in report["rows"]}
+    assert rows["on_tick"]["calls"] == ticks  # exact counts: one call per printed line
+    assert rows["main"]["lines_hit"] > 0 and rows["uart_putc"]["calls"] > 0
+    assert rows["DebugMon_Handler"]["lines_hit"] == 0  # never ran
+    assert report["lines_hit"] < report["lines_found"] and report["functions_hit"] >= 5
+    # lcov that genhtml renders without errors
+    need_tool("genhtml")
+    info = tmp_path / "cov.info"
+    done = cli.json("coverage", "export", sid, "--format", "lcov", "--out", str(info))
+    assert done["state"] == "done" and done["result"]["lines_hit"] == report["lines_hit"]
+    text = info.read_text()
+    assert re.search(r"^FNDA:%d,on_tick$" % ticks, text, re.M)
+    html = subprocess.run(["genhtml", str(info), "-o", str(tmp_path / "html")], capture_output=True, text=True)
+    assert html.returncode == 0, html.stderr
+    assert (tmp_path / "html" / "index.html").exists()
+    # json and drcov describe the same blocks
+    js = tmp_path / "cov.json"
+    cli.json("coverage", "export", sid, "--format", "json", "--out", str(js))
+    doc = json.loads(js.read_text())
+    drcov = tmp_path / "cov.drcov"
+    cli.json("coverage", "export", sid, "--format", "drcov", "--out", str(drcov))
+    _, bbs = parse_drcov(drcov.read_bytes())
+    assert sorted((s, z) for _, s, z in bbs) == sorted((s, z) for s, z, c in doc["blocks"] if c)
+    # reset zeroes the counts; the emulator keeps counting afterwards
+    after = cli.json("coverage", "reset", sid)
+    assert after["lines_hit"] == 0
+    client.session("resume", sid)
+    wait_for(lambda: cli.json("coverage", "report", sid)["lines_hit"] > 0, timeout=60)
+
+
+def test_both_backends_cover_the_same_code(cli: CLI, client: Client) -> None:
+    need_tool("qemu-system-arm")
+    qemu = cli.json("coverage", "report", paused_after_ticks(cli, client, "qemu"))
+    builtin = cli.json("coverage", "report", paused_after_ticks(cli, client, "builtin"))
+    assert executed_lines(qemu) == executed_lines(builtin)
+    assert qemu["lines_hit"] == builtin["lines_hit"]
+
+
+def test_coverage_refusals(cli: CLI, client: Client) -> None:
+    need_tool("qemu-system-arm")
+    sid = client.session_create("mps2-an385", HELLO, backend="qemu").id
+    err = cli.json("coverage", "start", sid, check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "--coverage" in err["error"]
+    err = cli.json("coverage", "report", sid, check=3)
+    assert err["code"] == "NOT_FOUND" and "coverage start" in err["error"]
+    err = cli.json("trace", "start", sid, check=5)  # QEMU has no trace capability
+    assert err["code"] == "NOT_SUPPORTED"
+    plain = client.session_create("mps2-an385", HELLO, backend="builtin").id
+    err = cli.json("coverage", "report", plain, check=3)  # nothing collected yet
+    assert err["code"] == "NOT_FOUND" and f"virsim coverage start {plain}" in err["error"]
+    assert cli.json("coverage", "start", plain)["active"]
+
+
+def test_run_with_coverage_writes_lcov(cli: CLI, tmp_path: Path) -> None:
+    need_tool("qemu-system-arm")
+    out = tmp_path / "out" / "cov.info"
+    run = cli.json("run", str(HELLO), "-e", "tick 2", "--coverage", str(out))
+    assert run["status"] == "passed" and run["coverage"] == str(out)
+    assert "FN:24,on_tick" in out.read_text() and "end_of_record" in out.read_text()
+
+
+# ------------------------------------------------------------------------------------- traces
+
+def check_chrome(doc: dict, names: set[str]) -> list[str]:
+    """The trace-event structure Perfetto needs: B/E pairs nested LIFO, time never going back."""
+    stack: list[str] = []
+    last = -1.0
+    seen = []
+    for ev in doc["traceEvents"]:
+        if ev["ph"] == "M":
+            continue
+        assert ev["ph"] in ("B", "E") and ev["pid"] == 1 and ev["tid"] == 1
+        assert ev["ts"] >= last
+        last = ev["ts"]
+        assert ev["name"] in names
+        if ev["ph"] == "B":
+            stack.append(ev["name"])
+            seen.append(ev["name"])
+        else:
+            assert stack and stack.pop() == ev["name"]
+    assert not stack
+    return seen
+
+
+def test_trace_function_timeline(cli: CLI, client: Client, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", RTOS, backend="builtin").id
+    wait_for(console_contains(client, sid, b"ready for input\n"), timeout=60)
+    started = cli.json("trace", "start", sid, "--level", "function", "--limit", "5000")
+    assert started["active"] and started["level"] == "function"
+    client.console_send(sid, b"hello\n")
+    wait_for(console_contains(client, sid, b"echo: hello\n"), timeout=60)
+    stopped = cli.json("trace", "stop", sid)
+    assert not stopped["active"] and stopped["events"] > 0
+    out = tmp_path / "trace.json"
+    done = cli.json("trace", "export", sid, "--format", "chrome", "--out", str(out))
+    assert done["state"] == "done"
+    names = {f.name for f in Program.load(RTOS).functions}
+    seen = check_chrome(json.loads(out.read_text()), names)
+    assert "UART0_RX_IRQHandler" in seen and "SysTick_Handler" in seen  # interrupts nest as calls
+    text = tmp_path / "trace.txt"
+    cli.json("trace", "export", sid, "--format", "text", "--out", str(text))
+    assert re.search(r"enter\s+UART0_RX_IRQHandler\s+rtos\.c:\d+", text.read_text())
+
+
+def test_trace_limit_and_range(cli: CLI, client: Client, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", HELLO, backend="builtin").id
+    wait_for(console_contains(client, sid, b"Hello"), timeout=60)
+    cli.json("trace", "start", sid, "--range", "uart_getc", "--limit", "50")
+    wait_for(lambda: cli.json("trace", "show", sid)["truncated"], timeout=60)
+    info = cli.json("trace", "show", sid)
+    assert info["events"] == 50 and info["note"] == "truncated at 50 events (--limit 50)"
+    out = tmp_path / "trace.txt"
+    done = cli.json("trace", "export", sid, "--format", "text", "--out", str(out))
+    assert done["result"]["note"] == info["note"]
+    lines = out.read_text().splitlines()
+    assert "# truncated at 50 events (--limit 50)" in lines
+    events = [ln for ln in lines if not ln.startswith("#")]
+    assert len(events) == 50 and all("uart_getc+" in ln and "uart.c:" in ln for ln in events)
+    js = tmp_path / "trace.json"
+    cli.json("trace", "export", sid, "--format", "json", "--out", str(js))
+    doc = json.loads(js.read_text())
+    assert doc["truncated"] and len(doc["events"]) == 50 and doc["events"][0]["function"] == "uart_getc"
+
+
+def test_trace_refusals(cli: CLI, client: Client) -> None:
+    sid = client.session_create("mps2-an385", HELLO, backend="builtin").id
+    err = cli.json("trace", "start", sid, "--range", "nosuch", check=2)
+    assert err["code"] == "INVALID_INPUT" and "no function 'nosuch'" in err["error"]
+    err = cli.json("trace", "start", sid, "--range", "main..on_tick", check=2)
+    assert "is not after" in err["error"]
+    err = cli("trace", "start", sid, "--limit", "lots", check=2)
+    assert "--limit" in err.stderr
+    err = cli.json("trace", "export", sid, "--out", "/tmp/never.json", check=3)
+    assert err["code"] == "NOT_FOUND" and "trace start" in err["error"]
