@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, CLI, console_contains, need_tool, wait_for
+from conftest import HELLO, HELLO_SYSTICK, CLI, console_contains, need_tool, wait_for
 from virsim.analysis.coverage import Coverage, parse_drcov
 from virsim.analysis.symbols import Program
 from virsim.client import Client
@@ -48,8 +48,10 @@ def test_lcov_and_drcov_from_blocks(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------ through the daemon
 
-def paused_after_ticks(cli: CLI, client: Client, backend: str, ticks: int = 2) -> str:
-    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", backend,
+def paused_after_ticks(cli: CLI, client: Client, backend: str, ticks: int = 3) -> str:
+    # The SysTick variant sleeps (WFI) between ticks: few blocks, so the built-in engine's
+    # per-block counting hook does not make the test slow (hello.elf's busy loop would).
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO_SYSTICK), "--backend", backend,
                    "--coverage", "--deterministic")["id"]
     wait_for(console_contains(client, sid, b"tick %d\n" % ticks), timeout=120)
     client.session("pause", sid)
@@ -69,7 +71,9 @@ def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_pa
     rows = {r["function"]: r for r in report["rows"]}
     assert rows["on_tick"]["calls"] == ticks  # exact counts: one call per printed line
     assert rows["main"]["lines_hit"] > 0 and rows["uart_putc"]["calls"] > 0
-    assert rows["DebugMon_Handler"]["lines_hit"] == 0  # never ran
+    assert rows["SysTick_Handler"]["calls"] >= ticks
+    assert rows["DebugMon_Handler"]["lines_hit"] == 0  # never ran: no fault, no unexpected interrupt
+    assert rows["Reset_Handler"]["calls"] == 1  # counted from the first instruction
     assert report["lines_hit"] < report["lines_found"] and report["functions_hit"] >= 5
     # lcov that genhtml renders without errors
     need_tool("genhtml")
@@ -171,9 +175,9 @@ def test_trace_function_timeline(cli: CLI, client: Client, tmp_path: Path) -> No
 
 
 def test_trace_limit_and_range(cli: CLI, client: Client, tmp_path: Path) -> None:
-    sid = client.session_create("mps2-an385", HELLO, backend="builtin").id
+    sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin").id
     wait_for(console_contains(client, sid, b"Hello"), timeout=60)
-    cli.json("trace", "start", sid, "--range", "uart_getc", "--limit", "50")
+    cli.json("trace", "start", sid, "--range", "uart_putc", "--limit", "50")
     wait_for(lambda: cli.json("trace", "show", sid)["truncated"], timeout=60)
     info = cli.json("trace", "show", sid)
     assert info["events"] == 50 and info["note"] == "truncated at 50 events (--limit 50)"
@@ -183,11 +187,11 @@ def test_trace_limit_and_range(cli: CLI, client: Client, tmp_path: Path) -> None
     lines = out.read_text().splitlines()
     assert "# truncated at 50 events (--limit 50)" in lines
     events = [ln for ln in lines if not ln.startswith("#")]
-    assert len(events) == 50 and all("uart_getc+" in ln and "uart.c:" in ln for ln in events)
+    assert len(events) == 50 and all("uart_putc+" in ln and "uart.c:" in ln for ln in events)
     js = tmp_path / "trace.json"
     cli.json("trace", "export", sid, "--format", "json", "--out", str(js))
     doc = json.loads(js.read_text())
-    assert doc["truncated"] and len(doc["events"]) == 50 and doc["events"][0]["function"] == "uart_getc"
+    assert doc["truncated"] and len(doc["events"]) == 50 and doc["events"][0]["function"] == "uart_putc"
 
 
 def test_trace_refusals(cli: CLI, client: Client) -> None:
