@@ -58,13 +58,15 @@ def one_run(record: bool, instructions: int, inputs: int) -> tuple[float, int]:
     return elapsed, size
 
 
-def qemu_run(tmp: Path, ticks: int, *, record: bool = False, replay: Path | None = None) -> float:
+def qemu_run(tmp: Path, ticks: int, *, record: bool = False, replay: Path | None = None, coverage: bool = False,
+             firmware: Path = HELLO) -> float:
     """Seconds from power-on of a QEMU instance until its console shows "tick <ticks>"."""
     board, _ = resolve_board("mps2-an385")
     run = Path(tempfile.mkdtemp(prefix="vsbq-", dir="/tmp"))  # short: Unix socket paths
     spec = InstanceSpec(session_id="bench", board=board, node=board.nodes[0], workdir=tmp, rundir=run,
-                        console_log=tmp / "console.log", stderr_log=tmp / "qemu.log", firmware=inspect(HELLO),
-                        deterministic=True, record=(tmp / "recording.data") if record else None, replay=replay)
+                        console_log=tmp / "console.log", stderr_log=tmp / "qemu.log", firmware=inspect(firmware),
+                        deterministic=True, record=(tmp / "recording.data") if record else None, replay=replay,
+                        coverage=coverage)
     (tmp / "console.log").unlink(missing_ok=True)
     want = b"tick %d\n" % ticks
     inst = get_backend("qemu").create_instance(spec)

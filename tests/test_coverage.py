@@ -204,3 +204,23 @@ def test_trace_refusals(cli: CLI, client: Client) -> None:
     assert "--limit" in err.stderr
     err = cli.json("trace", "export", sid, "--out", "/tmp/never.json", check=3)
     assert err["code"] == "NOT_FOUND" and "trace start" in err["error"]
+
+
+def test_engine_trace_times_are_exact_instruction_counts() -> None:
+    """An instruction's event carries its index; a block's, the index of its first instruction."""
+    from virsim.backends.builtin.machine import Machine
+    from virsim.board import resolve_board
+    from virsim.firmware import inspect
+
+    board, _ = resolve_board("mps2-an385")
+    traces = {}
+    for level in ("block", "instruction"):
+        m = Machine(board, board.nodes[0])
+        m.program(inspect(HELLO))
+        m.probes.trace_start(level, [], 1000)
+        m.run(300)
+        flat = m.probes.events.tolist()
+        traces[level] = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 3)]
+    assert [cycle for cycle, _ in traces["instruction"]] == list(range(300))
+    assert traces["block"][0] == (0, traces["instruction"][0][1])
+    assert set(traces["block"]) <= set(traces["instruction"])  # each block at its first instruction's index

@@ -69,6 +69,11 @@ class InstructionCounter:
         """Inside a hook: instructions completed before the current one in this emu_start."""
         return self._counter.value - 1
 
+    def in_block_hook(self) -> int:
+        """Inside a block hook: instructions completed before the block (its first one is not
+        counted yet, unlike in a code or memory hook)."""
+        return self._counter.value
+
     def stop_after_current(self) -> None:
         """Inside a hook: let the current instruction finish, then stop (exact, no re-execution)."""
         self._limit.value = self._counter.value

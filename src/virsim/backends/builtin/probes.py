@@ -126,7 +126,7 @@ class Probes:
     functions: list[int] = []
     _last_function = -2
 
-    def _record(self, address: int, size: int) -> None:
+    def _record(self, address: int, size: int, now: int) -> None:
         if self.ranges and not any(lo <= address < hi for lo, hi in self.ranges):
             return
         if self.level == "function":
@@ -137,7 +137,6 @@ class Probes:
             self._last_function = index
         events = self.events
         assert events is not None
-        now = self.m.now()
         if events and events[-1] == size and events[-2] == address and events[-3] == now:
             return  # the same block entered again at the same cycle: a slice boundary, not an execution
         if len(events) >= 3 * self.limit:
@@ -156,8 +155,8 @@ class Probes:
             key = (address, size)
             counts[key] = counts.get(key, 0) + 1
         if self.tracing and self.level != "instruction":
-            self._record(address, size)
+            self._record(address, size, self.m.cycles + self.m.counter.in_block_hook())
 
     def _on_code(self, uc: Uc, address: int, size: int, ud: Any) -> None:
         if self.tracing and not self.suspended:
-            self._record(address, size)
+            self._record(address, size, self.m.now())
