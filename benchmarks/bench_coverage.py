@@ -94,8 +94,9 @@ def main() -> int:
                 extra = ""
                 if level == "function":
                     chrome = tmp / f"{name}.json"
+                    program = Program.load(elf)
                     t1 = time.perf_counter()
-                    export(Program.load(elf), RawTrace.read(raw), "chrome", chrome)
+                    export(program, RawTrace.read(raw), "chrome", chrome)
                     extra = (f"; chrome export {chrome.stat().st_size / max(m.instructions / 1e6, 1e-6):,.0f} B per M instr, "
                              f"{info['events'] / max(time.perf_counter() - t1, 1e-9):,.0f} events/s symbolised")
                 print(f"  {name:<18} {level:<12} {info['events']:>10,} events  {info['events'] / seconds:>12,.0f}   "
