@@ -69,7 +69,8 @@ def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_pa
     ticks = client.console_text(sid).count(b"tick ")
     report = cli.json("coverage", "report", sid)
     rows = {r["function"]: r for r in report["rows"]}
-    assert rows["on_tick"]["calls"] == ticks  # exact counts: one call per printed line
+    # exact counts: one call per printed line (plus one if the pause came in the middle of a line)
+    assert rows["on_tick"]["calls"] - ticks in (0, 1)
     assert rows["main"]["lines_hit"] > 0 and rows["uart_putc"]["calls"] > 0
     assert rows["SysTick_Handler"]["calls"] >= ticks
     assert rows["DebugMon_Handler"]["lines_hit"] == 0  # never ran: no fault, no unexpected interrupt
@@ -81,7 +82,7 @@ def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_pa
     done = cli.json("coverage", "export", sid, "--format", "lcov", "--out", str(info))
     assert done["state"] == "done" and done["result"]["lines_hit"] == report["lines_hit"]
     text = info.read_text()
-    assert re.search(r"^FNDA:%d,on_tick$" % ticks, text, re.M)
+    assert re.search(r"^FNDA:%d,on_tick$" % rows["on_tick"]["calls"], text, re.M)
     html = subprocess.run(["genhtml", str(info), "-o", str(tmp_path / "html")], capture_output=True, text=True)
     assert html.returncode == 0, html.stderr
     assert (tmp_path / "html" / "index.html").exists()

@@ -35,6 +35,7 @@ from virsim.board import Node, board_to_dict
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
 
 _CALL_TIMEOUT = 10.0
+_STATUS_TIMEOUT = 1.0
 UNICORN_VERSION = "2.1.4"
 
 
@@ -151,17 +152,22 @@ class BuiltinInstance(SupervisedInstance):
         self._ctl().call("resume")
 
     def run_status(self) -> RunStatus:
-        st = self._ctl().call("status")
+        st = self._status()
         detail = "running" if st["running"] else ("debug" if st["debugger"] else "paused")
         if st["running"] and st["sleeping"]:
             detail = "sleeping"
         return RunStatus(bool(st["running"]), detail, {k: st[k] for k in ("cycles", "instructions", "pc")})
 
     def virtual_time_ns(self) -> int | None:
-        return int(self._ctl().call("status")["time_ns"])
+        return int(self._status()["time_ns"])
 
     def instructions(self) -> int | None:
-        return int(self._ctl().call("status")["instructions"])
+        return int(self._status()["instructions"])
+
+    def _status(self) -> dict[str, Any]:
+        # A short timeout: the engine answers between two slices (well under a second), and a
+        # just-killed engine must not hold the daemon for the control channel's full timeout.
+        return self._ctl().call("status", timeout=_STATUS_TIMEOUT)
 
     def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
         reply = self._ctl().call("coverage", timeout=_CALL_TIMEOUT * 6, action=action)
