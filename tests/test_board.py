@@ -397,3 +397,36 @@ def test_cli_board_show_unknown(cli: CLI) -> None:
     assert "nosuch" in proc.stderr and "mps2-an385" in proc.stderr
     doc = json.loads(cli("board", "show", "nosuch", "--json", check=3).stdout)
     assert doc["code"] == "NOT_FOUND" and doc["details"]["id"] == "nosuch"
+
+
+# ----------------------------------------------------------------------- interconnect validation
+
+@pytest.mark.parametrize("change, field, words", [
+    # a shared window over a peripheral (a window inside one RAM region is fine: it is carved out)
+    (("app: 0x20300000", "app: 0x40004000"), "interconnect.shared_memory[0].mappings.app", "overlaps peripheral uart0"),
+    (("app: 0x20300000", "app: 0x20300800"), "interconnect.shared_memory[0].mappings.app", "multiples of 4K"),
+    (("target: radio, irq: 3", "target: radio, irq: 40"), "interconnect.irq_routes[0].irq", "lines 0..31"),
+    (("source: app.uart0", "source: app.doorbell"), "interconnect.irq_routes[0].source", "node.peripheral"),
+    (("address: 0x50000000", "address: 0x40004000"), "interconnect.mmio_map[0].address", "overlaps peripheral uart0"),
+    (("size: 4K, target: radio", "size: 8M, target: radio"), "interconnect.mmio_map[0].size", "size mismatch"),
+])
+def test_interconnect_problems_name_the_field(tmp_path: Path, change: tuple[str, str], field: str, words: str) -> None:
+    assert change[0] in TWO_NODES
+    path = write(tmp_path, TWO_NODES.replace(*change))
+    with pytest.raises(BoardConfigError) as err:
+        load_board_file(path)
+    assert field in str(err.value) and words in str(err.value)
+
+
+def test_uart_links_are_checked(tmp_path: Path) -> None:
+    good = TWO_NODES.replace("    qemu: {machine: mps2-an385}\ninterconnect:",
+                             "    peripherals:\n      - {id: uart1, type: cmsdk-uart, address: 0x40005000, irq: 2}\n"
+                             "    qemu: {machine: mps2-an385}\ninterconnect:\n  uart_links:\n    - {a: app.uart0, b: radio.uart1}")
+    board = load_board_file(write(tmp_path, good, "good.yaml"))
+    assert board.interconnect.uart_links[0].b == "radio.uart1"
+    for bad, words in (("b: radio.uart1}", "is not a UART of radio"), ("a: app.uart0", "unknown node")):
+        text = good.replace("b: radio.uart1}", "b: radio.uart9}") if bad.startswith("b") else \
+            good.replace("a: app.uart0", "a: modem.uart0")
+        with pytest.raises(BoardConfigError) as err:
+            load_board_file(write(tmp_path, text))
+        assert "interconnect.uart_links[0]" in str(err.value) and words in str(err.value)

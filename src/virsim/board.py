@@ -1,7 +1,7 @@
 """BoardConfig: the pydantic model of a board (the spec's schema), its loader and the templates.
 
 A board is a system: `system_id`, `name`, `nodes[]` (each with backend, processor, memory[],
-peripherals[]) and `interconnect` (shared_memory[], irq_routes[], mmio_map[]). Files may be YAML
+peripherals[]) and `interconnect` (shared_memory[], irq_routes[], mmio_map[], uart_links[]). Files may be YAML
 or JSON; addresses and sizes accept integers, `0x…` and `64K`/`1M`/`2G`; frequencies `25MHz`.
 Errors name the file, the field path (`nodes[0].memory[1].size`), the line, the bad value and
 what was expected. Templates ship in the repository's `boards/` (package virsim.board_templates).
@@ -164,9 +164,10 @@ class SharedMemory(Model):
 
 
 class IrqRoute(Model):
-    source: str = Field(description="node.peripheral or node.signal raising the line")
+    source: str = Field(description="node.peripheral (its output, e.g. a doorbell register or a GPIO "
+                        "block) or node.peripheral.pin (one GPIO line) raising the line")
     target: str = Field(description="node id receiving the interrupt")
-    irq: int = Field(ge=0)
+    irq: int = Field(ge=0, description="external interrupt (NVIC IRQ number) raised on the target")
 
 
 class MmioMap(Model):
@@ -177,10 +178,38 @@ class MmioMap(Model):
     target_address: Size = 0
 
 
+class UartLink(Model):
+    a: str = Field(description="node.uart: what it transmits arrives at b's receiver")
+    b: str = Field(description="node.uart: and the other way round")
+
+
 class Interconnect(Model):
     shared_memory: list[SharedMemory] = []
     irq_routes: list[IrqRoute] = []
     mmio_map: list[MmioMap] = []
+    uart_links: list[UartLink] = []
+
+
+UART_TYPES = ("cmsdk-uart", "pl011")
+
+
+def _nvic_lines(node: Node) -> int:
+    """External interrupt lines of a Cortex-M node (options.irqs of its NVIC, else the 32-line
+    multiple that covers its peripherals, as the built-in engine sizes it)."""
+    opts = next((p.options for p in node.peripherals if p.type == "armv7m-nvic"), {})
+    highest = max([p.irq for p in node.peripherals if p.irq is not None] + [31]) + 1
+    return int(opts.get("irqs", max(32, -(-highest // 32) * 32)))
+
+
+def _regions(node: Node) -> list[tuple[int, int, str]]:
+    """[start, end) and a name of everything already in a node's address map."""
+    out = [(m.address, m.end, f"memory {m.name or m.type} at {m.address:#x}") for m in node.memory]
+    out += [(p.address, p.address + p.size, f"peripheral {p.id} at {p.address:#x}") for p in node.peripherals]
+    return out
+
+
+def _overlap(regions: list[tuple[int, int, str]], start: int, end: int) -> str | None:
+    return next((name for lo, hi, name in regions if start < hi and lo < end), None)
 
 
 class BoardConfig(Model):
@@ -196,21 +225,75 @@ class BoardConfig(Model):
         for i, node_id in enumerate(ids):
             if node_id in ids[:i]:
                 raise FieldProblem(f"duplicate node id {node_id!r}", "nodes", i, "id")
-        known = set(ids)
+        nodes = {n.id: n for n in self.nodes}
         ic = self.interconnect
+        taken = {n.id: _regions(n) for n in self.nodes}
         for i, sm in enumerate(ic.shared_memory):
-            for node in sm.mappings:
-                if node not in known:
-                    raise FieldProblem(f"shared_memory {sm.id!r} maps unknown node {node!r}",
-                                       "interconnect", "shared_memory", i, "mappings", node)
+            for node_id, address in sm.mappings.items():
+                where = ("interconnect", "shared_memory", i, "mappings", node_id)
+                if node_id not in nodes:
+                    raise FieldProblem(f"shared_memory {sm.id!r} maps unknown node {node_id!r}", *where)
+                if address % 4096 or sm.size % 4096:
+                    raise FieldProblem(f"shared_memory {sm.id!r}: address {address:#x} and size {sm.size:#x} on "
+                                       f"{node_id} must be multiples of 4K (emulators map whole pages)", *where)
+                # A window inside one RAM region is carved out of it (that part of the node's RAM is shared).
+                inside = next((m for m in nodes[node_id].memory if m.type == "RAM" and m.contains(address, sm.size)),
+                              None)
+                others = [r for r in taken[node_id] if inside is None or r[0] != inside.address
+                          or not r[2].startswith("memory")]
+                clash = _overlap(others, address, address + sm.size)
+                if clash:
+                    raise FieldProblem(f"shared_memory {sm.id!r} at {address:#x}..{address + sm.size:#x} on "
+                                       f"{node_id} overlaps {clash}", *where)
+                taken[node_id].append((address, address + sm.size, f"shared_memory {sm.id} at {address:#x}"))
         for i, route in enumerate(ic.irq_routes):
-            for field, ref in (("source", route.source.split(".", 1)[0]), ("target", route.target)):
-                if ref not in known:
-                    raise FieldProblem(f"irq route names unknown node {ref!r}", "interconnect", "irq_routes", i, field)
+            parts = route.source.split(".")
+            if parts[0] not in nodes:
+                raise FieldProblem(f"irq route source names unknown node {parts[0]!r}", "interconnect", "irq_routes",
+                                   i, "source")
+            if len(parts) < 2 or not any(p.id == parts[1] for p in nodes[parts[0]].peripherals):
+                raise FieldProblem(f"irq route source {route.source!r} must be node.peripheral[.pin] with a "
+                                   f"peripheral of node {parts[0]}", "interconnect", "irq_routes", i, "source")
+            if route.target not in nodes:
+                raise FieldProblem(f"irq route names unknown node {route.target!r}", "interconnect", "irq_routes", i,
+                                   "target")
+            lines = _nvic_lines(nodes[route.target])
+            if nodes[route.target].processor.profile == "m" and route.irq >= lines:
+                raise FieldProblem(f"irq {route.irq} does not exist on {route.target}: its NVIC has lines 0..{lines - 1}",
+                                   "interconnect", "irq_routes", i, "irq")
         for i, m in enumerate(ic.mmio_map):
-            for field, ref in (("node", m.node), ("target", m.target.split(".", 1)[0])):
-                if ref not in known:
+            target_id = m.target.split(".", 1)[0]
+            for field, ref in (("node", m.node), ("target", target_id)):
+                if ref not in nodes:
                     raise FieldProblem(f"mmio_map names unknown node {ref!r}", "interconnect", "mmio_map", i, field)
+            clash = _overlap(taken[m.node], m.address, m.address + m.size)
+            if clash:
+                raise FieldProblem(f"mmio_map range {m.address:#x}..{m.address + m.size:#x} on {m.node} overlaps {clash}",
+                                   "interconnect", "mmio_map", i, "address")
+            target = nodes[target_id]
+            if not any(r.contains(m.target_address, m.size) for r in target.memory) and not any(
+                    p.address <= m.target_address and m.target_address + m.size <= p.address + p.size
+                    for p in target.peripherals):
+                raise FieldProblem(f"mmio_map forwards {m.size:#x} bytes to {target_id} at {m.target_address:#x}, which "
+                                   f"is not inside one of {target_id}'s memory regions or peripherals (size mismatch?)",
+                                   "interconnect", "mmio_map", i, "size")
+            taken[m.node].append((m.address, m.address + m.size, f"mmio_map[{i}]"))
+        linked: dict[str, int] = {}
+        for i, link in enumerate(ic.uart_links):
+            for field in ("a", "b"):
+                ref = getattr(link, field)
+                node_id, _, periph = ref.partition(".")
+                if node_id not in nodes:
+                    raise FieldProblem(f"uart link names unknown node {node_id!r}", "interconnect", "uart_links", i,
+                                       field)
+                uart = next((p for p in nodes[node_id].peripherals if p.id == periph), None)
+                if uart is None or uart.type not in UART_TYPES:
+                    raise FieldProblem(f"uart link end {ref!r} is not a UART of {node_id} ({', '.join(UART_TYPES)})",
+                                       "interconnect", "uart_links", i, field)
+                if ref in linked:
+                    raise FieldProblem(f"{ref} is already linked by uart_links[{linked[ref]}]", "interconnect",
+                                       "uart_links", i, field)
+                linked[ref] = i
         return self
 
     @property

@@ -113,6 +113,20 @@ class SharedRegion:
     name: str = ""
 
 
+def _carve(start: int, end: int, windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, end) without the shared-memory windows inside it (mapped from their files instead)."""
+    pieces, at = [], start
+    for lo, hi in windows:
+        if hi <= at or lo >= end:
+            continue
+        if lo > at:
+            pieces.append((at, lo))
+        at = max(at, hi)
+    if at < end:
+        pieces.append((at, end))
+    return pieces
+
+
 def check_node(node: Node) -> None:
     """Raise MachineError naming the field this engine cannot build."""
     if node.processor.type not in _CPU_MODELS:
@@ -149,11 +163,13 @@ class Machine:
         self._exec_ranges: list[tuple[int, int]] = []
         self._shm: list[mmap.mmap] = []
 
+        windows = sorted((r.address, r.address + r.size) for r in shared or [])
         for region in node.memory:
             perms = _PERMS[region.access]
             if region.type in ("ROM", "Flash"):
                 perms &= ~UC_PROT_WRITE
-            uc.mem_map(region.address, region.size, perms)
+            for start, end in _carve(region.address, region.end, windows):
+                uc.mem_map(start, end - start, perms)
         for region in shared or []:
             self._map_shared(region)
 
