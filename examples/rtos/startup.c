@@ -1,5 +1,6 @@
-/* Cortex-M3 startup for the RTOS example on QEMU's mps2-an385: like ../hello/startup.c, but the
- * vector table also has the 32 external interrupts (the UART0 RX interrupt is IRQ 0). */
+/* Cortex-M3 startup for the RTOS and multi-node examples on mps2-an385: like ../hello/startup.c,
+ * but the vector table also has the 32 external interrupts (the UART0 RX interrupt is IRQ 0,
+ * IRQs 2-9 have weak IRQn_Handler names). */
 
 #include <stdint.h>
 
@@ -30,6 +31,15 @@ void PendSV_Handler(void) WEAK_DEFAULT;
 void SysTick_Handler(void) WEAK_DEFAULT;
 void UART0_RX_IRQHandler(void) WEAK_DEFAULT;
 void UART0_TX_IRQHandler(void) WEAK_DEFAULT;
+/* IRQs 2-9 by number, for firmware that wires its own lines (examples/multinode: a doorbell on IRQ 7). */
+void IRQ2_Handler(void) WEAK_DEFAULT;
+void IRQ3_Handler(void) WEAK_DEFAULT;
+void IRQ4_Handler(void) WEAK_DEFAULT;
+void IRQ5_Handler(void) WEAK_DEFAULT;
+void IRQ6_Handler(void) WEAK_DEFAULT;
+void IRQ7_Handler(void) WEAK_DEFAULT;
+void IRQ8_Handler(void) WEAK_DEFAULT;
+void IRQ9_Handler(void) WEAK_DEFAULT;
 
 typedef void (*vector_t)(void);
 
@@ -50,7 +60,9 @@ const vector_t vector_table[16 + 32] = {
     SysTick_Handler,        /* 15 */
     UART0_RX_IRQHandler,    /* 16: IRQ 0 */
     UART0_TX_IRQHandler,    /* 17: IRQ 1 */
-    [18 ... 16 + 31] = Default_Handler,     /* IRQs 2-31: not used here */
+    IRQ2_Handler, IRQ3_Handler, IRQ4_Handler, IRQ5_Handler, IRQ6_Handler, IRQ7_Handler,
+    IRQ8_Handler, IRQ9_Handler,
+    [26 ... 16 + 31] = Default_Handler,     /* IRQs 10-31 */
 };
 
 void Reset_Handler(void)

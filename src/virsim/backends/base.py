@@ -98,6 +98,8 @@ class InstanceSpec:
     replay: Path | None = None  # replay this recording instead of taking live input
     replay_until: str | None = None  # "<n>" instructions or "<n>ns": stop (pause) there
     coverage: bool = False  # collect coverage from the first instruction (Capability.COVERAGE)
+    # Multi-node boards: the lockstep segment and this node's cross-node routes (virsim.sync.system).
+    lockstep: dict[str, Any] | None = None
 
 
 @dataclass

@@ -99,7 +99,7 @@ class BuiltinInstance(SupervisedInstance):
             # firmware that dies at once still dies in a supervised, connected instance.
             "start_paused": True, "shared": [asdict(s) for s in spec.shared_memory],
             "record": str(spec.record) if spec.record else None, "replay": str(spec.replay) if spec.replay else None,
-            "replay_until": spec.replay_until, "coverage": spec.coverage,
+            "replay_until": spec.replay_until, "coverage": spec.coverage, "lockstep": spec.lockstep,
         }
 
     def _command(self) -> list[str]:

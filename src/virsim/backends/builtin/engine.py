@@ -37,6 +37,7 @@ from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim import snapshot
 from virsim.firmware import inspect
+from virsim.sync.lockstep import KIND_IRQ, KIND_UART, TIMELINE, BarrierStopped, Lockstep
 
 BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
 
@@ -56,6 +57,10 @@ class EngineSpec:
     replay: str | None = None  # feed the inputs logged there at their cycles instead of live ones
     replay_until: str | None = None  # halt at "<n>" instructions or "<n>ns" of virtual time
     coverage: bool = False  # count executed blocks from the first instruction
+    # Multi-node boards (virsim.sync): {"segment": path, "index": i, "irq_out": [[gpio, pin (-1: any),
+    # target, line]], "uart_out": [[uart, target, target uart id]]}. The engine then runs quantum by
+    # quantum and meets the other nodes at the segment's barrier (virsim.sync.lockstep).
+    lockstep: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: Path) -> EngineSpec:
@@ -130,6 +135,7 @@ class Engine:
         self.spec = spec
         board = _view(spec.board)
         node = next(n for n in board.nodes if n.id == spec.node)
+        self.node = node
         shared = [SharedRegion(**s) for s in spec.shared or []]
         self.machine = Machine(board, node, shared)
         self.machine.program(inspect(Path(spec.firmware), spec.firmware_format, spec.load_address)
@@ -159,6 +165,11 @@ class Engine:
             u = spec.replay_until
             self.until = ("ns", int(u[:-2])) if u.endswith("ns") else ("instructions", int(u))
         self.channels: dict[str, Channel] = {}
+        self.lockstep: Lockstep | None = None
+        self.timeline = None  # console.timeline of a lockstep node (virsim.sync.system.merged_console)
+        self.outgoing: list[tuple[int, int, int, int, int]] = []  # this quantum's cross-node events
+        if spec.lockstep:
+            self._join_lockstep(spec.lockstep)
         self._polled: tuple[zmq.Poller, dict[int, Any], set[int]] | None = None
         uart = self.machine.console_uart()
         if uart is not None:
@@ -359,6 +370,57 @@ class Engine:
             return {"error": str(err)}
         return {"error": f"unknown trace action {action!r}"}
 
+    # ----------------------------------------------------------------- multi-node lockstep
+    def _join_lockstep(self, cfg: dict[str, Any]) -> None:
+        m = self.machine
+        self.lockstep = Lockstep(Path(cfg["segment"]), int(cfg["index"]), idle=lambda: self._poll(0))
+        self.quantum_end = self.lockstep.quantum
+        for gpio_id, pin, target, line in cfg.get("irq_out") or []:
+            dev = m.device(gpio_id)
+            assert isinstance(dev, CmsdkGpio), f"{gpio_id} is not a GPIO block"
+            levels: dict[int, bool] = {}
+
+            def watch(_id: str, pins: int, dev: CmsdkGpio = dev, pin: int = pin, target: int = target,
+                      line: int = line, levels: dict[int, bool] = levels) -> None:
+                level = bool(pins & dev.outen & (1 << pin)) if pin >= 0 else bool(pins & dev.outen)
+                if levels.get(line) != level and not self.history.seen():
+                    levels[line] = level
+                    self.outgoing.append((m.now(), target, KIND_IRQ, line, int(level)))
+            dev.watchers.append(watch)
+        for uart_id, target, target_uart in cfg.get("uart_out") or []:
+            dev = m.device(uart_id)
+            assert isinstance(dev, Uart), f"{uart_id} is not a UART"
+            dev.sinks.append(lambda data, target=target, slot=target_uart: None if self.history.seen() else
+                             self.outgoing.extend((m.now(), target, KIND_UART, slot, b) for b in data))
+        self._uart_slots = [p.id for p in self.node.peripherals]  # uart events name the target's UART by slot
+        self.timeline = open(Path(cfg["timeline"]), "ab", buffering=0) if cfg.get("timeline") else None  # noqa: SIM115
+
+    def _lockstep_step(self) -> None:
+        """Run to the end of this quantum (sleeping through it if the CPU sleeps), then meet the
+        other nodes and take the events they sent here."""
+        m = self.machine
+        lock = self.lockstep
+        assert lock is not None
+        if m.cycles < self.quantum_end:
+            stop = m.run(self.quantum_end - m.cycles, idle_to_end=True)
+            self.history.advanced()
+            if stop.reason != "budget":
+                self._flush()
+                self._report(stop)  # a breakpoint halts this node; the others wait at the barrier
+                return
+        events, self.outgoing = self.outgoing, []
+        try:
+            inbox = lock.barrier(events)
+        except BarrierStopped:
+            self.halt("system stopped")
+            return
+        for ev in inbox:
+            if ev.kind == KIND_IRQ:
+                self._input("irq", ev.a, bool(ev.b))
+            elif ev.kind == KIND_UART:
+                self._input("uart", self._uart_slots[ev.a], bytes([ev.b]))
+        self.quantum_end += lock.quantum
+
     def _channel(self, ident: str) -> Channel:
         if ident not in self.channels:
             dev = self.machine.device(ident)
@@ -378,6 +440,8 @@ class Engine:
     def _console_out(self, data: bytes) -> None:
         if not self.history.seen():  # re-executed history already wrote these bytes once
             self._out.extend(data)
+            if self.timeline is not None:  # multi-node: when each byte appeared, to merge the nodes' consoles
+                self.timeline.write(TIMELINE.pack(self.machine.now(), len(data)) + data)
 
     def _flush(self) -> None:
         if self._out:
@@ -468,6 +532,14 @@ class Engine:
         while not self.quit:
             if self.running and self.stepping:
                 self._step()
+            elif self.running and self.lockstep is not None:
+                self._lockstep_step()
+                now = time.monotonic()
+                if now - last_poll >= 0.001:
+                    last_poll = now
+                    self._flush()
+                    self._poll(0)
+                continue
             elif self.running and not self.idle:
                 budget = self._budget()
                 if budget is None:

@@ -16,6 +16,7 @@ same cycles, output and state.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import re
@@ -113,6 +114,14 @@ class SharedRegion:
     name: str = ""
 
 
+try:  # the C entry point behind Uc.reg_read (unicorn's Python binding keeps it as `uclib`)
+    from unicorn.unicorn_py3.unicorn import uclib as _uclib
+
+    _uc_reg_read = _uclib.uc_reg_read
+except (ImportError, AttributeError):  # another binding layout: the slower public call still works
+    _uc_reg_read = None
+
+
 def _carve(start: int, end: int, windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """[start, end) without the shared-memory windows inside it (mapped from their files instead)."""
     pieces, at = [], start
@@ -168,7 +177,7 @@ class Machine:
             perms = _PERMS[region.access]
             if region.type in ("ROM", "Flash"):
                 perms &= ~UC_PROT_WRITE
-            for start, end in _carve(region.address, region.end, windows):
+            for start, end in _carve(region.address, region.address + region.size, windows):
                 uc.mem_map(start, end - start, perms)
         for region in shared or []:
             self._map_shared(region)
@@ -191,6 +200,8 @@ class Machine:
         self.breakpoints: dict[int, int] = {}
         self.watchpoints: dict[tuple[str, int, int], int] = {}
         self.probes = Probes(self)  # coverage and trace hooks, installed only while on
+        self._pc_value = ctypes.c_uint32()
+        self._pc_ref = ctypes.byref(self._pc_value)
         self._skip_bp: int | None = None
         # While re-executing for reverse debugging: (instructions, address) of breakpoint hits
         # (watchpoint hits with -address) are collected here instead of stopping.
@@ -506,13 +517,21 @@ class Machine:
         return self._sleeping
 
     def pc(self) -> int:
-        return self.uc.reg_read(UC_ARM_REG_PC) & ~1
+        return self._read_pc() & ~1
+
+    def _read_pc(self) -> int:
+        # Unicorn's Python reg_read picks a register class per call (~1.5 us); the C call is ~0.5 us,
+        # and run() reads the PC two or three times: at 1k-instruction lockstep quanta that matters.
+        if _uc_reg_read is None:
+            return int(self.uc.reg_read(UC_ARM_REG_PC))
+        _uc_reg_read(self.uc._uch, UC_ARM_REG_PC, self._pc_ref)
+        return self._pc_value.value
 
     def run(self, budget: int, idle_to_end: bool = False) -> Stop:
         """Run up to `budget` cycles. Returns early at a breakpoint/watchpoint/BKPT, a lockup, or
         (unless idle_to_end) when the CPU sleeps with nothing scheduled to wake it ("idle")."""
         end = self.cycles + budget
-        if self._skip_bp is None and self.collect_hits is None and self.pc() in self.breakpoints:
+        if self._skip_bp is None and self.collect_hits is None and self.breakpoints and self.pc() in self.breakpoints:
             self._skip_bp = self.pc()  # resuming from this breakpoint: do not report it again at once
         try:
             while self.cycles < end:
@@ -555,7 +574,7 @@ class Machine:
         error: UcError | None = None
         self._in_emu = True
         try:
-            uc.emu_start(uc.reg_read(UC_ARM_REG_PC) | 1, 0xFFFFFFFF, count=n)
+            uc.emu_start(self._read_pc() | 1, 0xFFFFFFFF, count=n)
         except UcError as err:
             error = err
         finally:

@@ -1,0 +1,84 @@
+"""Lockstep cost: aggregate speed of a 2-node built-in board in timeslice sync vs the same two
+nodes free-running, side by side in one run.
+
+Both nodes run examples/hello/hello.elf (no cross-node traffic: what is measured is the barrier
+itself). Free-running: two engine processes with no lockstep. Synchronised: the same two through
+virsim.sync (a shared-memory barrier every quantum) at quanta of 1k, 10k and 100k cycles. Each
+side runs for --seconds of host time; the rate is the instructions both nodes executed, summed,
+per second. Also printed: the barrier's share of the wall time as the nodes measured it.
+
+    python benchmarks/bench_sync.py [--seconds 3] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from virsim.board import BoardConfig, resolve_board
+from virsim.firmware import inspect
+from virsim.sync.system import System, plan
+
+ROOT = Path(__file__).resolve().parents[1]
+HELLO = ROOT / "examples" / "hello" / "hello.elf"
+
+
+def two_nodes() -> BoardConfig:
+    single, _ = resolve_board("mps2-an385")
+    node = single.nodes[0].model_dump()
+    node.update(backend="builtin", runs_on=["builtin"])
+    return BoardConfig.model_validate({"system_id": "bench-2x-an385", "name": "two mps2-an385 nodes",
+                                       "nodes": [dict(node, id="cpu0"), dict(node, id="cpu1")]})
+
+
+def rate(quantum: int | None, seconds: float) -> float:
+    """Aggregate instructions/s of the two nodes; quantum None = free-running (no lockstep)."""
+    board = two_nodes()
+    tmp = Path(tempfile.mkdtemp(prefix="vsbs-", dir="/tmp"))
+    image = inspect(HELLO)
+    p = plan(board, {"cpu0": image, "cpu1": image}, tmp / "work", tmp / "run", quantum or 1)
+    if quantum is None:
+        for n in p.nodes:
+            n.spec.lockstep = None
+    system = System(p)
+    try:
+        system.start()
+        time.sleep(0.3)  # past start-up
+        insts = list(system.instances.values())
+        before = [i.instructions() or 0 for i in insts]
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        after = [i.instructions() or 0 for i in insts]
+        elapsed = time.perf_counter() - t0
+        return (sum(after) - sum(before)) / elapsed
+    finally:
+        system.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"lockstep benchmark: 2 built-in nodes running hello.elf, {args.seconds:g} s per side, medians of "
+          f"{args.runs} runs")
+    print(f"{'measurement':<44}  {'unit':>7}  {'synced':>8}  {'free':>8}  {'ratio':>7}")
+    for quantum in (1_000, 10_000, 100_000):
+        synced, free = [], []
+        for _ in range(args.runs):
+            synced.append(rate(quantum, args.seconds))
+            free.append(rate(None, args.seconds))
+        s, f = statistics.median(synced), statistics.median(free)
+        print(f"{'timeslice, quantum ' + format(quantum, ',') + ' cycles':<44}  {'Minstr/s':>7}  {s / 1e6:>8.1f}  "
+              f"{f / 1e6:>8.1f}  {s / f:>6.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

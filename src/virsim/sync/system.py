@@ -1,0 +1,167 @@
+"""A multi-node system: one emulator process per node, joined by the lockstep barrier.
+
+`plan()` turns a BoardConfig's interconnect into what each node's instance needs — its shared
+memory windows (one file per shared region, mapped by every node that names it), and its
+outgoing routes: which GPIO pins raise which interrupt line on which node, which UART's bytes go
+to which node's UART — plus the barrier segment (virsim.sync.lockstep). `System` starts the
+nodes halted, runs them together, and stops every one of them whatever happens.
+
+Today the nodes run on the built-in engine, which can stop exactly at a quantum boundary
+(run-for-N); see docs for what QEMU nodes need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from virsim.backends import get_backend
+from virsim.backends.base import Capability, Instance, InstanceSpec, SharedMapping
+from virsim.board import BoardConfig
+from virsim.errors import NotSupported
+from virsim.firmware import FirmwareImage
+from virsim.sync import lockstep
+
+MODES = ("timeslice", "step")
+
+
+@dataclass
+class NodePlan:
+    node: str
+    index: int
+    spec: InstanceSpec
+
+
+@dataclass
+class Plan:
+    segment: Path
+    quantum: int  # cycles
+    nodes: list[NodePlan] = field(default_factory=list)
+
+
+def quantum_cycles(board: BoardConfig, mode: str, quantum: str | int) -> int:
+    """`--quantum`: step mode counts instructions ("1", "1000"); timeslice mode takes a time
+    ("100us", "1ms") converted with the slowest node's clock, or a plain cycle count."""
+    if mode not in MODES:
+        raise NotSupported(f"sync mode {mode!r}: one of {', '.join(MODES)}", field="sync", value=mode)
+    text = str(quantum).strip().lower()
+    for unit, seconds in (("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):  # "s" last: "ms" ends in s
+        if text.endswith(unit):
+            if mode == "step":
+                raise NotSupported(f"--quantum {quantum}: step mode counts instructions (e.g. 1 or 1000)",
+                                   field="quantum", value=str(quantum))
+            hz = min(n.processor.frequency for n in board.nodes)
+            return max(1, int(float(text[: -len(unit)]) * seconds * hz))
+    return max(1, int(float(text)))
+
+
+def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir: Path, rundir: Path,
+         quantum: int, base: InstanceSpec | None = None) -> Plan:
+    """Per-node instance specs for `board` (every node on the built-in engine)."""
+    index = {n.id: i for i, n in enumerate(board.nodes)}
+    segment = rundir / "lockstep.seg"
+    out = Plan(segment=segment, quantum=quantum)
+    ic = board.interconnect
+    for i, node in enumerate(board.nodes):
+        shared = [SharedMapping(path=str(rundir / f"shm-{sm.id}"), address=sm.mappings[node.id], size=sm.size,
+                                name=sm.id) for sm in ic.shared_memory if node.id in sm.mappings]
+        irq_out = []
+        for route in ic.irq_routes:
+            parts = route.source.split(".")
+            if parts[0] == node.id:
+                pin = int(parts[2]) if len(parts) > 2 else -1
+                irq_out.append([parts[1], pin, index[route.target], route.irq])
+        uart_out = []
+        for link in ic.uart_links:
+            for src, dst in ((link.a, link.b), (link.b, link.a)):
+                s_node, _, s_uart = src.partition(".")
+                d_node, _, d_uart = dst.partition(".")
+                if s_node == node.id:
+                    slot = [p.id for p in board.nodes[index[d_node]].peripherals].index(d_uart)
+                    uart_out.append([s_uart, index[d_node], slot])
+        if ic.mmio_map:
+            raise NotSupported("mmio_map forwarding is not implemented yet (shared memory, IRQ routes and UART "
+                               "links are)", field="interconnect.mmio_map")
+        node_dir = workdir / node.id
+        node_run = rundir / node.id
+        node_dir.mkdir(parents=True, exist_ok=True)
+        node_run.mkdir(parents=True, exist_ok=True)
+        spec = InstanceSpec(
+            session_id=base.session_id if base else "system", board=board, node=node, workdir=node_dir,
+            rundir=node_run, console_log=node_dir / "console.log", stderr_log=node_dir / "emulator.log",
+            firmware=firmware.get(node.id), deterministic=True, start_paused=True, shared_memory=shared,
+            lockstep={"segment": str(segment), "index": i, "irq_out": irq_out, "uart_out": uart_out,
+                      "timeline": str(node_dir / "console.timeline")})
+        if base is not None:
+            spec = replace(spec, coverage=base.coverage)
+        out.nodes.append(NodePlan(node.id, i, spec))
+    return out
+
+
+class System:
+    """The running nodes of a plan."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.instances: dict[str, Instance] = {}
+
+    def start(self) -> None:
+        """Power every node on, halted; then let them all run (they meet at the first barrier)."""
+        lockstep.create(self.plan.segment, len(self.plan.nodes), self.plan.quantum)
+        backend = get_backend("builtin")
+        try:
+            for n in self.plan.nodes:
+                if Capability.RUN_FOR not in backend.get_capabilities():
+                    raise NotSupported(f"node {n.node}: backend builtin cannot run for an exact count")
+                inst = backend.create_instance(n.spec)
+                self.instances[n.node] = inst
+                inst.power_on()
+            for inst in self.instances.values():
+                inst.resume()
+        except BaseException:
+            self.stop()
+            raise
+
+    def pause(self) -> None:
+        for inst in self.instances.values():
+            inst.pause()
+
+    def resume(self) -> None:
+        for inst in self.instances.values():
+            inst.resume()
+
+    def stop(self) -> None:
+        """Stop every node (a node waiting at the barrier gives up at once)."""
+        if self.plan.segment.exists():
+            lockstep.set_command(self.plan.segment, lockstep.STOP)
+        for inst in self.instances.values():
+            try:
+                inst.destroy()
+            except Exception:  # noqa: BLE001 - the others must still be stopped
+                pass
+        self.instances.clear()
+
+
+def merged_console(plan: Plan) -> bytes:
+    """Every node's console, line by line, ordered by the virtual time of each line's first byte
+    (ties: board order), each line prefixed with its node: the same bytes on every rerun."""
+    lines: list[tuple[int, int, bytes]] = []
+    for n in plan.nodes:
+        path = n.spec.workdir / "console.timeline"
+        data = path.read_bytes() if path.exists() else b""
+        at, line, start = 0, b"", None
+        while at + lockstep.TIMELINE.size <= len(data):
+            cycle, length = lockstep.TIMELINE.unpack_from(data, at)
+            chunk = data[at + lockstep.TIMELINE.size: at + lockstep.TIMELINE.size + length]
+            at += lockstep.TIMELINE.size + length
+            for byte in chunk:
+                if start is None:
+                    start = cycle
+                line += bytes([byte])
+                if byte == 0x0A:
+                    lines.append((start, n.index, line))
+                    line, start = b"", None
+        if line:
+            lines.append((start or 0, n.index, line + b"\n"))
+    names = [n.node for n in plan.nodes]
+    return b"".join(f"[{names[i]}] ".encode() + text for _, i, text in sorted(lines, key=lambda x: (x[0], x[1])))

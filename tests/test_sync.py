@@ -1,0 +1,105 @@
+"""Multi-node lockstep (virsim.sync): the shared-memory barrier, and the dual-core mailbox example
+on two built-in engine processes — the same combined output on every rerun."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from virsim.board import resolve_board
+from virsim.errors import NotSupported
+from virsim.firmware import inspect
+from virsim.sync import lockstep
+from virsim.sync.system import System, merged_console, plan, quantum_cycles
+
+BOARD = ROOT / "boards" / "dual-core-mailbox.yaml"
+FIRMWARE = {n: ROOT / "examples" / "multinode" / f"{n}.elf" for n in ("cpu0", "cpu1")}
+MAILBOX_OUTPUT = b"[cpu1] cpu1: ready\n[cpu0] cpu0: start\n" + b"".join(
+    b"[cpu1] cpu1: got %d (%d)\n[cpu0] cpu0: sent %d\n" % (n, n * n, n) for n in range(1, 11)) + b"[cpu0] cpu0: done\n"
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vst-", dir="/tmp"))  # short: Unix socket paths
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_barrier_delivers_events_in_virtual_time_order(short_tmp: Path) -> None:
+    seg = short_tmp / "seg"
+    lockstep.create(seg, 2, 1000)
+    got: dict[int, list[list[lockstep.Event]]] = {0: [], 1: []}
+
+    def node(index: int) -> None:
+        lock = lockstep.Lockstep(seg, index)
+        for q in range(50):
+            other = 1 - index
+            # two events per quantum, produced out of time order: delivered sorted by cycle
+            events = [(q * 1000 + 900, other, lockstep.KIND_IRQ, 7, 1), (q * 1000 + 100, other, lockstep.KIND_UART, 0, q)]
+            if index == 0:
+                time.sleep(0.0005 * (q % 3))  # host timing must not matter
+            got[index].append(lock.barrier(events))
+        lock.close()
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for index in (0, 1):
+        assert len(got[index]) == 50
+        for q, inbox in enumerate(got[index]):
+            assert [(e.cycle, e.kind, e.source) for e in inbox] == [
+                (q * 1000 + 100, lockstep.KIND_UART, 1 - index), (q * 1000 + 900, lockstep.KIND_IRQ, 1 - index)]
+
+
+def run_mailbox(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> bytes:
+    board, _ = resolve_board(str(BOARD))
+    images = {n: inspect(path) for n, path in FIRMWARE.items()}
+    p = plan(board, images, tmp / "work", tmp / "run", quantum_cycles(board, mode, quantum))
+    system = System(p)
+    try:
+        system.start()
+        deadline = time.monotonic() + 60
+        log = p.nodes[0].spec.console_log
+        while b"cpu0: done" not in (log.read_bytes() if log.exists() else b""):
+            assert time.monotonic() < deadline, "the mailbox did not finish"
+            time.sleep(0.02)
+        pids = [inst.pid for inst in system.instances.values()]
+    finally:
+        system.stop()
+    assert all(pid is not None for pid in pids)
+    import psutil
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    return merged_console(p)
+
+
+def test_dual_core_mailbox_is_the_same_on_every_rerun(short_tmp: Path) -> None:
+    runs = [run_mailbox(short_tmp / f"run{i}") for i in range(5)]
+    assert runs[0] == MAILBOX_OUTPUT  # doorbells, shared memory and both consoles, in virtual-time order
+    assert all(r == runs[0] for r in runs[1:])
+
+
+def test_step_mode_gives_each_node_the_same_output(short_tmp: Path) -> None:
+    merged = run_mailbox(short_tmp, mode="step", quantum="200")
+    for node in (b"cpu0", b"cpu1"):
+        mine = [ln for ln in merged.splitlines() if ln.startswith(b"[" + node + b"]")]
+        assert mine == [ln for ln in MAILBOX_OUTPUT.splitlines() if ln.startswith(b"[" + node + b"]")]
+
+
+def test_quantum_parsing() -> None:
+    board, _ = resolve_board(str(BOARD))
+    assert quantum_cycles(board, "timeslice", "100us") == 2500  # 25 MHz
+    assert quantum_cycles(board, "timeslice", "1ms") == 25_000
+    assert quantum_cycles(board, "step", "1") == 1
+    with pytest.raises(NotSupported):
+        quantum_cycles(board, "step", "100us")
+    with pytest.raises(NotSupported):
+        quantum_cycles(board, "chaos", "1")
