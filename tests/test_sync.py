@@ -3,16 +3,19 @@ on two built-in engine processes — the same combined output on every rerun."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, console_contains, wait_for
 from virsim.board import resolve_board
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
@@ -76,7 +79,6 @@ def run_mailbox(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> b
     finally:
         system.stop()
     assert all(pid is not None for pid in pids)
-    import psutil
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     return merged_console(p)
 
@@ -103,3 +105,57 @@ def test_quantum_parsing() -> None:
         quantum_cycles(board, "step", "100us")
     with pytest.raises(NotSupported):
         quantum_cycles(board, "chaos", "1")
+
+
+# ------------------------------------------------------------------------- through the daemon
+
+def mailbox_args() -> list[str]:
+    return ["--board", str(BOARD)] + [a for n, path in FIRMWARE.items() for a in ("--firmware", f"{n}={path}")]
+
+
+def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
+    sid = cli.json("session", "create", *mailbox_args(), "--sync", "timeslice", "--quantum", "100us")["id"]
+    wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
+    assert client.console_text(sid) == MAILBOX_OUTPUT  # one console: both nodes, in virtual-time order
+    shown = cli.json("session", "show", sid)
+    assert shown["backend"] == "system" and shown["state"] == "running"
+    assert [n["node"] for n in shown["nodes"]] == ["cpu0", "cpu1"]
+    assert all(n["state"] == "running" and n["backend"] == "builtin" and n["pid"] for n in shown["nodes"])
+    assert shown["sync"]["mode"] == "timeslice" and shown["sync"]["quantum_cycles"] == 2500
+    assert shown["sync"]["quanta"] > 0
+    cli.json("session", "pause", sid)
+    paused = cli.json("session", "show", sid)
+    assert paused["state"] == "paused" and all(n["state"] == "paused" for n in paused["nodes"])
+    # a node that dies fails the whole session, naming it; the other node is stopped too
+    cli.json("session", "resume", sid)
+    pids = [n["pid"] for n in paused["nodes"]]
+    os.kill(pids[1], signal.SIGKILL)
+    wait_for(lambda: client.session("show", sid).state == "failed", timeout=30)
+    assert "node cpu1" in (client.session("show", sid).error or "")
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
+             timeout=10)
+
+
+def test_multi_node_refusals(cli) -> None:  # noqa: ANN001
+    err = cli.json("session", "create", "--board", str(BOARD), "--firmware", f"cpu0={FIRMWARE['cpu0']}", check=2)
+    assert "node cpu1" in err["error"] and "--firmware cpu1=IMAGE" in err["error"]
+    err = cli.json("session", "create", *mailbox_args(), "--firmware", f"cpu7={FIRMWARE['cpu0']}", check=2)
+    assert "no node 'cpu7'" in err["error"]
+    err = cli.json("session", "create", "--board", str(BOARD), "--firmware", str(FIRMWARE["cpu0"]), check=2)
+    assert "NODE=IMAGE" in err["error"]
+    err = cli.json("session", "create", *mailbox_args(), "--record", check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "multi-node" in err["error"]
+    err = cli.json("session", "create", *mailbox_args(), "--sync", "step", "--quantum", "1ms", check=5)
+    assert "step mode counts instructions" in err["error"]
+    assert cli.json("session", "list") == []
+
+
+def test_run_on_a_multi_node_board_is_byte_identical_five_times(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    logs = []
+    for i in range(5):
+        log = tmp_path / f"uart{i}.log"
+        result = cli.json("run", *mailbox_args(), "--expect-text", "cpu1: got 10", "--serial-log", str(log))
+        assert result["status"] == "passed"
+        logs.append(log.read_bytes())
+    # the log ends at the deciding byte (docs/ci.md)
+    assert logs[0].endswith(b"[cpu1] cpu1: got 10") and all(log == logs[0] for log in logs)

@@ -65,6 +65,11 @@ class SessionCreate(Message):
                                       "program and state all come from it")
     record: bool = Field(False, description="record the execution (deterministic) to <session dir>/recording.vrec")
     coverage: bool = Field(False, description="collect block coverage from the first instruction")
+    node_firmware: dict[str, str] = Field({}, description="multi-node boards: node id -> absolute path of its "
+                                          "firmware (--firmware NODE=IMAGE)")
+    sync: Literal["timeslice", "step"] = Field("timeslice", description="multi-node boards: how nodes keep in step")
+    quantum: str = Field("100us", description="multi-node: timeslice quantum (time like 100us, or cycles); step: "
+                         "instructions")
     name: str | None = None
     paused: bool = False
     deterministic: bool = False
@@ -246,6 +251,10 @@ class SessionInfo(Message):
     debugger: str | None = Field(None, description="virsim or external while a debugger is attached")
     stop: StopInfo | None = Field(None, description="why the debugger last stopped the target")
     virtual_ns: int | None = Field(None, description="session show: virtual time now (deterministic sessions)")
+    nodes: list[dict[str, Any]] = Field([], description="session show, multi-node boards: node, backend, state, pid, "
+                                        "virtual_ns, instructions")
+    sync: dict[str, Any] | None = Field(None, description="session show, multi-node boards: mode, quantum_cycles, "
+                                        "quanta")
     instructions: int | None = Field(None, description="session show: instructions executed, where counted exactly")
 
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "qemu": "virsim.backends.qemu:QemuBackend",
     "builtin": "virsim.backends.builtin.adapter:BuiltinBackend",
+    # Boards with several nodes: one session, one process per node, in lockstep (virsim.sync).
+    "system": "virsim.sync.instance:SystemBackend",
 }
 
 # Backends the BoardConfig schema names that virsim cannot drive yet, with the reason.

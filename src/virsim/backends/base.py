@@ -100,6 +100,8 @@ class InstanceSpec:
     coverage: bool = False  # collect coverage from the first instruction (Capability.COVERAGE)
     # Multi-node boards: the lockstep segment and this node's cross-node routes (virsim.sync.system).
     lockstep: dict[str, Any] | None = None
+    # A multi-node session (backend "system"): {"firmware": {node: path}, "sync": mode, "quantum": cycles}.
+    system: dict[str, Any] | None = None
 
 
 @dataclass

@@ -48,6 +48,9 @@ class RunOptions:
     name: str | None = None
     on_output: Callable[[bytes], None] | None = None  # live console bytes (the CLI's --verbose)
     coverage: Path | None = None  # write the run's coverage here (lcov; .json -> json, .drcov -> drcov)
+    node_firmware: dict[str, Path] = field(default_factory=dict)  # multi-node boards: node -> image
+    sync: str = "timeslice"
+    quantum: str = "100us"
 
 
 class CheckFailed(Exception):
@@ -214,7 +217,10 @@ class Runner:
         else:
             self.home = Path(tempfile.mkdtemp(prefix="vsr-"))  # honours TMPDIR; long paths are handled
             self.client = Client(paths_for_home(self.home)).connect()
-        info = self.client.session_create(self.opts.board, self.opts.firmware, backend=self.opts.backend,
+        multi = {"node_firmware": {n: str(f) for n, f in self.opts.node_firmware.items()}, "sync": self.opts.sync,
+                 "quantum": self.opts.quantum} if self.opts.node_firmware else {}
+        info = self.client.session_create(self.opts.board, None if multi else self.opts.firmware,
+                                          backend=self.opts.backend, **multi,
                                           deterministic=self.opts.deterministic, paused=True,
                                           name=self.opts.name if self.opts.keep else None,
                                           coverage=self.opts.coverage is not None)

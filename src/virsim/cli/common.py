@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import typer
@@ -14,6 +15,25 @@ SessionArg = Annotated[str, typer.Argument(help="Session id, unique id prefix, o
 
 def client() -> Client:
     return Client().connect()
+
+
+def split_firmware(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
+    """`--firmware app.elf` -> ("app.elf", {}); `--firmware cpu0=a.elf --firmware cpu1=b.elf` ->
+    (None, {"cpu0": "a.elf", "cpu1": "b.elf"}) for multi-node boards."""
+    plain: list[str] = []
+    per_node: dict[str, str] = {}
+    for value in values or []:
+        node, sep, image = value.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", node):
+            if node in per_node:
+                raise typer.BadParameter(f"--firmware {node}=... is given twice")
+            per_node[node] = image
+        else:
+            plain.append(value)
+    if len(plain) > 1 or (plain and per_node):
+        raise typer.BadParameter("give one --firmware IMAGE, or --firmware NODE=IMAGE for each node of a "
+                                 "multi-node board")
+    return (plain[0] if plain else None), per_node
 
 
 def parse_int(value: str | None, what: str) -> int | None:

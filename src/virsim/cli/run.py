@@ -9,14 +9,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from virsim.cli.common import JsonOpt, parse_duration
+from virsim.cli.common import JsonOpt, parse_duration, split_firmware
 from virsim.cli.render import err, out, print_error
 
 STATUS_STYLE = {"passed": "green", "failed": "red", "timeout": "yellow", "error": "red", "skipped": "dim"}
 
 
 def run(
-    firmware: Annotated[Path, typer.Argument(help="Firmware image (ELF, hex or bin).")],
+    firmware: Annotated[Optional[Path], typer.Argument(help="Firmware image (ELF, hex or bin).")] = None,
+    node_firmware: Annotated[Optional[list[str]], typer.Option("--firmware", "-f", help="Multi-node boards: NODE=IMAGE "
+                                                               "for each node (instead of FIRMWARE).")] = None,
+    sync: Annotated[str, typer.Option(help="Multi-node boards: timeslice or step.")] = "timeslice",
+    quantum: Annotated[str, typer.Option(help="Multi-node boards: the sync quantum (100us; step: instructions).")] = "100us",
     board: Annotated[str, typer.Option("--board", "-b", help="Board name or board file.")] = "mps2-an385",
     backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu or builtin.")] = None,
     expect_text: Annotated[Optional[list[str]], typer.Option("--expect-text", "-e", help="Pass once the console shows this (repeat: in order).")] = None,
@@ -40,6 +44,8 @@ def run(
     Example: virsim run app.elf --scenario tests/boot.yaml --junit out/junit.xml --serial-log out/uart.log
 
     Example: virsim run app.elf --expect-text PASS --coverage out/cov.info && genhtml out/cov.info -o out/html
+
+    Example: virsim run --board boards/dual-core-mailbox.yaml --firmware cpu0=examples/multinode/cpu0.elf --firmware cpu1=examples/multinode/cpu1.elf --expect-text "cpu1: got 10"
     """
     from virsim.ci.junit import write_junit
     from virsim.ci.result import CheckResult, RunResult, Status
@@ -47,9 +53,16 @@ def run(
     from virsim.ci.scenario import load_scenario
     from virsim.errors import VirsimError
 
+    image, per_node = split_firmware(node_firmware)
+    if firmware is None and image is not None:
+        firmware = Path(image)
+    label = firmware or Path("+".join(sorted(per_node)) or "firmware")
     try:
+        if firmware is None and not per_node:
+            raise typer.BadParameter("give the FIRMWARE image (or --firmware NODE=IMAGE for each node of a board)")
         opts = RunOptions(
-            firmware=firmware.expanduser().resolve(), board=board, backend=backend, expect_text=expect_text or [],
+            firmware=firmware.expanduser().resolve() if firmware else label, board=board,
+            node_firmware={n: Path(f).expanduser().resolve() for n, f in per_node.items()}, sync=sync, quantum=quantum, backend=backend, expect_text=expect_text or [],
             fail_text=fail_text or [], timeout=parse_duration(timeout, "--timeout") if timeout else None,
             timeout_is=timeout_is, deterministic=deterministic,
             scenario=load_scenario(scenario) if scenario is not None else None, keep=keep,
@@ -57,13 +70,13 @@ def run(
             on_output=(lambda data: (sys.stderr.buffer.write(data), sys.stderr.buffer.flush())) if verbose else None)
         result = Runner(opts).run()
     except VirsimError as error:  # before the run could start: bad scenario, bad option
-        result = RunResult(name=firmware.name, firmware=str(firmware), board=board, status=Status.ERROR,
+        result = RunResult(name=label.name, firmware=str(label), board=board, status=Status.ERROR,
                            seconds=0.0, checks=[CheckResult("set-up", Status.ERROR, message=str(error))],
                            message=str(error), error=error.to_wire())
         if not as_json:
             print_error(error, as_json=False)
     except typer.BadParameter as error:
-        result = RunResult(name=firmware.name, firmware=str(firmware), board=board, status=Status.ERROR,
+        result = RunResult(name=label.name, firmware=str(label), board=board, status=Status.ERROR,
                            seconds=0.0, checks=[CheckResult("set-up", Status.ERROR, message=str(error))],
                            message=str(error))
         if not as_json:

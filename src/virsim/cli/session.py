@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from virsim.cli.common import JsonOpt, SessionArg, client, parse_int
+from virsim.cli.common import JsonOpt, SessionArg, client, parse_int, split_firmware
 from virsim.cli.render import duration, emit, err, out, state, table, when
 from virsim.errors import InvalidInput
 
@@ -29,6 +29,13 @@ def show_info(info: SessionInfo) -> None:
         rows.append(("virtual time", f"{info.virtual_ns / 1e9:.6f} s"))
     if info.instructions is not None:
         rows.append(("instructions", f"{info.instructions:,}"))
+    if info.sync:
+        rows.append(("sync", f"{info.sync.get('mode')}, quantum {info.sync.get('quantum_cycles'):,} cycles, "
+                             f"{info.sync.get('quanta'):,} quanta run"))
+    for node in info.nodes:
+        clock = f", {node['virtual_ns'] / 1e9:.6f} s virtual, {node['instructions']:,} instructions" \
+            if node.get("virtual_ns") is not None else ""
+        rows.append((f"node {node['node']}", f"{node['backend']}, {node['state']}, pid {node.get('pid') or '-'}{clock}"))
     if info.recording:
         rows.append(("recording", info.recording))
     if info.replaying:
@@ -50,7 +57,7 @@ def show_info(info: SessionInfo) -> None:
 @app.command("create")
 def create(
     board: Annotated[Optional[str], typer.Option("--board", "-b", help="Board name (virsim board list) or board file.")] = None,
-    firmware: Annotated[Optional[Path], typer.Option("--firmware", "-f", help="Firmware image: ELF, Intel hex or raw binary.")] = None,
+    firmware: Annotated[Optional[list[str]], typer.Option("--firmware", "-f", help="Firmware image: ELF, Intel hex or raw binary; on a multi-node board NODE=IMAGE for each node.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu or builtin (see board show: runs on).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name to refer to the session by.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Start with the CPU halted (resume to run).")] = False,
@@ -63,16 +70,25 @@ def create(
                                                            "<session dir>/recording.vrec for `session replay`.")] = False,
     coverage: Annotated[bool, typer.Option("--coverage", help="Count executed code from the first instruction "
                                                                "(virsim coverage report).")] = False,
+    sync: Annotated[str, typer.Option(help="Multi-node boards: timeslice (every node runs a quantum of virtual time, "
+                                           "then all meet) or step (a quantum of instructions).")] = "timeslice",
+    quantum: Annotated[str, typer.Option(help="Multi-node boards: the quantum: a time (100us, 1ms) or cycles for "
+                                              "timeslice; instructions for step.")] = "100us",
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session: start the board's emulator with the firmware, and print the session id.
 
     Example: virsim session create --board mps2-an385 --firmware examples/hello/hello.elf
+
+    Example: virsim session create --board boards/dual-core-mailbox.yaml --firmware cpu0=examples/multinode/cpu0.elf --firmware cpu1=examples/multinode/cpu1.elf --sync timeslice --quantum 100us
     """
     if from_snapshot is not None and (board or firmware):
         raise InvalidInput("--from-snapshot brings its own board and program: drop --board/--firmware",
                            field="from_snapshot")
-    info = client().session_create(board or "", firmware, backend=backend, name=name, paused=paused,
+    image, per_node = split_firmware(firmware)
+    info = client().session_create(board or "", image, backend=backend, name=name, paused=paused,
+                                   node_firmware={n: str(Path(f).expanduser().resolve()) for n, f in per_node.items()},
+                                   sync=sync, quantum=quantum,
                                    deterministic=deterministic, firmware_format=fmt,
                                    load_address=parse_int(load_address, "--load-address"),
                                    from_snapshot=from_snapshot, record=record, coverage=coverage)

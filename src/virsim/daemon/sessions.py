@@ -91,7 +91,15 @@ class SessionService:
             deterministic=bool(row["deterministic"]), start_paused=paused,
             record=workdir / RECORD_DATA if row.get("record") else None,
             replay=Path(row["replay"]).with_name(RECORD_DATA) if row.get("replay") else None,
-            replay_until=row.get("replay_until"), coverage=bool(row.get("coverage")))
+            replay_until=row.get("replay_until"), coverage=bool(row.get("coverage")), system=self._system(row))
+
+    def _system(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """InstanceSpec.system of a multi-node session: each node's program file and the sync settings."""
+        if not row.get("system_json"):
+            return None
+        cfg = json.loads(row["system_json"])
+        firmware = {node: self.store.get_program(row["id"], prog)["path"] for node, prog in cfg["programs"].items()}
+        return {"firmware": firmware, "sync": cfg["sync"], "quantum": cfg["quantum"]}
 
     def _program_image(self, row: dict[str, Any]) -> FirmwareImage | None:
         if not row.get("program"):
@@ -251,9 +259,10 @@ class SessionService:
                 before_boot: Callable[[Path], None] | None = None, extra: dict[str, Any] | None = None
                 ) -> p.SessionInfo:
         if board.multi_node:
-            raise NotSupported(f"board {board.system_id} has {len(board.nodes)} nodes: multi-node sessions are not "
-                               "supported yet (single-node boards only)", board=board.system_id,
-                               capability="multi-node")
+            return self._create_system(req, board, source)
+        if req.node_firmware:
+            raise InvalidInput(f"board {board.system_id} has one node: give --firmware IMAGE, not NODE=IMAGE",
+                               field="firmware")
         node = board.nodes[0]
         backend = req.backend or node.backend
         adapter = get_backend(backend)
@@ -315,6 +324,61 @@ class SessionService:
             raise
         return self.info(row)
 
+    def _create_system(self, req: p.SessionCreate, board: BoardConfig, source: str) -> p.SessionInfo:
+        """A session of a multi-node board: backend "system" (virsim.sync.instance), one program per node."""
+        from virsim.sync.system import quantum_cycles
+
+        ids = [n.id for n in board.nodes]
+        if req.firmware:
+            raise InvalidInput(f"board {board.system_id} has {len(ids)} nodes ({', '.join(ids)}): give each its "
+                               "firmware as --firmware NODE=IMAGE", field="firmware", nodes=ids)
+        unknown = sorted(set(req.node_firmware) - set(ids))
+        if unknown:
+            raise InvalidInput(f"--firmware {unknown[0]}=...: board {board.system_id} has no node {unknown[0]!r} "
+                               f"(nodes: {', '.join(ids)})", field="firmware", value=unknown[0], nodes=ids)
+        missing = [n for n in ids if n not in req.node_firmware]
+        if missing:
+            raise InvalidInput(f"node {missing[0]} of board {board.system_id} has no firmware: add --firmware "
+                               f"{missing[0]}=IMAGE", field="firmware", node=missing[0], nodes=ids)
+        for flag, value in (("--backend", req.backend and req.backend != "builtin"), ("--record", req.record),
+                            ("--coverage", req.coverage), ("--from-snapshot", req.from_snapshot)):
+            if value:
+                raise NotSupported(f"{flag} is not supported for multi-node boards yet", field=flag.strip("-"),
+                                   board=board.system_id)
+        adapter = get_backend("system")
+        for node in board.nodes:
+            adapter.check_node(node)
+            check_fits(inspect(Path(req.node_firmware[node.id])), node)
+        quantum = quantum_cycles(board, req.sync, req.quantum)
+        if req.name is not None and self.store.name_taken(req.name):
+            raise InvalidInput(f"a session named {req.name!r} already exists", field="name", value=req.name)
+        sid = secrets.token_hex(4)
+        workdir = self.paths.session_dir(sid)
+        workdir.mkdir(parents=True)
+        self.store.insert_session({
+            "id": sid, "name": req.name or f"{board.system_id}-{sid[:4]}", "board": board.system_id,
+            "board_source": source, "board_json": board.model_dump_json(), "node": board.nodes[0].id,
+            "backend": "system", "state": S.CREATED.value, "deterministic": 1, "program": None,
+            "created_at": time.time(), "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
+            "error": None, "stderr_tail": None, "record": 0, "replay": None, "replay_until": None, "coverage": 0})
+        try:
+            programs = {}
+            for node in board.nodes:
+                image = inspect(Path(req.node_firmware[node.id]))
+                programs[node.id] = self._save_program(sid, image.path, image.format, image.load_address, board,
+                                                       node.id)["id"]
+            row = self.store.update_session(sid, program=programs[board.nodes[0].id], system_json=json.dumps(
+                {"sync": req.sync, "quantum": quantum, "programs": programs}))
+            ensure_log(workdir / "console.log")
+            self.store.add_artifact(sid, "console-log", workdir / "console.log")
+            row = self._boot(row, self._program_image(row), "created", paused=req.paused, from_start=True)
+        except BaseException:
+            self._stop_instance(sid)
+            self.store.delete_session_rows(sid)
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        return self.info(row)
+
     def _write_recording_header(self, row: dict[str, Any], workdir: Path) -> None:
         prog = self.store.get_program(row["id"], row["program"]) if row.get("program") else None
         header = {"format": "vrec1", "session": row["id"], "backend": row["backend"], "board": row["board"],
@@ -360,6 +424,10 @@ class SessionService:
         info = self.info(row)
         if clock is not None:
             info = info.model_copy(update={"virtual_ns": clock.virtual_ns, "instructions": clock.instructions})
+        live = self.live.get(row["id"])
+        details = getattr(live.instance, "details", None) if live is not None else None
+        if details is not None:
+            info = info.model_copy(update=details())
         return info
 
     def pause(self, req: p.SessionRef) -> p.SessionInfo:

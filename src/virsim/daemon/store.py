@@ -82,6 +82,11 @@ def _m006_coverage(db: sqlite_utils.Database) -> None:
     db["sessions"].add_column("coverage", int)
 
 
+def _m007_system(db: sqlite_utils.Database) -> None:
+    # system_json: a multi-node session's {"sync", "quantum" (cycles), "programs": {node: program id}}
+    db["sessions"].add_column("system_json", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
@@ -89,6 +94,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("004_snapshots", _m004_snapshots),
     ("005_record_replay", _m005_record_replay),
     ("006_coverage", _m006_coverage),
+    ("007_system", _m007_system),
 ]
 
 

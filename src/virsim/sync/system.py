@@ -105,8 +105,8 @@ class System:
         self.plan = plan
         self.instances: dict[str, Instance] = {}
 
-    def start(self) -> None:
-        """Power every node on, halted; then let them all run (they meet at the first barrier)."""
+    def start(self, run: bool = True) -> None:
+        """Power every node on, halted; then (`run`) let them all run (they meet at the first barrier)."""
         lockstep.create(self.plan.segment, len(self.plan.nodes), self.plan.quantum)
         backend = get_backend("builtin")
         try:
@@ -116,8 +116,9 @@ class System:
                 inst = backend.create_instance(n.spec)
                 self.instances[n.node] = inst
                 inst.power_on()
-            for inst in self.instances.values():
-                inst.resume()
+            if run:
+                for inst in self.instances.values():
+                    inst.resume()
         except BaseException:
             self.stop()
             raise

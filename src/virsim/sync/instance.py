@@ -1,0 +1,239 @@
+"""A multi-node board as one session: the "system" backend.
+
+The session service drives every session through one Instance; for a board with several nodes
+that instance is a `SystemInstance`: it starts one emulator process per node in lockstep
+(virsim.sync.system), acts on all of them together (pause, resume, reset, power), fails as a
+whole when one node dies (naming the node and why; the others are stopped), and writes the
+session's console log as every node's output merged line by line in virtual-time order, each line
+prefixed `[node]` (`ConsoleMerger`). Each node's own log stays in `<session dir>/<node>/console.log`.
+
+`InstanceSpec.system` carries what the session asked for: {"firmware": {node: path}, "sync": mode,
+"quantum": cycles}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from virsim.backends.base import BackendAdapter, Capability, Instance, InstanceSpec, RunStatus, ToolCheck
+from virsim.backends.process import ExitStatus
+from virsim.board import Node
+from virsim.errors import NotSupported
+from virsim.firmware import inspect
+from virsim.sync import lockstep
+from virsim.sync.system import System, plan
+
+NODE_BACKEND = "builtin"  # the backend every node runs on today (exact run-for-N quanta)
+
+
+class ConsoleMerger:
+    """Appends complete lines from the nodes' console timelines to the session log, in order of
+    the virtual time of each line's first byte — but only lines before the time every node has
+    reached, so a line that belongs earlier can never arrive after it was written."""
+
+    def __init__(self, names: list[str], timelines: list[Path], out: Path) -> None:
+        self.names = names
+        self.timelines = timelines
+        self.out = out
+        self.offsets = [0] * len(names)
+        self.partial: list[tuple[int | None, bytes]] = [(None, b"")] * len(names)
+        self.pending: list[tuple[int, int, bytes]] = []
+
+    def pump(self, horizon: int | None) -> None:
+        """`horizon`: cycles every node has completed (None: write everything, the nodes stopped)."""
+        for i, path in enumerate(self.timelines):
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.offsets[i])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            at = 0
+            start, line = self.partial[i]
+            while at + lockstep.TIMELINE.size <= len(data):
+                cycle, length = lockstep.TIMELINE.unpack_from(data, at)
+                end = at + lockstep.TIMELINE.size + length
+                if end > len(data):
+                    break  # a record still being written
+                for byte in data[at + lockstep.TIMELINE.size:end]:
+                    if start is None:
+                        start = cycle
+                    line += bytes([byte])
+                    if byte == 0x0A:
+                        self.pending.append((start, i, line))
+                        start, line = None, b""
+                at = end
+            self.offsets[i] += at
+            self.partial[i] = (start, line)
+        if horizon is None:
+            for i, (start, line) in enumerate(self.partial):
+                if line:
+                    self.pending.append((start or 0, i, line + b"\n"))
+            self.partial = [(None, b"")] * len(self.names)
+        self.pending.sort(key=lambda item: (item[0], item[1]))
+        ready = [p for p in self.pending if horizon is None or p[0] < horizon]
+        if ready:
+            self.pending = self.pending[len(ready):]
+            with self.out.open("ab") as f:
+                f.write(b"".join(f"[{self.names[i]}] ".encode() + text for _, i, text in ready))
+
+
+class SystemInstance(Instance):
+    def __init__(self, spec: InstanceSpec) -> None:
+        super().__init__(spec)
+        cfg = spec.system or {}
+        images = {node: inspect(Path(path)) for node, path in (cfg.get("firmware") or {}).items()}
+        self.plan = plan(spec.board, images, spec.workdir, spec.rundir, int(cfg.get("quantum", 2500)))
+        self.mode = str(cfg.get("sync", "timeslice"))
+        self.system: System | None = None
+        self.merger = self._merger()
+        self._fds: dict[int, Instance] = {}
+
+    def _merger(self) -> ConsoleMerger:
+        return ConsoleMerger([n.node for n in self.plan.nodes],
+                             [n.spec.workdir / "console.timeline" for n in self.plan.nodes], self.spec.console_log)
+
+    @property
+    def nodes(self) -> dict[str, Instance]:
+        return self.system.instances if self.system is not None else {}
+
+    # ------------------------------------------------------------------------------ supervision
+    @property
+    def pid(self) -> int | None:
+        return next((inst.pid for inst in self.nodes.values()), None)
+
+    def handle(self) -> dict[str, Any]:
+        return {"nodes": {name: inst.handle() for name, inst in self.nodes.items()}}
+
+    def exit_status(self) -> ExitStatus | None:
+        for name, inst in self.nodes.items():
+            status = inst.exit_status()
+            if status is not None:
+                return ExitStatus(status.returncode, f"node {name}: {status.reason}", status.stderr_tail)
+        return None
+
+    def poll_fds(self) -> list[int]:
+        self._fds = {fd: inst for inst in self.nodes.values() for fd in inst.poll_fds()}
+        return list(self._fds)
+
+    def on_readable(self, fd: int) -> None:
+        inst = self._fds.get(fd)
+        if inst is not None:
+            inst.on_readable(fd)
+
+    def tick(self) -> None:
+        for inst in self.nodes.values():
+            inst.tick()
+        self.merger.pump(self._horizon())
+
+    def _horizon(self) -> int:
+        if not self.plan.segment.exists():
+            return 0
+        lock = lockstep.Lockstep(self.plan.segment, 0)
+        try:
+            return min(lock.arrived(i) for i in range(lock.nodes)) * lock.quantum
+        finally:
+            lock.close()
+
+    # ----------------------------------------------------------------------------------- power
+    def power_on(self) -> None:
+        for n in self.plan.nodes:  # a fresh run: the timelines start again with the node clocks
+            (n.spec.workdir / "console.timeline").unlink(missing_ok=True)
+        self.merger = self._merger()
+        self.system = System(self.plan)
+        self.system.start(run=not self.spec.start_paused)
+
+    def power_off(self) -> None:
+        if self.system is not None:
+            self.system.stop()
+            self.system = None
+            self.merger.pump(None)  # the nodes stopped: every line left is final
+
+    def destroy(self) -> None:
+        self.power_off()
+
+    def reset(self) -> None:
+        # Every node back to its first instruction at virtual time 0, together: a fresh lockstep.
+        paused = not self.run_status().running
+        self.power_off()
+        self.spec.start_paused = paused
+        self.power_on()
+
+    def pause(self) -> None:
+        for inst in self.nodes.values():
+            inst.pause()
+
+    def resume(self) -> None:
+        for inst in self.nodes.values():
+            inst.resume()
+
+    def run_status(self) -> RunStatus:
+        statuses = {name: inst.run_status() for name, inst in self.nodes.items()}
+        return RunStatus(bool(statuses) and all(s.running for s in statuses.values()),
+                         ", ".join(f"{n}: {s.detail}" for n, s in statuses.items()))
+
+    def virtual_time_ns(self) -> int | None:
+        times = [inst.virtual_time_ns() for inst in self.nodes.values()]
+        return min(t for t in times if t is not None) if times and None not in times else None
+
+    def instructions(self) -> int | None:
+        counts = [inst.instructions() for inst in self.nodes.values()]
+        return sum(c for c in counts if c is not None) if counts else None
+
+    # --------------------------------------------------------------------------------- console
+    def console_write(self, data: bytes) -> int:
+        first = next((n for n in self.plan.nodes if self.spec.board.console_peripheral(n.spec.node)), None)
+        if first is None or first.node not in self.nodes:
+            raise NotSupported("no node of this board has a console UART", capability=str(Capability.CONSOLE))
+        return self.nodes[first.node].console_write(data)
+
+    def details(self) -> dict[str, Any]:
+        """Per node and for the synchroniser, for `session show`."""
+        nodes = []
+        for n in self.plan.nodes:
+            inst = self.nodes.get(n.node)
+            info: dict[str, Any] = {"node": n.node, "backend": NODE_BACKEND, "state": "stopped"}
+            if inst is not None and inst.exit_status() is None:
+                status = inst.run_status()
+                info.update(state="running" if status.running else "paused", pid=inst.pid,
+                            virtual_ns=inst.virtual_time_ns(), instructions=inst.instructions())
+            nodes.append(info)
+        sync: dict[str, Any] = {"mode": self.mode, "quantum_cycles": self.plan.quantum, "quanta": 0}
+        if self.plan.segment.exists():
+            lock = lockstep.Lockstep(self.plan.segment, 0)
+            try:
+                sync["quanta"] = min(lock.arrived(i) for i in range(lock.nodes))
+            finally:
+                lock.close()
+        return {"nodes": nodes, "sync": sync}
+
+    def endpoints(self) -> dict[str, str]:
+        return {f"{name} control": f"ipc://{inst.spec.rundir / 'engine.sock'}" for name, inst in self.nodes.items()}
+
+
+class SystemBackend(BackendAdapter):
+    """Boards with more than one node (chosen by the session service, not by --backend)."""
+
+    name = "system"
+    capabilities = frozenset({
+        # No program-*: each node's program is fixed at `session create --firmware NODE=IMAGE`.
+        Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.CONSOLE, Capability.DETERMINISTIC,
+        Capability.VIRTUAL_TIME,
+    })
+    always_deterministic = True
+
+    def check_node(self, node: Node) -> None:
+        if NODE_BACKEND not in node.runs_on and node.backend != NODE_BACKEND:
+            raise NotSupported(f"node {node.id!r} runs on {node.backend}: multi-node boards run their nodes on the "
+                               f"built-in engine today (QEMU nodes need a barrier plugin: not there yet)",
+                               node=node.id, backend=node.backend, field="backend")
+
+    def create_instance(self, spec: InstanceSpec) -> Instance:
+        return SystemInstance(spec)
+
+    def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
+        return None  # no re-attach after a daemon restart yet: the session shows as lost
+
+    def doctor(self) -> list[ToolCheck]:
+        return []
