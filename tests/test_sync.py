@@ -66,7 +66,7 @@ def test_barrier_delivers_events_in_virtual_time_order(short_tmp: Path) -> None:
 def run_mailbox(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> bytes:
     board, _ = resolve_board(str(BOARD))
     images = {n: inspect(path) for n, path in FIRMWARE.items()}
-    p = plan(board, images, tmp / "work", tmp / "run", quantum_cycles(board, mode, quantum))
+    p = plan(board, images, tmp / "work", tmp / "run", quantum_cycles(board, mode, quantum), mode=mode)
     system = System(p)
     try:
         system.start()
@@ -89,8 +89,10 @@ def test_dual_core_mailbox_is_the_same_on_every_rerun(short_tmp: Path) -> None:
     assert all(r == runs[0] for r in runs[1:])
 
 
-def test_step_mode_gives_each_node_the_same_output(short_tmp: Path) -> None:
-    merged = run_mailbox(short_tmp, mode="step", quantum="200")
+@pytest.mark.parametrize("mode, quantum", [("step", "200"), ("event", "100us")])
+def test_other_modes_give_each_node_the_same_output(short_tmp: Path, mode: str, quantum: str) -> None:
+    merged = run_mailbox(short_tmp, mode=mode, quantum=quantum)
+    assert merged == run_mailbox(short_tmp / "again", mode=mode, quantum=quantum)  # deterministic too
     for node in (b"cpu0", b"cpu1"):
         mine = [ln for ln in merged.splitlines() if ln.startswith(b"[" + node + b"]")]
         assert mine == [ln for ln in MAILBOX_OUTPUT.splitlines() if ln.startswith(b"[" + node + b"]")]

@@ -67,7 +67,8 @@ class SessionCreate(Message):
     coverage: bool = Field(False, description="collect block coverage from the first instruction")
     node_firmware: dict[str, str] = Field({}, description="multi-node boards: node id -> absolute path of its "
                                           "firmware (--firmware NODE=IMAGE)")
-    sync: Literal["timeslice", "step"] = Field("timeslice", description="multi-node boards: how nodes keep in step")
+    sync: Literal["timeslice", "step", "event"] = Field("timeslice", description="multi-node boards: how nodes keep "
+                                                       "in step")
     quantum: str = Field("100us", description="multi-node: timeslice quantum (time like 100us, or cycles); step: "
                          "instructions")
     name: str | None = None

@@ -19,7 +19,7 @@ def run(
     firmware: Annotated[Optional[Path], typer.Argument(help="Firmware image (ELF, hex or bin).")] = None,
     node_firmware: Annotated[Optional[list[str]], typer.Option("--firmware", "-f", help="Multi-node boards: NODE=IMAGE "
                                                                "for each node (instead of FIRMWARE).")] = None,
-    sync: Annotated[str, typer.Option(help="Multi-node boards: timeslice or step.")] = "timeslice",
+    sync: Annotated[str, typer.Option(help="Multi-node boards: timeslice, step or event.")] = "timeslice",
     quantum: Annotated[str, typer.Option(help="Multi-node boards: the sync quantum (100us; step: instructions).")] = "100us",
     board: Annotated[str, typer.Option("--board", "-b", help="Board name or board file.")] = "mps2-an385",
     backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu or builtin.")] = None,

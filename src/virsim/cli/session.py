@@ -71,7 +71,8 @@ def create(
     coverage: Annotated[bool, typer.Option("--coverage", help="Count executed code from the first instruction "
                                                                "(virsim coverage report).")] = False,
     sync: Annotated[str, typer.Option(help="Multi-node boards: timeslice (every node runs a quantum of virtual time, "
-                                           "then all meet) or step (a quantum of instructions).")] = "timeslice",
+                                           "then all meet), step (a quantum of instructions) or event (quanta grow "
+                                           "while no node sends anything).")] = "timeslice",
     quantum: Annotated[str, typer.Option(help="Multi-node boards: the quantum: a time (100us, 1ms) or cycles for "
                                               "timeslice; instructions for step.")] = "100us",
     as_json: JsonOpt = False,

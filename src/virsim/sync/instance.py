@@ -84,8 +84,8 @@ class SystemInstance(Instance):
         super().__init__(spec)
         cfg = spec.system or {}
         images = {node: inspect(Path(path)) for node, path in (cfg.get("firmware") or {}).items()}
-        self.plan = plan(spec.board, images, spec.workdir, spec.rundir, int(cfg.get("quantum", 2500)))
         self.mode = str(cfg.get("sync", "timeslice"))
+        self.plan = plan(spec.board, images, spec.workdir, spec.rundir, int(cfg.get("quantum", 2500)), mode=self.mode)
         self.system: System | None = None
         self.merger = self._merger()
         self._fds: dict[int, Instance] = {}
@@ -132,7 +132,7 @@ class SystemInstance(Instance):
             return 0
         lock = lockstep.Lockstep(self.plan.segment, 0)
         try:
-            return min(lock.arrived(i) for i in range(lock.nodes)) * lock.quantum
+            return min(lock.reached(i) for i in range(lock.nodes))
         finally:
             lock.close()
 

@@ -15,7 +15,8 @@ which every node passes only after it finished reading q's.
 Layout (little-endian):
     header   64 B   magic "VSYNC001", nodes u32, max_events u32, quantum u64, command u32
     node i   at 64 + i * NODE_SIZE:
-             arrived u64 (quanta completed), status u32, pad to 64 B,
+             arrived u64 (quanta completed), status u32, pad u32, reached u64 (cycles at the last
+             barrier), pad to 64 B,
              2 outboxes: count u32, pad u32, then max_events x EVENT
     EVENT    cycle u64, source u16, target u16, kind u16, pad u16, a u32, b u32
 """
@@ -96,6 +97,7 @@ class Lockstep:
         self.idle = idle  # called now and then while waiting (e.g. serve the control socket)
         self.quanta = 0  # completed quanta (barriers passed)
         self.waited = 0.0  # host seconds spent at barriers
+        self.traffic = 0  # events sent by all nodes in the last quantum (the same number on every node)
         self._slots = [self._slot(n) for n in range(self.nodes)]
         self._other_slots = [self._slots[n] for n in range(self.nodes) if n != index]
         self._boxes = [(self._outbox(n, 0), self._outbox(n, 1)) for n in range(self.nodes)]
@@ -109,12 +111,17 @@ class Lockstep:
     def arrived(self, node: int) -> int:
         return int(struct.unpack_from("<Q", self.mem, self._slot(node))[0])
 
+    def reached(self, node: int) -> int:
+        """Virtual time (cycles) `node` had reached at its last barrier."""
+        return int(ARRIVED.unpack_from(self.mem, self._slot(node) + 16)[0])
+
     def command(self) -> int:
         return int(struct.unpack_from("<I", self.mem, HEADER.size - 4)[0])
 
-    def barrier(self, events: list[tuple[int, int, int, int, int]]) -> list[Event]:
-        """End this node's current quantum: publish `events` (cycle, target, kind, a, b), wait for
-        every node, return the events addressed to this node in their deterministic order."""
+    def barrier(self, events: list[tuple[int, int, int, int, int]], reached: int = 0) -> list[Event]:
+        """End this node's current quantum (at `reached` cycles): publish `events` (cycle, target,
+        kind, a, b), wait for every node, return the events addressed to this node in their
+        deterministic order. `self.traffic` is then the number of events any node sent."""
         q = self.quanta
         mem = self.mem
         box = self._boxes[self.index][q & 1]
@@ -125,13 +132,16 @@ class Lockstep:
             for i, (cycle, target, kind, a, b) in enumerate(events):
                 EVENT.pack_into(mem, box + COUNT.size + i * EVENT.size, cycle, self.index, target, kind, 0, a, b)
         COUNT.pack_into(mem, box, len(events), 0)
+        ARRIVED.pack_into(mem, self._slots[self.index] + 16, reached)
         ARRIVED.pack_into(mem, self._slots[self.index], q + 1)  # publish: the outbox is complete
         self._wait(q + 1)
         self.quanta = q + 1
         inbox = []
+        self.traffic = 0
         for node in range(self.nodes):
             box = self._boxes[node][q & 1]
             count = COUNT.unpack_from(mem, box)[0]
+            self.traffic += count
             for i in range(count):
                 cycle, source, target, kind, _, a, b = EVENT.unpack_from(mem, box + COUNT.size + i * EVENT.size)
                 if target == self.index:

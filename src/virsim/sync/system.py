@@ -22,7 +22,8 @@ from virsim.errors import NotSupported
 from virsim.firmware import FirmwareImage
 from virsim.sync import lockstep
 
-MODES = ("timeslice", "step")
+MODES = ("timeslice", "step", "event")
+EVENT_MAX_QUANTUM = 1 << 22  # event mode: quanta double up to ~4M cycles while no node sends anything
 
 
 @dataclass
@@ -56,7 +57,7 @@ def quantum_cycles(board: BoardConfig, mode: str, quantum: str | int) -> int:
 
 
 def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir: Path, rundir: Path,
-         quantum: int, base: InstanceSpec | None = None) -> Plan:
+         quantum: int, base: InstanceSpec | None = None, mode: str = "timeslice") -> Plan:
     """Per-node instance specs for `board` (every node on the built-in engine)."""
     index = {n.id: i for i, n in enumerate(board.nodes)}
     segment = rundir / "lockstep.seg"
@@ -91,7 +92,8 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
             rundir=node_run, console_log=node_dir / "console.log", stderr_log=node_dir / "emulator.log",
             firmware=firmware.get(node.id), deterministic=True, start_paused=True, shared_memory=shared,
             lockstep={"segment": str(segment), "index": i, "irq_out": irq_out, "uart_out": uart_out,
-                      "timeline": str(node_dir / "console.timeline")})
+                      "timeline": str(node_dir / "console.timeline"),
+                      "max_quantum": EVENT_MAX_QUANTUM if mode == "event" else 0})
         if base is not None:
             spec = replace(spec, coverage=base.coverage)
         out.nodes.append(NodePlan(node.id, i, spec))

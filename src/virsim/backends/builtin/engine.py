@@ -375,6 +375,8 @@ class Engine:
         m = self.machine
         self.lockstep = Lockstep(Path(cfg["segment"]), int(cfg["index"]), idle=lambda: self._poll(0))
         self.quantum_end = self.lockstep.quantum
+        self.max_quantum = int(cfg.get("max_quantum") or 0)  # event mode: quanta grow up to this
+        self.current_quantum = self.lockstep.quantum
         for gpio_id, pin, target, line in cfg.get("irq_out") or []:
             dev = m.device(gpio_id)
             assert isinstance(dev, CmsdkGpio), f"{gpio_id} is not a GPIO block"
@@ -410,7 +412,7 @@ class Engine:
                 return
         events, self.outgoing = self.outgoing, []
         try:
-            inbox = lock.barrier(events)
+            inbox = lock.barrier(events, self.quantum_end)
         except BarrierStopped:
             self.halt("system stopped")
             return
@@ -419,7 +421,17 @@ class Engine:
                 self._input("irq", ev.a, bool(ev.b))
             elif ev.kind == KIND_UART:
                 self._input("uart", self._uart_slots[ev.a], bytes([ev.b]))
-        self.quantum_end += lock.quantum
+        self.quantum_end += self._next_quantum(lock.traffic)
+
+    def _next_quantum(self, traffic: int) -> int:
+        """Timeslice/step: always the quantum. Event mode: double it while no node sends anything
+        (up to `max_quantum`), back to the quantum as soon as one does. Every node computes the same
+        from the same barrier, so the schedule is deterministic."""
+        base = self.lockstep.quantum if self.lockstep is not None else 1
+        if not self.max_quantum:
+            return base
+        self.current_quantum = base if traffic else min(self.current_quantum * 2, self.max_quantum)
+        return self.current_quantum
 
     def _channel(self, ident: str) -> Channel:
         if ident not in self.channels:
