@@ -161,3 +161,20 @@ def test_run_on_a_multi_node_board_is_byte_identical_five_times(cli, tmp_path: P
         logs.append(log.read_bytes())
     # the log ends at the deciding byte (docs/ci.md)
     assert logs[0].endswith(b"[cpu1] cpu1: got 10") and all(log == logs[0] for log in logs)
+
+
+PING_PONG = ROOT / "boards" / "uart-ping-pong.yaml"
+PING_PONG_OUTPUT = b"[ping] ping: start\n[pong] pong: ready\n" + b"".join(
+    b"[pong] pong: got ping %d\n[ping] ping: got pong %d\n" % (n, n) for n in range(1, 5)) + \
+    b"[pong] pong: got ping 5\n[pong] pong: done\n[ping] ping: got pong 5\n[ping] ping: done"
+
+
+def test_uart_ping_pong_over_a_uart_link(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    firmware = [a for n in ("ping", "pong") for a in ("--firmware", f"{n}={ROOT / 'examples' / 'multinode' / n}.elf")]
+    logs = []
+    for i in range(2):
+        log = tmp_path / f"pp{i}.log"
+        result = cli.json("run", "--board", str(PING_PONG), *firmware, "-e", "ping: done", "--serial-log", str(log))
+        assert result["status"] == "passed"
+        logs.append(log.read_bytes())
+    assert logs[0] == logs[1] == PING_PONG_OUTPUT  # every byte crossed the link, in virtual-time order
