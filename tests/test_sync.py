@@ -165,8 +165,10 @@ def test_run_on_a_multi_node_board_is_byte_identical_five_times(cli, tmp_path: P
 
 PING_PONG = ROOT / "boards" / "uart-ping-pong.yaml"
 PING_PONG_OUTPUT = b"[ping] ping: start\n[pong] pong: ready\n" + b"".join(
-    b"[pong] pong: got ping %d\n[ping] ping: got pong %d\n" % (n, n) for n in range(1, 5)) + \
-    b"[pong] pong: got ping 5\n[pong] pong: done\n[ping] ping: got pong 5\n[ping] ping: done"
+    b"[pong] pong: got ping %d\n[ping] ping: got pong %d\n" % (n, n) for n in range(1, 6)) + \
+    b"[pong] pong: done\n[ping] ping: done"
+# Lines are ordered by their first byte: "ping: got " is printed before ping waits for the answer,
+# so each "got pong N" line comes before anything pong prints after answering — "pong: done" too.
 
 
 def test_uart_ping_pong_over_a_uart_link(cli, tmp_path: Path) -> None:  # noqa: ANN001

@@ -41,7 +41,8 @@ class ConsoleMerger:
         self.pending: list[tuple[int, int, bytes]] = []
 
     def pump(self, horizon: int | None) -> None:
-        """`horizon`: cycles every node has completed (None: write everything, the nodes stopped)."""
+        """`horizon`: cycles every node had completed *before* this call (None: write everything,
+        the nodes stopped)."""
         for i, path in enumerate(self.timelines):
             try:
                 with path.open("rb") as f:
@@ -72,6 +73,10 @@ class ConsoleMerger:
                     self.pending.append((start or 0, i, line + b"\n"))
             self.partial = [(None, b"")] * len(self.names)
         self.pending.sort(key=lambda item: (item[0], item[1]))
+        if horizon is not None:
+            # A line still being printed (no newline yet) holds back every later line.
+            unfinished = [start for start, _ in self.partial if start is not None]
+            horizon = min([horizon, *unfinished])
         ready = [p for p in self.pending if horizon is None or p[0] < horizon]
         if ready:
             self.pending = self.pending[len(ready):]
@@ -125,6 +130,8 @@ class SystemInstance(Instance):
     def tick(self) -> None:
         for inst in self.nodes.values():
             inst.tick()
+        # The horizon first, the timelines after: a node writes a byte's record before it publishes
+        # that it got past it, so every line that starts before the horizon is then in the files.
         self.merger.pump(self._horizon())
 
     def _horizon(self) -> int:
