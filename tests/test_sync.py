@@ -125,6 +125,10 @@ def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     assert all(n["state"] == "running" and n["backend"] == "builtin" and n["pid"] for n in shown["nodes"])
     assert shown["sync"]["mode"] == "timeslice" and shown["sync"]["quantum_cycles"] == 2500
     assert shown["sync"]["quanta"] > 0
+    only_cpu1 = cli("console", sid, "--node", "cpu1").stdout.encode()
+    assert only_cpu1 == b"".join(ln[len(b"[cpu1] "):] + b"\n" for ln in MAILBOX_OUTPUT.splitlines()
+                                 if ln.startswith(b"[cpu1] "))
+    assert "no node 'cpu9'" in cli("console", sid, "--node", "cpu9", check=2).stderr
     cli.json("session", "pause", sid)
     paused = cli.json("session", "show", sid)
     assert paused["state"] == "paused" and all(n["state"] == "paused" for n in paused["nodes"])
