@@ -184,3 +184,31 @@ def test_uart_ping_pong_over_a_uart_link(cli, tmp_path: Path) -> None:  # noqa: 
         assert result["status"] == "passed"
         logs.append(log.read_bytes())
     assert logs[0] == logs[1] == PING_PONG_OUTPUT  # every byte crossed the link, in virtual-time order
+
+
+def test_mailbox_through_mmio_map_instead_of_shared_memory(short_tmp: Path) -> None:
+    """cpu1's 0x20300000 page forwarded to cpu0's memory there (mmio_map) works like the shared
+    region: the same firmware gives the same output."""
+    text = BOARD.read_text().replace(
+        "  shared_memory:\n    # Carved out of each node's data RAM: the same 4 KiB at the same address on both.\n"
+        "    - {id: mailbox, size: 4K, mappings: {cpu0: 0x20300000, cpu1: 0x20300000}}\n",
+        "  mmio_map:\n    - {node: cpu1, address: 0x20300000, size: 4K, target: cpu0, target_address: 0x20300000}\n")
+    assert "mmio_map" in text
+    board_file = short_tmp / "mmio.yaml"
+    board_file.write_text(text)
+    board, _ = resolve_board(str(board_file))
+    p = plan(board, {n: inspect(path) for n, path in FIRMWARE.items()}, short_tmp / "w", short_tmp / "r", 2500)
+    assert [m.name for m in p.nodes[0].spec.shared_memory] == ["mmio_map[0]"]  # the target maps it too
+    system = System(p)
+    try:
+        system.start()
+        deadline = time.monotonic() + 60
+        while b"cpu0: done" not in p.nodes[0].spec.console_log.read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        system.stop()
+    assert merged_console(p) == MAILBOX_OUTPUT
+    board.interconnect.mmio_map[0].target = "cpu0.uart0"
+    with pytest.raises(NotSupported, match="peripheral"):
+        plan(board, {}, short_tmp / "w2", short_tmp / "r2", 2500)

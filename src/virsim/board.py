@@ -208,6 +208,16 @@ def _regions(node: Node) -> list[tuple[int, int, str]]:
     return out
 
 
+def _except_host_ram(regions: list[tuple[int, int, str]], node: Node, address: int,
+                     size: int) -> list[tuple[int, int, str]]:
+    """`regions` without the one RAM region that wholly contains [address, +size): a window there is
+    carved out of that RAM (that part of the node's RAM is the shared or forwarded memory)."""
+    host = next((m for m in node.memory if m.type == "RAM" and m.contains(address, size)), None)
+    if host is None:
+        return regions
+    return [r for r in regions if not (r[0] == host.address and r[2].startswith("memory"))]
+
+
 def _overlap(regions: list[tuple[int, int, str]], start: int, end: int) -> str | None:
     return next((name for lo, hi, name in regions if start < hi and lo < end), None)
 
@@ -236,12 +246,8 @@ class BoardConfig(Model):
                 if address % 4096 or sm.size % 4096:
                     raise FieldProblem(f"shared_memory {sm.id!r}: address {address:#x} and size {sm.size:#x} on "
                                        f"{node_id} must be multiples of 4K (emulators map whole pages)", *where)
-                # A window inside one RAM region is carved out of it (that part of the node's RAM is shared).
-                inside = next((m for m in nodes[node_id].memory if m.type == "RAM" and m.contains(address, sm.size)),
-                              None)
-                others = [r for r in taken[node_id] if inside is None or r[0] != inside.address
-                          or not r[2].startswith("memory")]
-                clash = _overlap(others, address, address + sm.size)
+                clash = _overlap(_except_host_ram(taken[node_id], nodes[node_id], address, sm.size), address,
+                                 address + sm.size)
                 if clash:
                     raise FieldProblem(f"shared_memory {sm.id!r} at {address:#x}..{address + sm.size:#x} on "
                                        f"{node_id} overlaps {clash}", *where)
@@ -266,7 +272,8 @@ class BoardConfig(Model):
             for field, ref in (("node", m.node), ("target", target_id)):
                 if ref not in nodes:
                     raise FieldProblem(f"mmio_map names unknown node {ref!r}", "interconnect", "mmio_map", i, field)
-            clash = _overlap(taken[m.node], m.address, m.address + m.size)
+            clash = _overlap(_except_host_ram(taken[m.node], nodes[m.node], m.address, m.size), m.address,
+                             m.address + m.size)
             if clash:
                 raise FieldProblem(f"mmio_map range {m.address:#x}..{m.address + m.size:#x} on {m.node} overlaps {clash}",
                                    "interconnect", "mmio_map", i, "address")

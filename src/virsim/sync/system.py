@@ -80,9 +80,23 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
                 if s_node == node.id:
                     slot = [p.id for p in board.nodes[index[d_node]].peripherals].index(d_uart)
                     uart_out.append([s_uart, index[d_node], slot])
-        if ic.mmio_map:
-            raise NotSupported("mmio_map forwarding is not implemented yet (shared memory, IRQ routes and UART "
-                               "links are)", field="interconnect.mmio_map")
+        # mmio_map onto another node's memory: both map the same file (the target's window is carved
+        # out of its RAM), so the range is that memory, coherent at once. Onto a peripheral: not yet.
+        for j, m in enumerate(ic.mmio_map):
+            target_id = m.target.split(".", 1)[0]
+            target = board.nodes[index[target_id]]
+            if "." in m.target or not any(r.contains(m.target_address, m.size) for r in target.memory):
+                raise NotSupported(f"mmio_map[{j}]: forwarding to a peripheral ({m.target} at {m.target_address:#x}) "
+                                   "is not implemented yet; forwarding to another node's memory is",
+                                   field=f"interconnect.mmio_map[{j}]")
+            if m.address % 4096 or m.size % 4096 or m.target_address % 4096:
+                raise NotSupported(f"mmio_map[{j}]: address, size and target_address must be multiples of 4K",
+                                   field=f"interconnect.mmio_map[{j}]")
+            path = str(rundir / f"mmio-{j}")
+            if m.node == node.id:
+                shared.append(SharedMapping(path=path, address=m.address, size=m.size, name=f"mmio_map[{j}]"))
+            if target_id == node.id:
+                shared.append(SharedMapping(path=path, address=m.target_address, size=m.size, name=f"mmio_map[{j}]"))
         node_dir = workdir / node.id
         node_run = rundir / node.id
         node_dir.mkdir(parents=True, exist_ok=True)
