@@ -14,15 +14,19 @@ per second. Also printed: the barrier's share of the wall time as the nodes meas
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from virsim.board import BoardConfig, resolve_board
 from virsim.firmware import inspect
+from virsim.sync import lockstep
+from virsim.sync.lockstep import Lockstep
 from virsim.sync.system import System, plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +66,33 @@ def rate(quantum: int | None, seconds: float, mode: str = "timeslice") -> float:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _barrier_loop(segment: str, index: int, rounds: int, out: Any) -> None:
+    lock = Lockstep(Path(segment), index)
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        lock.barrier([])
+    out.put((index, time.perf_counter() - t0))
+
+
+def barrier_cost(rounds: int = 100_000) -> float:
+    """Microseconds per barrier of two processes that do nothing else (the floor per quantum)."""
+    tmp = Path(tempfile.mkdtemp(prefix="vsbb-", dir="/tmp"))
+    try:
+        seg = tmp / "seg"
+        lockstep.create(seg, 2, 1)
+        ctx = multiprocessing.get_context("fork")
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_barrier_loop, args=(str(seg), i, rounds, q)) for i in (0, 1)]
+        for proc in procs:
+            proc.start()
+        times = [q.get(timeout=120)[1] for _ in procs]
+        for proc in procs:
+            proc.join()
+        return max(times) / rounds * 1e6
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -78,6 +109,7 @@ def main() -> int:
         s, f = statistics.median(synced), statistics.median(free)
         label = f"{mode}, quantum {quantum:,} cycles" + (" (grows, no traffic)" if mode == "event" else "")
         print(f"{label:<44}  {'Minstr/s':>7}  {s / 1e6:>8.1f}  {f / 1e6:>8.1f}  {s / f:>6.2f}x")
+    print(f"barrier alone (2 processes, no work, 100k rounds): {barrier_cost():.2f} us per quantum")
     return 0
 
 
