@@ -15,7 +15,8 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -243,16 +244,11 @@ class SessionService:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         row = self.store.get_session(info.id)
-        try:
+        with self._undone_on_failure(info.id):
             assert self.snapshots is not None
             self.snapshots.load_into(row, path, meta.get("name") or path.name, meta.get("virtual_ns"))
             if not req.paused:
                 return self.resume(p.SessionRef(session=info.id))
-        except BaseException:
-            self._stop_instance(info.id)
-            self.store.delete_session_rows(info.id)
-            shutil.rmtree(self.paths.session_dir(info.id), ignore_errors=True)
-            raise
         return self.info(self.store.get_session(info.id))
 
     def _create(self, req: p.SessionCreate, board: BoardConfig, source: str,
@@ -304,7 +300,7 @@ class SessionService:
             "error": None, "stderr_tail": None, "record": int(req.record), "replay": None, "replay_until": None,
             "coverage": int(req.coverage),
             **(extra or {})})
-        try:
+        with self._undone_on_failure(sid):
             row = self.store.get_session(sid)
             if image is not None:
                 prog = self._save_program(sid, image.path, image.format, image.load_address, board, node.id)
@@ -317,11 +313,6 @@ class SessionService:
             if row.get("record"):
                 self._write_recording_header(row, workdir)
             row = self._boot(row, image, "created", paused=req.paused, from_start=True)
-        except BaseException:
-            self._stop_instance(sid)
-            self.store.delete_session_rows(sid)
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
         return self.info(row)
 
     def _create_system(self, req: p.SessionCreate, board: BoardConfig, source: str) -> p.SessionInfo:
@@ -361,7 +352,7 @@ class SessionService:
             "backend": "system", "state": S.CREATED.value, "deterministic": 1, "program": None,
             "created_at": time.time(), "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
             "error": None, "stderr_tail": None, "record": 0, "replay": None, "replay_until": None, "coverage": 0})
-        try:
+        with self._undone_on_failure(sid):
             programs = {}
             for node in board.nodes:
                 image = inspect(Path(req.node_firmware[node.id]))
@@ -372,12 +363,18 @@ class SessionService:
             ensure_log(workdir / "console.log")
             self.store.add_artifact(sid, "console-log", workdir / "console.log")
             row = self._boot(row, self._program_image(row), "created", paused=req.paused, from_start=True)
+        return self.info(row)
+
+    @contextmanager
+    def _undone_on_failure(self, sid: str) -> Iterator[None]:
+        """A session being created that fails leaves nothing: no emulator, no rows, no files."""
+        try:
+            yield
         except BaseException:
             self._stop_instance(sid)
             self.store.delete_session_rows(sid)
-            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(self.paths.session_dir(sid), ignore_errors=True)
             raise
-        return self.info(row)
 
     def _write_recording_header(self, row: dict[str, Any], workdir: Path) -> None:
         prog = self.store.get_program(row["id"], row["program"]) if row.get("program") else None
