@@ -212,3 +212,17 @@ def test_mailbox_through_mmio_map_instead_of_shared_memory(short_tmp: Path) -> N
     board.interconnect.mmio_map[0].target = "cpu0.uart0"
     with pytest.raises(NotSupported, match="peripheral"):
         plan(board, {}, short_tmp / "w2", short_tmp / "r2", 2500)
+
+
+def test_daemon_killed_leaves_no_node_behind(cli, client) -> None:  # noqa: ANN001
+    """A multi-node session cannot be re-attached yet: after a daemon crash it is `lost`, and the
+    new daemon stops its node processes (strays) instead of leaving them running."""
+    from test_supervision import kill_daemon
+
+    sid = cli.json("session", "create", *mailbox_args())["id"]
+    pids = [n["pid"] for n in cli.json("session", "show", sid)["nodes"]]
+    kill_daemon(client)
+    assert all(psutil.pid_exists(p) for p in pids)  # the nodes outlive the daemon...
+    assert cli.json("session", "show", sid)["state"] == "lost"  # ...until a new one starts
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
+             timeout=10)

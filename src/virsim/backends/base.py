@@ -134,6 +134,10 @@ class Instance(ABC):
     @abstractmethod
     def pid(self) -> int | None: ...
 
+    def pids(self) -> list[int]:
+        """Every process of this instance (several for a multi-node system)."""
+        return [self.pid] if self.pid is not None else []
+
     @abstractmethod
     def handle(self) -> dict[str, Any]:
         """JSON-able data that lets the adapter re-attach to this instance."""

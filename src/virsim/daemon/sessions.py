@@ -665,7 +665,7 @@ class SessionService:
     def _stop_strays(self) -> None:
         """Stop emulators started from our runtime dir that no session accounts for (no orphans)."""
         marker = str(self.paths.runtime / "s") + "/"
-        known = {live.instance.pid for live in self.live.values()} | {os.getpid()}
+        known = {pid for live in self.live.values() for pid in live.instance.pids()} | {os.getpid()}
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmd = proc.info.get("cmdline") or []
             if proc.info["pid"] in known or not any(marker in arg for arg in cmd):

@@ -108,6 +108,9 @@ class SystemInstance(Instance):
     def pid(self) -> int | None:
         return next((inst.pid for inst in self.nodes.values()), None)
 
+    def pids(self) -> list[int]:
+        return [pid for inst in self.nodes.values() for pid in inst.pids()]
+
     def handle(self) -> dict[str, Any]:
         return {"nodes": {name: inst.handle() for name, inst in self.nodes.items()}}
 
