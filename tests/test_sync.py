@@ -226,3 +226,9 @@ def test_daemon_killed_leaves_no_node_behind(cli, client) -> None:  # noqa: ANN0
     assert cli.json("session", "show", sid)["state"] == "lost"  # ...until a new one starts
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
              timeout=10)
+
+
+def test_board_show_says_what_each_backend_runs(cli) -> None:  # noqa: ANN001
+    shown = cli.json("board", "show", str(BOARD))
+    kinds = {(r["kind"], r["builtin"], r["qemu"]) for r in shown["interconnect_support"]}
+    assert kinds == {("shared_memory", "yes", "not yet"), ("irq_route", "yes", "not yet")}

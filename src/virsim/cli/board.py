@@ -45,11 +45,16 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
     """Show a board's resolved BoardConfig (sizes and addresses as numbers, defaults filled in).
 
     Example: virsim board show mps2-an385
+
+    Example: virsim board show boards/dual-core-mailbox.yaml   # and which interconnect each backend runs
     """
     from virsim.board import board_to_dict, resolve_board
 
+    from virsim.sync.system import interconnect_support
+
     config, source = resolve_board(board)
     data = board_to_dict(config)
+    support = interconnect_support(config)
 
     def human() -> None:
         out.print(f"[bold]{config.name}[/]  ({config.system_id}, from {source})")
@@ -70,8 +75,14 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
                     t.add_row(p.id, p.type, f"{p.address:#010x}", "-" if p.irq is None else str(p.irq),
                               "yes" if p.console else "")
                 out.print(t)
+        if support:
+            out.print("\n[bold]interconnect[/] (what a multi-node session runs, by the backend of the nodes it joins)")
+            t = table("KIND", "WHAT", "BUILT-IN NODES", "QEMU NODES")
+            for row in support:
+                t.add_row(row["kind"], row["what"], row["builtin"], row["qemu"])
+            out.print(t)
 
-    emit({"source": source, "board": data}, as_json, human)
+    emit({"source": source, "board": data, "interconnect_support": support}, as_json, human)
 
 
 @app.command("validate")

@@ -70,6 +70,10 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
         for route in ic.irq_routes:
             parts = route.source.split(".")
             if parts[0] == node.id:
+                source = next(p for p in node.peripherals if p.id == parts[1])
+                if source.type != "cmsdk-gpio":
+                    raise NotSupported(f"irq route from {route.source}: only GPIO outputs (cmsdk-gpio) can raise "
+                                       f"another node's interrupt yet, not a {source.type}", field="interconnect.irq_routes")
                 pin = int(parts[2]) if len(parts) > 2 else -1
                 irq_out.append([parts[1], pin, index[route.target], route.irq])
         uart_out = []
@@ -182,3 +186,29 @@ def merged_console(plan: Plan) -> bytes:
             lines.append((start or 0, n.index, line + b"\n"))
     names = [n.node for n in plan.nodes]
     return b"".join(f"[{names[i]}] ".encode() + text for _, i, text in sorted(lines, key=lambda x: (x[0], x[1])))
+
+
+def interconnect_support(board: BoardConfig) -> list[dict[str, str]]:
+    """Each interconnect item of `board` and whether a multi-node session can run it, per backend
+    of the nodes it joins (`virsim board show`; docs/multinode.md says why)."""
+    rows = []
+    ic = board.interconnect
+    nodes = {n.id: n for n in board.nodes}
+    for sm in ic.shared_memory:
+        where = ", ".join(f"{n}@{a:#x}" for n, a in sm.mappings.items())
+        rows.append({"kind": "shared_memory", "what": f"{sm.id} ({sm.size:#x} bytes): {where}", "builtin": "yes",
+                     "qemu": "not yet"})
+    for r in ic.irq_routes:
+        gpio = next((p for p in nodes[r.source.split(".")[0]].peripherals if p.id == r.source.split(".")[1]), None)
+        ok = "yes" if gpio is not None and gpio.type == "cmsdk-gpio" else "not yet (GPIO sources only)"
+        rows.append({"kind": "irq_route", "what": f"{r.source} -> {r.target} IRQ {r.irq}", "builtin": ok,
+                     "qemu": "not yet"})
+    for m in ic.mmio_map:
+        onto_memory = "." not in m.target and any(reg.contains(m.target_address, m.size)
+                                                  for reg in nodes[m.target.split(".")[0]].memory)
+        rows.append({"kind": "mmio_map", "what": f"{m.node}@{m.address:#x} ({m.size:#x} bytes) -> {m.target}@"
+                     f"{m.target_address:#x}", "builtin": "yes" if onto_memory else "not yet (peripherals)",
+                     "qemu": "not yet"})
+    for link in ic.uart_links:
+        rows.append({"kind": "uart_link", "what": f"{link.a} <-> {link.b}", "builtin": "yes", "qemu": "not yet"})
+    return rows
