@@ -171,12 +171,12 @@ class SystemInstance(Instance):
         self.power_on()
 
     def pause(self) -> None:
-        for inst in self.nodes.values():
-            inst.pause()
+        if self.system is not None:
+            self.system.pause()
 
     def resume(self) -> None:
-        for inst in self.nodes.values():
-            inst.resume()
+        if self.system is not None:
+            self.system.resume()
 
     def run_status(self) -> RunStatus:
         statuses = {name: inst.run_status() for name, inst in self.nodes.items()}
