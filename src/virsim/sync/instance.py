@@ -5,7 +5,7 @@ that instance is a `SystemInstance`: it starts one emulator process per node in 
 (virsim.sync.system), acts on all of them together (pause, resume, reset, power), fails as a
 whole when one node dies (naming the node and why; the others are stopped), and writes the
 session's console log as every node's output merged line by line in virtual-time order, each line
-prefixed `[node]` (`ConsoleMerger`). Each node's own log stays in `<session dir>/<node>/console.log`.
+prefixed `[node]` (virsim.sync.system.ConsoleMerger). Each node's own log stays in `<session dir>/<node>/console.log`.
 
 `InstanceSpec.system` carries what the session asked for: {"firmware": {node: path}, "sync": mode,
 "quantum": cycles}.
@@ -22,66 +22,9 @@ from virsim.board import Node
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
 from virsim.sync import lockstep
-from virsim.sync.system import System, plan
+from virsim.sync.system import ConsoleMerger, System, plan
 
 NODE_BACKEND = "builtin"  # the backend every node runs on today (exact run-for-N quanta)
-
-
-class ConsoleMerger:
-    """Appends complete lines from the nodes' console timelines to the session log, in order of
-    the virtual time of each line's first byte — but only lines before the time every node has
-    reached, so a line that belongs earlier can never arrive after it was written."""
-
-    def __init__(self, names: list[str], timelines: list[Path], out: Path) -> None:
-        self.names = names
-        self.timelines = timelines
-        self.out = out
-        self.offsets = [0] * len(names)
-        self.partial: list[tuple[int | None, bytes]] = [(None, b"")] * len(names)
-        self.pending: list[tuple[int, int, bytes]] = []
-
-    def pump(self, horizon: int | None) -> None:
-        """`horizon`: cycles every node had completed *before* this call (None: write everything,
-        the nodes stopped)."""
-        for i, path in enumerate(self.timelines):
-            try:
-                with path.open("rb") as f:
-                    f.seek(self.offsets[i])
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            at = 0
-            start, line = self.partial[i]
-            while at + lockstep.TIMELINE.size <= len(data):
-                cycle, length = lockstep.TIMELINE.unpack_from(data, at)
-                end = at + lockstep.TIMELINE.size + length
-                if end > len(data):
-                    break  # a record still being written
-                for byte in data[at + lockstep.TIMELINE.size:end]:
-                    if start is None:
-                        start = cycle
-                    line += bytes([byte])
-                    if byte == 0x0A:
-                        self.pending.append((start, i, line))
-                        start, line = None, b""
-                at = end
-            self.offsets[i] += at
-            self.partial[i] = (start, line)
-        if horizon is None:
-            for i, (start, line) in enumerate(self.partial):
-                if line:
-                    self.pending.append((start or 0, i, line + b"\n"))
-            self.partial = [(None, b"")] * len(self.names)
-        self.pending.sort(key=lambda item: (item[0], item[1]))
-        if horizon is not None:
-            # A line still being printed (no newline yet) holds back every later line.
-            unfinished = [start for start, _ in self.partial if start is not None]
-            horizon = min([horizon, *unfinished])
-        ready = [p for p in self.pending if horizon is None or p[0] < horizon]
-        if ready:
-            self.pending = self.pending[len(ready):]
-            with self.out.open("ab") as f:
-                f.write(b"".join(f"[{self.names[i]}] ".encode() + text for _, i, text in ready))
 
 
 class SystemInstance(Instance):

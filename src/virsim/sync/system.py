@@ -1,4 +1,5 @@
-"""A multi-node system: one emulator process per node, joined by the lockstep barrier.
+"""A multi-node system: one emulator process per node, joined by the lockstep barrier;
+`ConsoleMerger` turns the nodes' console timelines into one log ordered by virtual time.
 
 `plan()` turns a BoardConfig's interconnect into what each node's instance needs — its shared
 memory windows (one file per shared region, mapped by every node that names it), and its
@@ -166,27 +167,70 @@ class System:
 def merged_console(plan: Plan) -> bytes:
     """Every node's console, line by line, ordered by the virtual time of each line's first byte
     (ties: board order), each line prefixed with its node: the same bytes on every rerun."""
-    lines: list[tuple[int, int, bytes]] = []
-    for n in plan.nodes:
-        path = n.spec.workdir / "console.timeline"
-        data = path.read_bytes() if path.exists() else b""
-        at, line, start = 0, b"", None
-        while at + lockstep.TIMELINE.size <= len(data):
-            cycle, length = lockstep.TIMELINE.unpack_from(data, at)
-            chunk = data[at + lockstep.TIMELINE.size: at + lockstep.TIMELINE.size + length]
-            at += lockstep.TIMELINE.size + length
-            for byte in chunk:
-                if start is None:
-                    start = cycle
-                line += bytes([byte])
-                if byte == 0x0A:
-                    lines.append((start, n.index, line))
-                    line, start = b"", None
-        if line:
-            lines.append((start or 0, n.index, line + b"\n"))
-    names = [n.node for n in plan.nodes]
-    return b"".join(f"[{names[i]}] ".encode() + text for _, i, text in sorted(lines, key=lambda x: (x[0], x[1])))
+    return ConsoleMerger([n.node for n in plan.nodes],
+                         [n.spec.workdir / "console.timeline" for n in plan.nodes]).collect(None)
 
+
+class ConsoleMerger:
+    """Appends complete lines from the nodes' console timelines to the session log, in order of
+    the virtual time of each line's first byte — but only lines before the time every node has
+    reached, so a line that belongs earlier can never arrive after it was written."""
+
+    def __init__(self, names: list[str], timelines: list[Path], out: Path | None = None) -> None:
+        self.names = names
+        self.timelines = timelines
+        self.out = out
+        self.offsets = [0] * len(names)
+        self.partial: list[tuple[int | None, bytes]] = [(None, b"")] * len(names)
+        self.pending: list[tuple[int, int, bytes]] = []
+
+    def pump(self, horizon: int | None) -> None:
+        """Append the lines that are ready to the log (see collect)."""
+        data = self.collect(horizon)
+        if data and self.out is not None:
+            with self.out.open("ab") as f:
+                f.write(data)
+
+    def collect(self, horizon: int | None) -> bytes:
+        """The lines now known to come next, prefixed. `horizon`: cycles every node had completed
+        *before* this call (None: everything, the nodes stopped)."""
+        for i, path in enumerate(self.timelines):
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.offsets[i])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            at = 0
+            start, line = self.partial[i]
+            while at + lockstep.TIMELINE.size <= len(data):
+                cycle, length = lockstep.TIMELINE.unpack_from(data, at)
+                end = at + lockstep.TIMELINE.size + length
+                if end > len(data):
+                    break  # a record still being written
+                for byte in data[at + lockstep.TIMELINE.size:end]:
+                    if start is None:
+                        start = cycle
+                    line += bytes([byte])
+                    if byte == 0x0A:
+                        self.pending.append((start, i, line))
+                        start, line = None, b""
+                at = end
+            self.offsets[i] += at
+            self.partial[i] = (start, line)
+        if horizon is None:
+            for i, (start, line) in enumerate(self.partial):
+                if line:
+                    self.pending.append((start or 0, i, line + b"\n"))
+            self.partial = [(None, b"")] * len(self.names)
+        self.pending.sort(key=lambda item: (item[0], item[1]))
+        if horizon is not None:
+            # A line still being printed (no newline yet) holds back every later line.
+            unfinished = [start for start, _ in self.partial if start is not None]
+            horizon = min([horizon, *unfinished])
+        ready = [p for p in self.pending if horizon is None or p[0] < horizon]
+        self.pending = self.pending[len(ready):]
+        return b"".join(f"[{self.names[i]}] ".encode() + text for _, i, text in ready)
 
 def interconnect_support(board: BoardConfig) -> list[dict[str, str]]:
     """Each interconnect item of `board` and whether a multi-node session can run it, per backend
