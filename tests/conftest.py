@@ -126,6 +126,23 @@ def cli(home: Path) -> CLI:
     return CLI(home)
 
 
+def reverse_walk(cli: CLI, sid: str, timeout: str) -> None:
+    """On hello's on_tick(n): run to n=3, reverse-continue to n=2 and n=1 (each a breakpoint stop),
+    reverse-stepi into main's call, stepi back to the same on_tick pc. Both backends must agree."""
+    cli.json("debug", "break", sid, "on_tick")
+    for _ in range(3):
+        cli.json("debug", "continue", sid, "--wait", "--timeout", timeout)
+    assert cli.json("debug", "eval", sid, "n")["value"] == "3"
+    for expected in ("2", "1"):
+        stop = cli.json("debug", "reverse-continue", sid, "--timeout", timeout)["stop"]
+        assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
+        assert cli.json("debug", "eval", sid, "n")["value"] == expected
+    back = cli.json("debug", "reverse-stepi", sid)["stop"]
+    assert back["function"] == "main"  # the instruction before on_tick's first is main's call
+    fwd = cli.json("debug", "stepi", sid)["stop"]
+    assert fwd["function"] == "on_tick" and fwd["pc"] == stop["pc"]
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, ROOT, console_contains, need_tool, wait_for
+from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, ROOT, console_contains, need_tool, reverse_walk, wait_for
 from virsim.backends import get_backend
 from virsim.backends.base import Capability, InstanceSpec, SharedMapping
 from virsim.backends.builtin.machine import Machine
@@ -389,18 +389,7 @@ def test_history_reverse_step_reaches_exactly_the_previous_instruction() -> None
 def test_reverse_debugging_through_the_cli(cli, client) -> None:  # noqa: ANN001
     need_tool("gdb-multiarch")
     sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin", paused=True).id
-    cli.json("debug", "break", sid, "on_tick")
-    for _ in range(3):
-        cli.json("debug", "continue", sid, "--wait", "--timeout", "30s")
-    assert cli.json("debug", "eval", sid, "n")["value"] == "3"
-    for expected in ("2", "1"):
-        stop = cli.json("debug", "reverse-continue", sid, "--timeout", "30s")["stop"]
-        assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
-        assert cli.json("debug", "eval", sid, "n")["value"] == expected
-    back = cli.json("debug", "reverse-stepi", sid)["stop"]
-    assert back["function"] == "main"  # the instruction before on_tick's first is main's call
-    fwd = cli.json("debug", "stepi", sid)["stop"]
-    assert fwd["function"] == "on_tick" and fwd["pc"] == stop["pc"]
+    reverse_walk(cli, sid, "30s")
     start = cli.json("debug", "reverse-continue", sid, "--timeout", "30s")["stop"]
     assert start["reason"] == "history-start"
     cli.json("debug", "delete", sid, "--all")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, console_contains, need_tool, wait_for
+from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, console_contains, need_tool, reverse_walk, wait_for
 from virsim import snapshot
 from virsim.client import Client
 from virsim.daemon.snapshots import SnapshotService
@@ -213,18 +213,7 @@ def test_qemu_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: 
 def test_qemu_reverse_debugging_on_a_replay(cli: CLI, client: Client) -> None:
     sid, recording, original = record_qemu_session(cli, client)
     rid = cli.json("session", "replay", recording, "--paused")["id"]
-    cli.json("debug", "break", rid, "on_tick")
-    for _ in range(3):
-        cli.json("debug", "continue", rid, "--wait", "--timeout", "60s")
-    assert cli.json("debug", "eval", rid, "n")["value"] == "3"
-    for expected in ("2", "1"):
-        stop = cli.json("debug", "reverse-continue", rid, "--timeout", "60s")["stop"]
-        assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
-        assert cli.json("debug", "eval", rid, "n")["value"] == expected
-    back = cli.json("debug", "reverse-stepi", rid)["stop"]
-    assert back["function"] == "main"
-    fwd = cli.json("debug", "stepi", rid)["stop"]
-    assert fwd["function"] == "on_tick" and fwd["pc"] == stop["pc"]
+    reverse_walk(cli, rid, "60s")
     # QEMU re-ran the recording from its start for each reverse command; the log shows it once.
     assert client.console_text(rid) == original[:original.index(b"tick 3\n")]
     for _ in range(4):  # forward again, past the furthest point reached before
