@@ -1,5 +1,6 @@
-"""Multi-node lockstep (virsim.sync): the shared-memory barrier, and the dual-core mailbox example
-on two built-in engine processes — the same combined output on every rerun."""
+"""Multi-node lockstep (virsim.sync): the shared-memory barrier, the dual-core mailbox example on
+two built-in engine processes, and the three-node board mixing built-in and QEMU nodes — the same
+combined output on every rerun."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from conftest import ROOT, console_contains, wait_for
-from virsim.board import resolve_board
+from virsim.board import BoardConfig, resolve_board
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
 from virsim.sync import lockstep
@@ -231,4 +233,128 @@ def test_daemon_killed_leaves_no_node_behind(cli, client) -> None:  # noqa: ANN0
 def test_board_show_says_what_each_backend_runs(cli) -> None:  # noqa: ANN001
     shown = cli.json("board", "show", str(BOARD))
     kinds = {(r["kind"], r["builtin"], r["qemu"]) for r in shown["interconnect_support"]}
-    assert kinds == {("shared_memory", "yes", "not yet"), ("irq_route", "yes", "not yet")}
+    assert kinds == {("shared_memory", "yes", "inside qemu.machine_ram (shared as a whole)"),
+                     ("irq_route", "yes", "as target (from a built-in GPIO); not as source")}
+    pp = {(r["kind"], r["qemu"]) for r in cli.json("board", "show", str(PING_PONG))["interconnect_support"]}
+    assert pp == {("uart_link", "not yet")}
+
+
+# ------------------------------------------------------------------ QEMU nodes (the vsync plugin)
+
+TRI = ROOT / "boards" / "tri-node-mixed.yaml"
+TRI_FIRMWARE = {n: ROOT / "examples" / "multinode" / f"{n}.elf" for n in ("cpu0", "cpu1", "cpu2")}
+# cpu2 (QEMU) prints each message a little before cpu1 does: QEMU's console bytes are stamped with
+# the start of the quantum they were printed in, the built-in engine's with their exact cycle.
+TRI_OUTPUT = b"[cpu2] cpu2: ready\n[cpu1] cpu1: ready\n[cpu0] cpu0: start\n" + b"".join(
+    b"[cpu2] cpu2: got %d (%d)\n[cpu1] cpu1: got %d (%d)\n[cpu0] cpu0: sent %d\n" % (n, n * n, n, n * n, n)
+    for n in range(1, 11)) + b"[cpu0] cpu0: done\n"
+
+
+def run_tri(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> tuple[bytes, dict[str, int]]:
+    board, _ = resolve_board(str(TRI))
+    images = {n: inspect(path) for n, path in TRI_FIRMWARE.items()}
+    p = plan(board, images, tmp / "work", tmp / "run", quantum_cycles(board, mode, quantum), mode=mode)
+    system = System(p)
+    try:
+        system.start()
+        deadline = time.monotonic() + 60
+        log = p.nodes[2].spec.console_log
+        while b"cpu2: got 10" not in (log.read_bytes() if log.exists() else b""):
+            assert time.monotonic() < deadline, "the QEMU node did not get every message"
+            time.sleep(0.02)
+        lock = lockstep.Lockstep(p.segment, 0)
+        stats = lock.stats(2)
+        lock.close()
+        pids = [pid for inst in system.instances.values() for pid in inst.pids()]
+    finally:
+        system.stop()
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    return merged_console(p), stats
+
+
+def test_three_nodes_on_two_emulators_are_the_same_on_every_rerun(short_tmp: Path) -> None:
+    """Two built-in nodes and one QEMU node: shared memory (QEMU's file-backed RAM), a doorbell
+    interrupt raised in QEMU by a built-in node's GPIO, one console in virtual-time order."""
+    runs = [run_tri(short_tmp / f"run{i}") for i in range(5)]
+    merged = [r[0] for r in runs]
+    assert merged[0].startswith(TRI_OUTPUT) and all(m == merged[0] for m in merged[1:])
+    for _, stats in runs:
+        # The skew bound: QEMU meets every barrier less than one instruction (2^5 ns at 25 MHz)
+        # past the quantum's end; it ran the firmware (instructions counted) and waited for the others.
+        assert 0 <= stats["skew_max_ns"] < 32 and stats["instructions"] > 1000 and stats["wait_ns"] > 0
+
+
+@pytest.mark.parametrize("mode, quantum", [("step", "1000"), ("event", "100us")])
+def test_qemu_node_in_the_other_sync_modes(short_tmp: Path, mode: str, quantum: str) -> None:
+    merged, stats = run_tri(short_tmp, mode=mode, quantum=quantum)
+    assert merged == run_tri(short_tmp / "again", mode=mode, quantum=quantum)[0]
+    for node in (b"cpu0", b"cpu1", b"cpu2"):
+        mine = [ln for ln in merged.splitlines() if ln.startswith(b"[" + node + b"]")]
+        assert mine == [ln for ln in TRI_OUTPUT.splitlines() if ln.startswith(b"[" + node + b"]")]
+
+
+def _tri_board(**changes: object) -> BoardConfig:
+    data = yaml.safe_load(TRI.read_text())
+    for path, value in changes.items():
+        where = data
+        keys = path.split("/")
+        for key in keys[:-1]:
+            where = where[int(key)] if isinstance(where, list) else where[key]
+        where[keys[-1]] = value
+    return BoardConfig.model_validate(data)
+
+
+def test_what_qemu_nodes_refuse(short_tmp: Path) -> None:
+    images = {n: inspect(path) for n, path in TRI_FIRMWARE.items()}
+    cases = [
+        # the mailbox outside QEMU's file-backed machine RAM
+        (_tri_board(**{"interconnect/shared_memory/0/mappings": {"cpu0": 0x20300000, "cpu2": 0x20300000}}),
+         "inside its machine RAM"),
+        # no machine_ram: QEMU cannot share memory on this machine
+        (_tri_board(**{"nodes/2/qemu": {"machine": "mps2-an385"}}), "no qemu.machine_ram"),
+        # a QEMU node as the source of an interrupt route
+        (_tri_board(**{"nodes/2/peripherals": [
+            {"id": "uart0", "type": "cmsdk-uart", "address": 0x40004000, "irq": 0, "console": True},
+            {"id": "gpio0", "type": "cmsdk-gpio", "address": 0x40010000, "irq": 6}],
+            "interconnect/irq_routes": [{"source": "cpu2.gpio0.0", "target": "cpu0", "irq": 7}]}),
+         "a QEMU node cannot raise"),
+    ]
+    for board, message in cases:
+        with pytest.raises(NotSupported, match=message):
+            plan(board, images, short_tmp / "w", short_tmp / "r", 2500)
+
+
+def tri_args() -> list[str]:
+    return ["--board", str(TRI)] + [a for n, path in TRI_FIRMWARE.items() for a in ("--firmware", f"{n}={path}")]
+
+
+def test_run_and_session_with_a_qemu_node(cli, client, tmp_path: Path) -> None:  # noqa: ANN001
+    log = tmp_path / "tri.log"
+    result = cli.json("run", *tri_args(), "--expect-text", "cpu2: got 10", "--serial-log", str(log))
+    assert result["status"] == "passed" and log.read_bytes() == TRI_OUTPUT[:TRI_OUTPUT.index(b"cpu2: got 10") + 12]
+
+    sid = cli.json("session", "create", *tri_args())["id"]
+    wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
+    shown = cli.json("session", "show", sid)
+    assert [(n["node"], n["backend"], n["state"]) for n in shown["nodes"]] == [
+        ("cpu0", "builtin", "running"), ("cpu1", "builtin", "running"), ("cpu2", "qemu", "running")]
+    qemu = shown["nodes"][2]
+    assert qemu["instructions"] > 0 and qemu["virtual_ns"] > 0 and 0 <= qemu["skew_max_ns"] < 32
+    assert cli("console", sid, "--node", "cpu2").stdout.startswith("cpu2: ready\ncpu2: got 1 (1)\n")
+    # pause holds every node, the QEMU one at its next barrier: no node's clock moves
+    cli.json("session", "pause", sid)
+    first = cli.json("session", "show", sid)
+    time.sleep(0.3)
+    second = cli.json("session", "show", sid)
+    assert first["state"] == "paused" and all(n["state"] == "paused" for n in second["nodes"])
+    assert [n["virtual_ns"] for n in first["nodes"]] == [n["virtual_ns"] for n in second["nodes"]]
+    cli.json("session", "resume", sid)
+    wait_for(lambda: cli.json("session", "show", sid)["nodes"][2]["virtual_ns"] > second["nodes"][2]["virtual_ns"],
+             timeout=10)
+    # the QEMU node dies: the session fails naming it, the built-in nodes are stopped
+    pids = [n["pid"] for n in shown["nodes"]]
+    os.kill(pids[2], signal.SIGKILL)
+    wait_for(lambda: client.session("show", sid).state == "failed", timeout=30)
+    assert "node cpu2" in (client.session("show", sid).error or "")
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
+             timeout=10)

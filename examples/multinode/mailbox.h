@@ -11,7 +11,10 @@ struct mailbox {
     volatile uint32_t value;
 };
 
-#define MAILBOX         ((struct mailbox *)0x20300000u)
+#ifndef MAILBOX_ADDR
+#define MAILBOX_ADDR    0x20300000u
+#endif
+#define MAILBOX         ((struct mailbox *)MAILBOX_ADDR)
 #define GPIO0_DATAOUT   (*(volatile uint32_t *)0x40010004u)
 #define GPIO0_OUTENSET  (*(volatile uint32_t *)0x40010010u)
 #define NVIC_ISER0      (*(volatile uint32_t *)0xE000E100u)

@@ -116,11 +116,21 @@ class Peripheral(Model):
     options: dict[str, Any] = {}
 
 
+class MachineRam(Model):
+    address: Size
+    size: Size = Field(gt=0)
+
+
 class QemuOptions(Model):
     machine: str = Field(description="QEMU machine (-M), e.g. mps2-an385")
     cpu: str | None = Field(None, description="QEMU -cpu, when the machine's default is not wanted")
     binary: str | None = Field(None, description="QEMU binary; derived from the processor when omitted")
     extra_args: list[str] = []
+    machine_ram: MachineRam | None = Field(None, description="where the machine puts its main RAM (-m), which "
+                                           "QEMU can back with a shared file (-machine memory-backend): "
+                                           "shared memory on a QEMU node must lie inside it")
+    irq_device: str = Field("/machine/armv7m", description="QOM path of the device whose GPIO inputs are the "
+                            "CPU's external interrupt lines (lockstep: other nodes raise them)")
 
 
 BackendName = Literal["qemu", "builtin", "renode", "skyeye"]

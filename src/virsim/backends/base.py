@@ -50,6 +50,7 @@ class Capability(str, Enum):
     IRQ_LINES = "irq-lines"  # raise/lower an external interrupt line
     SHARED_MEMORY = "shared-memory"  # regions backed by a file other processes map too
     UART_CHANNEL = "uart-channel"  # a UART's TX/RX connected to an external byte stream
+    LOCKSTEP = "lockstep"  # joins a multi-node barrier (InstanceSpec.lockstep, virsim.sync.lockstep)
 
     def __str__(self) -> str:
         return self.value
@@ -66,6 +67,7 @@ class SharedMapping:
     address: int
     size: int
     name: str = ""
+    offset: int = 0  # where the region starts in the file (a QEMU node's whole RAM is the file)
 
 
 @dataclass

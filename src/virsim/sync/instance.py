@@ -22,9 +22,8 @@ from virsim.board import Node
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
 from virsim.sync import lockstep
-from virsim.sync.system import ConsoleMerger, System, plan
+from virsim.sync.system import NODE_BACKENDS, ConsoleMerger, System, plan
 
-NODE_BACKEND = "builtin"  # the backend every node runs on today (exact run-for-N quanta)
 
 
 class SystemInstance(Instance):
@@ -35,6 +34,8 @@ class SystemInstance(Instance):
         self.mode = str(cfg.get("sync", "timeslice"))
         self.plan = plan(spec.board, images, spec.workdir, spec.rundir, int(cfg.get("quantum", 2500)), mode=self.mode)
         self.system: System | None = None
+        self.paused = bool(spec.start_paused)
+        self.backends = {n.node: n.backend for n in self.plan.nodes}
         self.merger = self._merger()
         self._fds: dict[int, Instance] = {}
 
@@ -116,22 +117,42 @@ class SystemInstance(Instance):
     def pause(self) -> None:
         if self.system is not None:
             self.system.pause()
+            self.paused = True
 
     def resume(self) -> None:
         if self.system is not None:
             self.system.resume()
+            self.paused = False
+
+    def _node_status(self, name: str, inst: Instance) -> RunStatus:
+        if self.backends[name] == "qemu":
+            # Never QMP: QEMU does not answer while its plugin waits at the barrier.
+            return RunStatus(not self.paused, "paused (held at the barrier)" if self.paused else "running")
+        return inst.run_status()
 
     def run_status(self) -> RunStatus:
-        statuses = {name: inst.run_status() for name, inst in self.nodes.items()}
+        statuses = {name: self._node_status(name, inst) for name, inst in self.nodes.items()}
         return RunStatus(bool(statuses) and all(s.running for s in statuses.values()),
                          ", ".join(f"{n}: {s.detail}" for n, s in statuses.items()))
 
+    def _clock(self, name: str, inst: Instance) -> tuple[int | None, int | None]:
+        """(virtual ns, instructions) of a node; a QEMU node's from its slot in the segment."""
+        if self.backends[name] != "qemu":
+            return inst.virtual_time_ns(), inst.instructions()
+        lock = lockstep.Lockstep(self.plan.segment, 0)
+        try:
+            index = next(n.index for n in self.plan.nodes if n.node == name)
+            ns = lock.reached(index) * 1_000_000_000 // inst.spec.node.processor.frequency
+            return ns, lock.stats(index)["instructions"]
+        finally:
+            lock.close()
+
     def virtual_time_ns(self) -> int | None:
-        times = [inst.virtual_time_ns() for inst in self.nodes.values()]
+        times = [self._clock(name, inst)[0] for name, inst in self.nodes.items()]
         return min(t for t in times if t is not None) if times and None not in times else None
 
     def instructions(self) -> int | None:
-        counts = [inst.instructions() for inst in self.nodes.values()]
+        counts = [self._clock(name, inst)[1] for name, inst in self.nodes.items()]
         return sum(c for c in counts if c is not None) if counts else None
 
     # --------------------------------------------------------------------------------- console
@@ -146,11 +167,19 @@ class SystemInstance(Instance):
         nodes = []
         for n in self.plan.nodes:
             inst = self.nodes.get(n.node)
-            info: dict[str, Any] = {"node": n.node, "backend": NODE_BACKEND, "state": "stopped"}
+            info: dict[str, Any] = {"node": n.node, "backend": n.backend, "state": "stopped"}
             if inst is not None and inst.exit_status() is None:
-                status = inst.run_status()
-                info.update(state="running" if status.running else "paused", pid=inst.pid,
-                            virtual_ns=inst.virtual_time_ns(), instructions=inst.instructions())
+                status = self._node_status(n.node, inst)
+                ns, insns = self._clock(n.node, inst)
+                info.update(state="running" if status.running else "paused", pid=inst.pid, virtual_ns=ns,
+                            instructions=insns)
+                if n.backend == "qemu" and self.plan.segment.exists():
+                    lock = lockstep.Lockstep(self.plan.segment, 0)
+                    try:
+                        stats = lock.stats(n.index)
+                    finally:
+                        lock.close()
+                    info["skew_max_ns"] = stats["skew_max_ns"]  # how late past a quantum's end it met a barrier
             nodes.append(info)
         sync: dict[str, Any] = {"mode": self.mode, "quantum_cycles": self.plan.quantum, "quanta": 0}
         if self.plan.segment.exists():
@@ -162,7 +191,8 @@ class SystemInstance(Instance):
         return {"nodes": nodes, "sync": sync}
 
     def endpoints(self) -> dict[str, str]:
-        return {f"{name} control": f"ipc://{inst.spec.rundir / 'engine.sock'}" for name, inst in self.nodes.items()}
+        return {f"{name} control": f"ipc://{inst.spec.rundir / 'engine.sock'}" if self.backends[name] != "qemu" else
+                str(inst.spec.rundir / "qmp.sock") for name, inst in self.nodes.items()}
 
 
 class SystemBackend(BackendAdapter):
@@ -177,10 +207,9 @@ class SystemBackend(BackendAdapter):
     always_deterministic = True
 
     def check_node(self, node: Node) -> None:
-        if NODE_BACKEND not in node.runs_on and node.backend != NODE_BACKEND:
-            raise NotSupported(f"node {node.id!r} runs on {node.backend}: multi-node boards run their nodes on the "
-                               f"built-in engine today (QEMU nodes need a barrier plugin: not there yet)",
-                               node=node.id, backend=node.backend, field="backend")
+        if node.backend not in NODE_BACKENDS:
+            raise NotSupported(f"node {node.id!r} runs on {node.backend}: nodes of multi-node boards run on "
+                               f"{' or '.join(NODE_BACKENDS)}", node=node.id, backend=node.backend, field="backend")
 
     def create_instance(self, spec: InstanceSpec) -> Instance:
         return SystemInstance(spec)

@@ -16,7 +16,7 @@ Layout (little-endian):
     header   64 B   magic "VSYNC001", nodes u32, max_events u32, quantum u64, command u32
     node i   at 64 + i * NODE_SIZE:
              arrived u64 (quanta completed), status u32, pad u32, reached u64 (cycles at the last
-             barrier), pad to 64 B,
+             barrier), then QEMU nodes' statistics (QEMU_STATS), pad to 64 B,
              2 outboxes: count u32, pad u32, then max_events x EVENT
     EVENT    cycle u64, source u16, target u16, kind u16, pad u16, a u32, b u32
 """
@@ -39,10 +39,12 @@ SLOT_SIZE = 64
 EVENT = struct.Struct("<QHHHHII")
 COUNT = struct.Struct("<II")
 ARRIVED = struct.Struct("<Q")
+QEMU_STATS = struct.Struct("<QQQQ")  # at slot + 24, written by backends/qemu/plugins/vsync.c
 TIMELINE = struct.Struct("<QH")  # console.timeline records: cycle, length, then the bytes
 DEFAULT_MAX_EVENTS = 1024
 
-RUN, STOP = 0, 1  # header command: STOP makes every waiting node give up the barrier
+RUN, STOP, PAUSE = 0, 1, 2  # header command: STOP makes every waiting node give up the barrier; PAUSE holds
+# QEMU nodes at it (built-in engines are paused over their control socket)
 KIND_IRQ, KIND_UART = 1, 2  # events: a = irq line / uart index on the target, b = level / byte
 
 
@@ -114,6 +116,12 @@ class Lockstep:
     def reached(self, node: int) -> int:
         """Virtual time (cycles) `node` had reached at its last barrier."""
         return int(ARRIVED.unpack_from(self.mem, self._slot(node) + 16)[0])
+
+    def stats(self, node: int) -> dict[str, int]:
+        """What a QEMU node's vsync plugin counts in its slot (zeros for built-in nodes): the most and
+        the total ns it met a barrier late by, host ns it waited, instructions it executed."""
+        skew_max, skew_total, wait_ns, insns = QEMU_STATS.unpack_from(self.mem, self._slot(node) + 24)
+        return {"skew_max_ns": skew_max, "skew_total_ns": skew_total, "wait_ns": wait_ns, "instructions": insns}
 
     def command(self) -> int:
         return int(struct.unpack_from("<I", self.mem, HEADER.size - 4)[0])

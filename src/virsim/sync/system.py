@@ -7,8 +7,9 @@ outgoing routes: which GPIO pins raise which interrupt line on which node, which
 to which node's UART — plus the barrier segment (virsim.sync.lockstep). `System` starts the
 nodes halted, runs them together, and stops every one of them whatever happens.
 
-Today the nodes run on the built-in engine, which can stop exactly at a quantum boundary
-(run-for-N); see docs for what QEMU nodes need.
+Nodes run on the built-in engine (it stops exactly at a quantum boundary) or on QEMU, held to the
+barrier by the vsync TCG plugin (backends/qemu/plugins/vsync.c; docs/multinode.md says what each
+supports).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class NodePlan:
     node: str
     index: int
     spec: InstanceSpec
+    backend: str = "builtin"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Plan:
     segment: Path
     quantum: int  # cycles
     nodes: list[NodePlan] = field(default_factory=list)
+    files: dict[str, int] = field(default_factory=dict)  # shared-memory files and their sizes
 
 
 def quantum_cycles(board: BoardConfig, mode: str, quantum: str | int) -> int:
@@ -57,16 +60,86 @@ def quantum_cycles(board: BoardConfig, mode: str, quantum: str | int) -> int:
     return max(1, int(float(text)))
 
 
+NODE_BACKENDS = ("builtin", "qemu")  # backends a node of a multi-node system can run on (LOCKSTEP)
+
+
+def _qemu_ram_files(board: BoardConfig, rundir: Path) -> dict[str, tuple[str, int, int]]:
+    """QEMU nodes that share memory: QEMU can only back its machine RAM as a whole with a file, so
+    that file is what they share. Nodes joined by shared regions (directly or through another QEMU
+    node) get one file; every region a QEMU node is in lives in it, at the offset of its window in
+    that node's machine RAM. Returns {shared region id: (file, offset, file size)}."""
+    nodes = {n.id: n for n in board.nodes}
+    group: dict[str, str] = {}  # QEMU node -> its group's file (union of nodes sharing a region)
+
+    def find(node_id: str) -> str:
+        while group.setdefault(node_id, node_id) != node_id:
+            node_id = group[node_id]
+        return node_id
+
+    out: dict[str, tuple[str, int, int]] = {}
+    for i, sm in enumerate(board.interconnect.shared_memory):
+        qemu_nodes = [n for n in sm.mappings if nodes[n].backend == "qemu"]
+        offsets = set()
+        for n in qemu_nodes:
+            ram = nodes[n].qemu.machine_ram if nodes[n].qemu else None
+            where = f"interconnect.shared_memory[{i}].mappings.{n}"
+            if ram is None:
+                raise NotSupported(f"shared_memory {sm.id!r}: QEMU node {n} has no qemu.machine_ram (the RAM QEMU "
+                                   "can back with a file), so it cannot share memory", field=where)
+            at = sm.mappings[n]
+            if not (ram.address <= at and at + sm.size <= ram.address + ram.size):
+                raise NotSupported(f"shared_memory {sm.id!r} at {at:#x} on QEMU node {n} must lie inside its machine "
+                                   f"RAM {ram.address:#x}..{ram.address + ram.size:#x} (QEMU shares that RAM as a "
+                                   "whole)", field=where, value=hex(at))
+            offsets.add((at - ram.address, ram.size))
+        if len(offsets) > 1:
+            raise NotSupported(f"shared_memory {sm.id!r}: QEMU nodes {', '.join(qemu_nodes)} share their whole machine "
+                               "RAM, so the region must sit at the same offset in each",
+                               field=f"interconnect.shared_memory[{i}].mappings")
+        for n in qemu_nodes[1:]:
+            group[find(n)] = find(qemu_nodes[0])
+        if offsets:
+            offset, size = offsets.pop()
+            out[sm.id] = (qemu_nodes[0], offset, size)
+    return {sid: (str(rundir / f"ram-{find(n)}"), offset, size) for sid, (n, offset, size) in out.items()}
+
+
 def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir: Path, rundir: Path,
          quantum: int, base: InstanceSpec | None = None, mode: str = "timeslice") -> Plan:
-    """Per-node instance specs for `board` (every node on the built-in engine)."""
+    """Per-node instance specs for `board`: each node on its board backend (built-in or QEMU)."""
     index = {n.id: i for i, n in enumerate(board.nodes)}
     segment = rundir / "lockstep.seg"
     out = Plan(segment=segment, quantum=quantum)
     ic = board.interconnect
     for i, node in enumerate(board.nodes):
-        shared = [SharedMapping(path=str(rundir / f"shm-{sm.id}"), address=sm.mappings[node.id], size=sm.size,
-                                name=sm.id) for sm in ic.shared_memory if node.id in sm.mappings]
+        if node.backend not in NODE_BACKENDS:
+            raise NotSupported(f"node {node.id!r} runs on {node.backend}: nodes of a multi-node board run on "
+                               f"{' or '.join(NODE_BACKENDS)}", field=f"nodes[{i}].backend", value=node.backend)
+    qemu_files = _qemu_ram_files(board, rundir)
+    qemu = {n.id for n in board.nodes if n.backend == "qemu"}
+    for j, route in enumerate(ic.irq_routes):
+        if route.source.split(".")[0] in qemu:
+            raise NotSupported(f"irq route from {route.source}: a QEMU node cannot raise another node's interrupt "
+                               "(QEMU 7.2 models no AN385 GPIO, and virsim cannot see its pins)",
+                               field=f"interconnect.irq_routes[{j}].source")
+    for j, link in enumerate(ic.uart_links):
+        for end in (link.a, link.b):
+            if end.split(".")[0] in qemu:
+                raise NotSupported(f"uart link {link.a} <-> {link.b}: UART links to QEMU nodes are not implemented "
+                                   "(their bytes would need virtual timestamps at QEMU's UART)",
+                                   field=f"interconnect.uart_links[{j}]")
+    for j, m in enumerate(ic.mmio_map):
+        if m.node in qemu or m.target.split(".", 1)[0] in qemu:
+            raise NotSupported(f"mmio_map[{j}]: forwarding to or from a QEMU node is not implemented (share memory "
+                               "inside its machine RAM instead)", field=f"interconnect.mmio_map[{j}]")
+    for i, node in enumerate(board.nodes):
+        shared = []
+        for sm in ic.shared_memory:
+            if node.id in sm.mappings:
+                path, offset = (qemu_files[sm.id][0], qemu_files[sm.id][1]) if sm.id in qemu_files else (
+                    str(rundir / f"shm-{sm.id}"), 0)
+                shared.append(SharedMapping(path=path, address=sm.mappings[node.id], size=sm.size, name=sm.id,
+                                            offset=offset))
         irq_out = []
         for route in ic.irq_routes:
             parts = route.source.split(".")
@@ -115,7 +188,10 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
                       "max_quantum": EVENT_MAX_QUANTUM if mode == "event" else 0})
         if base is not None:
             spec = replace(spec, coverage=base.coverage)
-        out.nodes.append(NodePlan(node.id, i, spec))
+        out.nodes.append(NodePlan(node.id, i, spec, node.backend))
+        for sm in shared:  # sized before any node maps it (QEMU's RAM file must be whole)
+            out.files[sm.path] = max(out.files.get(sm.path, 0), sm.offset + sm.size,
+                                     next((f[2] for f in qemu_files.values() if f[0] == sm.path), 0))
     return out
 
 
@@ -129,28 +205,41 @@ class System:
     def start(self, run: bool = True) -> None:
         """Power every node on, halted; then (`run`) let them all run (they meet at the first barrier)."""
         lockstep.create(self.plan.segment, len(self.plan.nodes), self.plan.quantum)
-        backend = get_backend("builtin")
+        for path, size in self.plan.files.items():
+            with open(path, "ab") as f:
+                if f.tell() < size:
+                    f.truncate(size)
         try:
             for n in self.plan.nodes:
-                if Capability.RUN_FOR not in backend.get_capabilities():
-                    raise NotSupported(f"node {n.node}: backend builtin cannot run for an exact count")
+                backend = get_backend(n.backend)
+                if Capability.LOCKSTEP not in backend.get_capabilities():
+                    raise NotSupported(f"node {n.node}: backend {n.backend} cannot join a lockstep")
+                backend.check_node(n.spec.node)
                 inst = backend.create_instance(n.spec)
                 self.instances[n.node] = inst
                 inst.power_on()
-            if run:
-                for inst in self.instances.values():
-                    inst.resume()
+            if not run:
+                lockstep.set_command(self.plan.segment, lockstep.PAUSE)
+            for n in self.plan.nodes:  # QEMU nodes always run: a paused system holds them at the barrier
+                if run or n.backend == "qemu":
+                    self.instances[n.node].resume()
         except BaseException:
             self.stop()
             raise
 
     def pause(self) -> None:
-        for inst in self.instances.values():
-            inst.pause()
+        """Every node holds: built-in engines at once, QEMU nodes at their next barrier (the PAUSE
+        command; a QMP stop would wait for a vCPU that waits at the barrier)."""
+        lockstep.set_command(self.plan.segment, lockstep.PAUSE)
+        for n in self.plan.nodes:
+            if n.backend != "qemu" and n.node in self.instances:
+                self.instances[n.node].pause()
 
     def resume(self) -> None:
-        for inst in self.instances.values():
-            inst.resume()
+        for n in self.plan.nodes:
+            if n.backend != "qemu" and n.node in self.instances:
+                self.instances[n.node].resume()
+        lockstep.set_command(self.plan.segment, lockstep.RUN)
 
     def stop(self) -> None:
         """Stop every node (a node waiting at the barrier gives up at once)."""
@@ -241,18 +330,18 @@ def interconnect_support(board: BoardConfig) -> list[dict[str, str]]:
     for sm in ic.shared_memory:
         where = ", ".join(f"{n}@{a:#x}" for n, a in sm.mappings.items())
         rows.append({"kind": "shared_memory", "what": f"{sm.id} ({sm.size:#x} bytes): {where}", "builtin": "yes",
-                     "qemu": "not yet"})
+                     "qemu": "inside qemu.machine_ram (shared as a whole)"})
     for r in ic.irq_routes:
         gpio = next((p for p in nodes[r.source.split(".")[0]].peripherals if p.id == r.source.split(".")[1]), None)
         ok = "yes" if gpio is not None and gpio.type == "cmsdk-gpio" else "not yet (GPIO sources only)"
         rows.append({"kind": "irq_route", "what": f"{r.source} -> {r.target} IRQ {r.irq}", "builtin": ok,
-                     "qemu": "not yet"})
+                     "qemu": "as target (from a built-in GPIO); not as source"})
     for m in ic.mmio_map:
         onto_memory = "." not in m.target and any(reg.contains(m.target_address, m.size)
                                                   for reg in nodes[m.target.split(".")[0]].memory)
         rows.append({"kind": "mmio_map", "what": f"{m.node}@{m.address:#x} ({m.size:#x} bytes) -> {m.target}@"
                      f"{m.target_address:#x}", "builtin": "yes" if onto_memory else "not yet (peripherals)",
-                     "qemu": "not yet"})
+                     "qemu": "not yet (use shared_memory)"})
     for link in ic.uart_links:
         rows.append({"kind": "uart_link", "what": f"{link.a} <-> {link.b}", "builtin": "yes", "qemu": "not yet"})
     return rows

@@ -211,7 +211,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
         Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
         Capability.SHARED_MEMORY, Capability.UART_CHANNEL, Capability.SNAPSHOT,
-        Capability.REVERSE, Capability.RECORD, Capability.COVERAGE, Capability.TRACE,
+        Capability.REVERSE, Capability.RECORD, Capability.COVERAGE, Capability.TRACE, Capability.LOCKSTEP,
     })
     always_deterministic = True
 

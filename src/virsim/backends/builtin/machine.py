@@ -112,6 +112,7 @@ class SharedRegion:
     address: int
     size: int
     name: str = ""
+    offset: int = 0  # into the file (page aligned)
 
 
 try:  # the C entry point behind Uc.reg_read (unicorn's Python binding keeps it as `uclib`)
@@ -215,9 +216,9 @@ class Machine:
         path = Path(region.path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < region.size:
-                os.ftruncate(fd, region.size)
-            mem = mmap.mmap(fd, region.size)
+            if os.fstat(fd).st_size < region.offset + region.size:
+                os.ftruncate(fd, region.offset + region.size)
+            mem = mmap.mmap(fd, region.size, offset=region.offset)
         finally:
             os.close(fd)
         import ctypes

@@ -11,6 +11,7 @@ QEMU's own icount-based rr (replay.py).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -105,7 +106,9 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     ]
     args += ["-serial", "null"] * console_index + ["-serial", "chardev:console"]
     args += ["-chardev", f"socket,id=gdb,path={run / 'gdbstub.sock'},{srv}", "-gdb", "chardev:gdb"]
-    if spec.record is not None or spec.replay is not None:
+    if spec.lockstep:
+        args += lockstep_args(spec, version)
+    elif spec.record is not None or spec.replay is not None:
         args += ["-icount", icount_args(spec.record, spec.replay)]
     elif spec.deterministic:
         # One instruction = 1 ns of virtual time, no host timing: same firmware + input -> same bytes.
@@ -120,6 +123,35 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     if spec.firmware is not None:
         args += _firmware_args(spec.firmware, node)
     args += list(node.qemu.extra_args)
+    return args
+
+
+def icount_shift(frequency: int) -> int:
+    """The -icount shift (2^shift ns per instruction) nearest to one instruction per cycle at
+    `frequency`: 25 MHz (40 ns) -> 5 (32 ns, 31.25 MIPS)."""
+    return max(0, min(10, round(math.log2(1e9 / frequency))))
+
+
+def lockstep_args(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str]:
+    """A node of a multi-node system: instruction-timed, the vsync plugin holding it to the barrier,
+    its machine RAM the shared file when it shares memory (virsim.sync.system.plan)."""
+    node, cfg = spec.node, spec.lockstep or {}
+    assert node.qemu is not None
+    plugin = plugins.build("vsync", ".".join(map(str, version)))
+    opts = {"seg": cfg["segment"], "index": cfg["index"], "hz": node.processor.frequency,
+            "console": console_file(spec), "timeline": cfg["timeline"], "max_quantum": cfg.get("max_quantum") or 0,
+            "irq_dev": node.qemu.irq_device}
+    for key, value in opts.items():
+        if "," in str(value):
+            raise NotSupported(f"QEMU's -plugin options cannot hold a comma: {key}={value}", field=key, value=str(value))
+    args = ["-icount", f"shift={icount_shift(node.processor.frequency)},align=off,sleep=off",
+            "-plugin", f"{plugin}," + ",".join(f"{k}={v}" for k, v in opts.items())]
+    files = {m.path for m in spec.shared_memory}
+    if files:
+        ram = node.qemu.machine_ram
+        assert ram is not None and len(files) == 1, "plan() gives a QEMU node one RAM file"
+        args += ["-object", f"memory-backend-file,id=vsram,mem-path={files.pop()},size={ram.size},share=on",
+                 "-machine", "memory-backend=vsram"]
     return args
 
 
@@ -368,6 +400,8 @@ class QemuInstance(SupervisedInstance):
         # firmware enables RX) and only looks again when its main loop wakes up; a bare socket write
         # does not wake it. Any QMP command does: one now, and one every tick for a while (tick()),
         # so input sent before the firmware is ready is not left stuck in the socket buffer.
+        if self.spec.lockstep:
+            return  # the vsync plugin's timer wakes the main loop every quantum; QMP may be held at a barrier
         self._qmp().execute("query-status")
         self._input_until = time.monotonic() + _INPUT_NUDGE_SECONDS
 
@@ -400,7 +434,7 @@ class QemuBackend(BackendAdapter):
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
         Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT, Capability.RECORD, Capability.REVERSE,
-        Capability.COVERAGE,
+        Capability.COVERAGE, Capability.LOCKSTEP, Capability.SHARED_MEMORY,
     })
 
     def check_node(self, node: Node) -> None:
