@@ -6,7 +6,13 @@ itself). Free-running: two engine processes with no lockstep. Synchronised: the 
 virsim.sync (a shared-memory barrier every quantum) at quanta of 1k, 10k and 100k cycles, and in
 event mode from 1k (quanta double while no node sends anything). Each
 side runs for --seconds of host time; the rate is the instructions both nodes executed, summed,
-per second. Also printed: the barrier's share of the wall time as the nodes measured it.
+per second. Also printed: the cost of one barrier between two processes doing nothing else.
+
+Mixed board (one built-in node, one QEMU node held by the vsync plugin, both running hello.elf):
+lockstep makes every node advance the same virtual time, so the system can go no faster than its
+slowest node alone. Measured: virtual time per host second of the synced pair (the least any node
+reached) against the slower of the two nodes free-running (QEMU at the same icount shift, 32 ns
+per instruction, so its virtual time is instructions x 32 ns), and the QEMU node's largest skew.
 
     python benchmarks/bench_sync.py [--seconds 3] [--runs 3]
 """
@@ -66,6 +72,54 @@ def rate(quantum: int | None, seconds: float, mode: str = "timeslice") -> float:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def mixed_board() -> BoardConfig:
+    single, _ = resolve_board("mps2-an385")
+    node = single.nodes[0].model_dump()
+    builtin = dict(node, id="cpu0", backend="builtin", runs_on=["builtin"])
+    return BoardConfig.model_validate({"system_id": "bench-mixed", "name": "built-in + QEMU mps2-an385",
+                                       "nodes": [builtin, dict(node, id="cpu1", backend="qemu", runs_on=["qemu"])]})
+
+
+def mixed_rate(quantum: int | None, seconds: float) -> tuple[float, int]:
+    """Virtual seconds per host second of the built-in + QEMU pair in lockstep (quantum cycles), and
+    the QEMU node's largest skew in ns; quantum None: the slower node free-running (skew 0)."""
+    board = mixed_board()
+    tmp = Path(tempfile.mkdtemp(prefix="vsbm-", dir="/tmp"))
+    image = inspect(HELLO)
+    hz = board.nodes[0].processor.frequency
+    p = plan(board, {"cpu0": image, "cpu1": image}, tmp / "work", tmp / "run", quantum or 1)
+    if quantum is None:
+        for n in p.nodes:
+            n.spec.lockstep = None
+    system = System(p)
+    try:
+        system.start()
+        time.sleep(0.5)
+        if quantum is None:  # each alone: built-in 1 instruction per cycle, QEMU 32 ns per instruction
+            insts = list(system.instances.values())
+            before = [i.instructions() or 0 for i in insts]
+            t0 = time.perf_counter()
+            time.sleep(seconds)
+            after = [i.instructions() or 0 for i in insts]
+            elapsed = time.perf_counter() - t0
+            builtin = (after[0] - before[0]) / hz / elapsed
+            qemu = (after[1] - before[1]) * 32e-9 / elapsed
+            return min(builtin, qemu), 0
+        lock = Lockstep(p.segment, 0)
+        try:
+            start = min(lock.reached(0), lock.reached(1))
+            t0 = time.perf_counter()
+            time.sleep(seconds)
+            end = min(lock.reached(0), lock.reached(1))
+            elapsed = time.perf_counter() - t0
+            return (end - start) / hz / elapsed, lock.stats(1)["skew_max_ns"]
+        finally:
+            lock.close()
+    finally:
+        system.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _barrier_loop(segment: str, index: int, rounds: int, out: Any) -> None:
     lock = Lockstep(Path(segment), index)
     t0 = time.perf_counter()
@@ -110,6 +164,20 @@ def main() -> int:
         label = f"{mode}, quantum {quantum:,} cycles" + (" (grows, no traffic)" if mode == "event" else "")
         print(f"{label:<44}  {'Minstr/s':>7}  {s / 1e6:>8.1f}  {f / 1e6:>8.1f}  {s / f:>6.2f}x")
     print(f"barrier alone (2 processes, no work, 100k rounds): {barrier_cost():.2f} us per quantum")
+    print()
+    print("mixed board: 1 built-in + 1 QEMU node (vsync plugin), hello.elf on both; virtual time per host second, "
+          "synced vs the slower node alone")
+    print(f"{'measurement':<44}  {'unit':>7}  {'synced':>8}  {'free':>8}  {'ratio':>7}  {'QEMU skew':>9}")
+    for quantum in (1_000, 10_000, 100_000):
+        synced, free, skews = [], [], []
+        for _ in range(args.runs):
+            rate_s, skew = mixed_rate(quantum, args.seconds)
+            synced.append(rate_s)
+            skews.append(skew)
+            free.append(mixed_rate(None, args.seconds)[0])
+        s, f = statistics.median(synced), statistics.median(free)
+        print(f"{f'timeslice, quantum {quantum:,} cycles':<44}  {'ms/s':>7}  {s * 1e3:>8.1f}  {f * 1e3:>8.1f}  "
+              f"{s / f:>6.2f}x  {max(skews):>6} ns")
     return 0
 
 

@@ -469,12 +469,14 @@ class QemuBackend(BackendAdapter):
                                               "sudo apt-get install -y qemu-system-arm  # ships aarch64 too"),
                 note=None if binary.endswith("arm") else "only for AArch64 boards"))
         cc = plugins.compiler()
-        try:
-            built = plugins.build("vcov", ".".join(map(str, qemu_version("qemu-system-arm") or (0, 0, 0))))
-            checks.append(ToolCheck("qemu coverage plugin", True, path=str(built), note="built from vcov.c, cached"))
-        except VirsimError as err:
-            checks.append(ToolCheck("qemu coverage plugin", False, path=cc, install=plugins.COMPILER_HINT,
-                                    note=f"coverage on QEMU: {err.message}"))
+        for name, label, use in (("vcov", "qemu coverage plugin", "coverage on QEMU"),
+                                 ("vsync", "qemu lockstep plugin", "QEMU nodes of multi-node boards")):
+            try:
+                built = plugins.build(name, ".".join(map(str, qemu_version("qemu-system-arm") or (0, 0, 0))))
+                checks.append(ToolCheck(label, True, path=str(built), note=f"built from {name}.c, cached"))
+            except VirsimError as err:
+                checks.append(ToolCheck(label, False, path=cc, install=plugins.COMPILER_HINT,
+                                        note=f"{use}: {err.message}"))
         img = shutil.which("qemu-img")
         checks.append(ToolCheck("qemu-img", img is not None, path=img,
                                 install=None if img else "sudo apt-get install -y qemu-utils",

@@ -1,5 +1,8 @@
 """virsim's QEMU TCG plugins: built from the C sources here on first use, cached per QEMU binary.
 
+`vsync.c` holds a QEMU node of a multi-node board to the lockstep barrier (virsim.sync; the file
+says how). `vcov.c` is coverage:
+
 `vcov.c` counts executed blocks into a table in a file the daemon maps too (`CoverageMap`):
 
     header (64 bytes): magic "VCOV0001", capacity, used, overflow (uint64 each), 4 reserved
