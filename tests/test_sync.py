@@ -358,3 +358,38 @@ def test_run_and_session_with_a_qemu_node(cli, client, tmp_path: Path) -> None: 
     assert "node cpu2" in (client.session("show", sid).error or "")
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
              timeout=10)
+
+
+def test_debug_one_node_halts_the_system(cli, client) -> None:  # noqa: ANN001
+    """`debug … --node`: a breakpoint on cpu1 stops cpu1, and cpu0 waits for it at the next barrier
+    (its clock stops within one quantum of cpu1's); continuing lets both run on."""
+    sid = cli.json("session", "create", *mailbox_args(), "--quantum", "100us", "--paused")["id"]
+    bp = cli.json("debug", "break", sid, "--node", "cpu1", "IRQ7_Handler")
+    assert bp["resolved"] and "IRQ7_Handler" in bp["resolved"]
+    stop = cli.json("debug", "continue", sid, "--node", "cpu1", "--wait", "--timeout", "30")["stop"]
+    assert stop["reason"] == "breakpoint" and stop["function"] == "IRQ7_Handler"
+    first = {n["node"]: n for n in cli.json("session", "show", sid)["nodes"]}
+    time.sleep(0.3)
+    second = {n["node"]: n for n in cli.json("session", "show", sid)["nodes"]}
+    assert first["cpu0"]["virtual_ns"] == second["cpu0"]["virtual_ns"]  # cpu0 holds at its barrier
+    assert abs(second["cpu0"]["virtual_ns"] - second["cpu1"]["virtual_ns"]) <= 100_000  # within one quantum
+    seq = cli.json("debug", "mem", sid, "--node", "cpu1", "0x20300000", "4")["data"]  # the mailbox's seq
+    assert bytes.fromhex(seq) == (1).to_bytes(4, "little")
+    assert b"cpu1: got 1" not in client.console_text(sid)  # halted before it printed
+    cli.json("debug", "delete", sid, "--all")
+    cli.json("debug", "continue", sid, "--node", "cpu1")
+    wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
+    assert client.console_text(sid) == MAILBOX_OUTPUT  # the stop changed nothing the firmware sees
+    # the debugger moves to another node once no breakpoints are left behind
+    assert cli.json("debug", "where", sid, "--node", "cpu0", "--peek")["pc"] is not None
+    cli.json("debug", "break", sid, "--node", "cpu0", "main")
+    err = cli.json("debug", "where", sid, "--node", "cpu1", "--peek", check=4)
+    assert "breakpoints set" in err["error"]
+    err = cli.json("debug", "where", sid, "--node", "cpu9", check=3)
+    assert "no node 'cpu9'" in err["error"]
+
+
+def test_debug_refuses_a_qemu_node(cli, client) -> None:  # noqa: ANN001
+    sid = cli.json("session", "create", *tri_args())["id"]
+    err = cli.json("debug", "break", sid, "--node", "cpu2", "main", check=5)
+    assert err["code"] == "NOT_SUPPORTED" and "cpu2" in err["error"]

@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.5"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.6"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
-# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage
+# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards)
 MAX_FRAME = 1024 * 1024
 
 
@@ -128,37 +128,42 @@ class ProgramStart(SessionRef):
     program: str = Field(description="program id returned by program.upload")
 
 
-class DebugBreak(SessionRef):
+class DebugRef(SessionRef):
+    node: str | None = Field(None, description="multi-node boards: the node to debug (default: the node debugged "
+                             "last, at first the board's first node)")
+
+
+class DebugBreak(DebugRef):
     location: str = Field(description="symbol, file:line, or *0xADDRESS")
     condition: str | None = Field(None, description="stop only when this expression is true")
     temporary: bool = False
     ignore_count: int = Field(0, ge=0, description="pass the breakpoint this many times before stopping")
 
 
-class DebugWatch(SessionRef):
+class DebugWatch(DebugRef):
     target: str = Field(description="a symbol (expression) or an address, e.g. counter or 0x20000054")
     size: int | None = Field(None, description="bytes watched at an address: 1, 2, 4 or 8")
     access: Literal["write", "read", "access"] = "write"
 
 
-class DebugDelete(SessionRef):
+class DebugDelete(DebugRef):
     breakpoint: int | None = Field(None, description="virsim breakpoint id (see debug list)")
     all: bool = False
 
 
-class DebugContinue(SessionRef):
+class DebugContinue(DebugRef):
     wait: bool = Field(False, description="reply only when the target stops (or at timeout)")
     timeout: float = Field(10.0, gt=0, le=3600)
 
 
-class DebugStep(SessionRef):
+class DebugStep(DebugRef):
     kind: Literal["step", "next", "finish", "stepi", "nexti",
                   "reverse-step", "reverse-next", "reverse-stepi", "reverse-finish", "reverse-continue"] = "step"
     count: int = Field(1, ge=1, le=100_000)
     timeout: float = Field(10.0, gt=0, le=3600)
 
 
-class DebugPeek(SessionRef):
+class DebugPeek(DebugRef):
     peek: bool = Field(False, description="on a running session: halt, read, resume")
 
 
@@ -166,7 +171,7 @@ class DebugRegs(DebugPeek):
     scope: Literal["general", "all", "fp", "system"] = "general"
 
 
-class DebugRegSet(SessionRef):
+class DebugRegSet(DebugRef):
     name: str = Field(description="register name, e.g. r0, pc")
     value: int
 
@@ -176,7 +181,7 @@ class DebugMem(DebugPeek):
     size: int | None = Field(None, ge=1, le=256 * 1024, description="bytes; default: the symbol's size or 64")
 
 
-class DebugMemWrite(SessionRef):
+class DebugMemWrite(DebugRef):
     address: str = Field(description="an address (0x…) or a symbol")
     data: str = Field(description="bytes as hex")
 

@@ -207,6 +207,10 @@ class Instance(ABC):
         raise NotSupported(f"{type(self).__name__} has no console input", capability=str(Capability.CONSOLE))
 
     # ---- debug: the generic debugger (daemon/debugger.py) drives this gdb remote endpoint
+    def release_undebugged(self, run: bool) -> None:
+        """Multi-node instances: let the nodes other than the debugged one run (`run`) or hold them,
+        as the debugger runs or halts its node (they wait for it at the barrier either way)."""
+
     def gdb_endpoint(self) -> str | None:
         """Where a GDB remote-protocol client reaches this instance's CPU (unix socket path or
         host:port), for backends with the DEBUG capability. The spec's SetBreakpoint,

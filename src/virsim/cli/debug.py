@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Debug a session: breakpoints, stepping, registers, memory, gdb.", no_args_is_help=True)
 PeekOpt = Annotated[bool, typer.Option("--peek", help="On a running session: halt, read, resume.")]
+NodeOpt = Annotated[Optional[str], typer.Option("--node", help="Multi-node boards: the (built-in) node to debug; "
+                                                "default: the node debugged last (at first the board's first).")]
 
 
 def describe_stop(stop: StopInfo) -> str:
@@ -57,12 +59,15 @@ def break_(session: SessionArg,
            condition: Annotated[Optional[str], typer.Option("--condition", "-c", help="Stop only when this is true.")] = None,
            temporary: Annotated[bool, typer.Option("--temporary", help="Delete after the first hit.")] = False,
            ignore_count: Annotated[int, typer.Option("--ignore-count", min=0, help="Pass it N times first.")] = 0,
-           as_json: JsonOpt = False) -> None:
+           node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Set a breakpoint (kept across resets and restarts of the session).
 
     Example: virsim debug break 3fa9c2d1 hello.c:24 --condition "n > 5"
+
+    Multi-node board: virsim debug break 3fa9c2d1 --node cpu1 IRQ7_Handler (a stop there halts every
+    node: the others wait for it at their next barrier).
     """
-    bp = client().debug("break", session, location=location, condition=condition, temporary=temporary,
+    bp = client().debug("break", session, node=node, location=location, condition=condition, temporary=temporary,
                         ignore_count=ignore_count)
     emit(bp, as_json, lambda: out.print(f"breakpoint {bp.id} at {bp.resolved or bp.location}", markup=False))
 
@@ -72,12 +77,12 @@ def watch(session: SessionArg,
           target: Annotated[str, typer.Argument(help="A symbol (counter) or an address (0x20000054).")],
           access: Annotated[str, typer.Option(help="write, read or access.")] = "write",
           size: Annotated[Optional[int], typer.Option(help="Bytes at an address: 1, 2, 4 or 8 (default 4).")] = None,
-          as_json: JsonOpt = False) -> None:
+          node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Set a watchpoint: stop when the program writes (or reads) a variable or address.
 
     Example: virsim debug watch 3fa9c2d1 tick_count --access write
     """
-    bp = client().debug("watch", session, target=target, access=access, size=size)
+    bp = client().debug("watch", session, node=node, target=target, access=access, size=size)
     at = f", {bp.size} bytes at {bp.address:#010x}" if bp.address is not None else ""
     emit(bp, as_json, lambda: out.print(f"watchpoint {bp.id} on {bp.location} ({bp.access}{at})", markup=False))
 
@@ -109,12 +114,12 @@ def list_(session: SessionArg, as_json: JsonOpt = False) -> None:
 def delete(session: SessionArg,
            breakpoint: Annotated[Optional[int], typer.Argument(help="Breakpoint id (see debug list).")] = None,
            all_: Annotated[bool, typer.Option("--all", help="Delete every breakpoint and watchpoint.")] = False,
-           as_json: JsonOpt = False) -> None:
+           node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Delete a breakpoint or watchpoint, or all of them.
 
     Example: virsim debug delete 3fa9c2d1 --all
     """
-    reply = client().debug("delete", session, breakpoint=breakpoint, all=all_)
+    reply = client().debug("delete", session, node=node, breakpoint=breakpoint, all=all_)
     emit(reply, as_json, lambda: out.print(f"deleted {', '.join(map(str, reply.deleted)) or 'nothing'}"))
 
 
@@ -122,13 +127,13 @@ def delete(session: SessionArg,
 def continue_(session: SessionArg,
               wait: Annotated[bool, typer.Option("--wait", help="Block until the target stops; print why.")] = False,
               timeout: Annotated[str, typer.Option(help="With --wait: give up after this long (exit 42).")] = "10s",
-              as_json: JsonOpt = False) -> None:
+              node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Continue execution; with --wait, until the next stop (breakpoint, watchpoint, fault).
 
     Example: virsim debug continue 3fa9c2d1 --wait --timeout 5s
     """
     seconds = parse_duration(timeout, "--timeout")
-    reply = client().debug("continue", session, wait=wait, timeout=seconds)
+    reply = client().debug("continue", session, node=node, wait=wait, timeout=seconds)
     _run_result(reply, as_json, seconds if wait else None)
 
 
@@ -136,9 +141,9 @@ def _stepper(kind: str, doc: str) -> None:
     def command(session: SessionArg,
                 count: Annotated[int, typer.Option("--count", "-n", min=1, help="Repeat N times.")] = 1,
                 timeout: Annotated[str, typer.Option(help="Give up after this long (exit 42).")] = "10s",
-                as_json: JsonOpt = False) -> None:
+                node: NodeOpt = None, as_json: JsonOpt = False) -> None:
         seconds = parse_duration(timeout, "--timeout")
-        reply = client().debug("step", session, kind=kind, count=count, timeout=seconds)
+        reply = client().debug("step", session, node=node, kind=kind, count=count, timeout=seconds)
         _run_result(reply, as_json, seconds)
 
     command.__doc__ = doc
@@ -164,12 +169,12 @@ _stepper("reverse-continue", f"Run backwards to the previous breakpoint or watch
 
 
 @app.command("where")
-def where(session: SessionArg, peek: PeekOpt = False, as_json: JsonOpt = False) -> None:
+def where(session: SessionArg, peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Why and where the target stopped: reason, pc, function, file:line, backtrace.
 
     Example: virsim debug where 3fa9c2d1
     """
-    stop = client().debug("where", session, peek=peek)
+    stop = client().debug("where", session, node=node, peek=peek)
 
     def human() -> None:
         out.print(f"stopped: {describe_stop(stop)}", markup=False)
@@ -199,13 +204,13 @@ def _regs_table(regs: RegisterList) -> None:
 def regs(session: SessionArg,
          scope: Annotated[str, typer.Option(help="general, all, fp or system.")] = "general",
          watch: Annotated[bool, typer.Option("--watch", help="Show them again at every stop until Ctrl-C.")] = False,
-         peek: PeekOpt = False, as_json: JsonOpt = False) -> None:
+         peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Registers as a table; those changed since the previous stop are highlighted.
 
     Example: virsim debug regs 3fa9c2d1 --scope system
     """
     c = client()
-    reply = c.debug("regs", session, scope=scope, peek=peek)
+    reply = c.debug("regs", session, node=node, scope=scope, peek=peek)
     emit(reply, as_json, lambda: _regs_table(reply))
     if not watch:
         return
@@ -215,7 +220,7 @@ def regs(session: SessionArg,
                 got = sub.recv(0.5)
                 if got is None or got[0].type != "stop":
                     continue
-                reply = c.debug("regs", session, scope=scope)
+                reply = c.debug("regs", session, node=node, scope=scope)
                 if as_json:
                     print_json(reply)
                 else:
@@ -227,12 +232,13 @@ def regs(session: SessionArg,
 
 @app.command("reg-set")
 def reg_set(session: SessionArg, name: Annotated[str, typer.Argument(help="Register, e.g. r0 or pc.")],
-            value: Annotated[str, typer.Argument(help="New value, e.g. 0x10.")], as_json: JsonOpt = False) -> None:
+            value: Annotated[str, typer.Argument(help="New value, e.g. 0x10.")], node: NodeOpt = None,
+            as_json: JsonOpt = False) -> None:
     """Set a register of a stopped target.
 
     Example: virsim debug reg-set 3fa9c2d1 r0 0x10
     """
-    reg = client().debug("reg_set", session, name=name, value=parse_int(value, "value"))
+    reg = client().debug("reg_set", session, node=node, name=name, value=parse_int(value, "value"))
     emit(reg, as_json, lambda: out.print(f"{reg.name} = {reg.value:#010x}"))
 
 
@@ -252,14 +258,14 @@ def mem(session: SessionArg,
         size: Annotated[Optional[str], typer.Argument(help="Bytes, e.g. 64 or 0x100 (default: the symbol's size, or 64).")] = None,
         fmt: Annotated[str, typer.Option("--format", help="hex, u32, ascii or bin (raw bytes).")] = "hex",
         out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the raw bytes to this file.")] = None,
-        peek: PeekOpt = False, as_json: JsonOpt = False) -> None:
+        peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Read memory: a hexdump, 32-bit words, text, or raw bytes to a file.
 
     Example: virsim debug mem 3fa9c2d1 0x20000000 64 --format u32
     """
     if fmt not in ("hex", "u32", "ascii", "bin"):
         raise InvalidInput(f"--format must be hex, u32, ascii or bin, got {fmt!r}", field="format")
-    chunk = client().debug("mem", session, address=address, size=parse_int(size, "size"), peek=peek)
+    chunk = client().debug("mem", session, node=node, address=address, size=parse_int(size, "size"), peek=peek)
     data = bytes.fromhex(chunk.data)
     if out_file is not None:
         out_file.write_bytes(data)
@@ -289,7 +295,7 @@ def mem_write(session: SessionArg,
               value: Annotated[Optional[str], typer.Argument(help="A number to store (see --width).")] = None,
               width: Annotated[int, typer.Option(help="Bytes of the number: 1, 2, 4 or 8 (little-endian).")] = 4,
               from_file: Annotated[Optional[Path], typer.Option("--from-file", help="Write this file's bytes.")] = None,
-              as_json: JsonOpt = False) -> None:
+              node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Write memory of a stopped target: a number of --width bytes, or the bytes of a file.
 
     Example: virsim debug mem-write 3fa9c2d1 tick_count 0x0 --width 4
@@ -303,18 +309,18 @@ def mem_write(session: SessionArg,
             raise InvalidInput(f"--width must be 1, 2, 4 or 8, got {width}", field="width")
         number = parse_int(value, "value") or 0
         data = (number % (1 << (8 * width))).to_bytes(width, "little")
-    chunk = client().debug("mem_write", session, address=address, data=data.hex())
+    chunk = client().debug("mem_write", session, node=node, address=address, data=data.hex())
     emit(chunk, as_json, lambda: out.print(f"wrote {chunk.size} bytes at {chunk.address:#010x}: {chunk.data}"))
 
 
 @app.command("eval")
 def eval_(session: SessionArg, expression: Annotated[str, typer.Argument(help="C expression, e.g. 'counter * 2'.")],
-          peek: PeekOpt = False, as_json: JsonOpt = False) -> None:
+          peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Evaluate an expression in the program's terms (globals, locals of the current frame).
 
     Example: virsim debug eval 3fa9c2d1 "tick_count * 2"
     """
-    reply = client().debug("eval", session, expression=expression, peek=peek)
+    reply = client().debug("eval", session, node=node, expression=expression, peek=peek)
     emit(reply, as_json, lambda: print(reply.value))
 
 
@@ -322,12 +328,12 @@ def eval_(session: SessionArg, expression: Annotated[str, typer.Argument(help="C
 def disasm(session: SessionArg,
            at: Annotated[Optional[str], typer.Option(help="Address or symbol (default: the pc).")] = None,
            count: Annotated[int, typer.Option(min=1, help="How many instructions.")] = 16,
-           peek: PeekOpt = False, as_json: JsonOpt = False) -> None:
+           peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Disassemble instructions at the pc or at an address or symbol.
 
     Example: virsim debug disasm 3fa9c2d1 --at main --count 8
     """
-    reply = client().debug("disasm", session, at=at, count=count, peek=peek)
+    reply = client().debug("disasm", session, node=node, at=at, count=count, peek=peek)
 
     def human() -> None:
         for ins in reply.instructions:

@@ -14,6 +14,7 @@ BusFault and UsageFault handlers turn a fault into a `fault` stop with CFSR/HFSR
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -200,8 +201,10 @@ class DebugService:
         if st is not None:
             st.stop = None
 
-    def _session(self, ref: str, *, halted: bool = False, peek: bool = False) -> tuple[dict[str, Any], Debugger]:
-        """Resolve the session and its attached debugger (attaching it if needed)."""
+    def _session(self, ref: str, *, node: str | None = None, halted: bool = False,
+                 peek: bool = False) -> tuple[dict[str, Any], Debugger]:
+        """Resolve the session and its attached debugger (attaching it if needed); on a multi-node
+        board, to `node`."""
         row = self.sessions.row(ref)
         state = self.sessions.state_of(row)
         if state not in LIVE:
@@ -210,6 +213,7 @@ class DebugService:
                                required=sorted(s.value for s in LIVE))
         self.sessions.need(row, Capability.DEBUG)
         st = self.state.setdefault(row["id"], SessionDebug())
+        row = self._debug_node(row, st, node)
         if st.proxy is not None and st.proxy.held:
             raise DebuggerBusy(f"session {row['id']} is held by an external debugger (on {st.proxy.path}); "
                                "detach it to use virsim's debug commands", session=row["id"], held_by="external")
@@ -219,6 +223,51 @@ class DebugService:
                                "--peek to halt, read and resume", session=row["id"], current="running",
                                required=["paused"])
         return row, dbg
+
+    def _debug_node(self, row: dict[str, Any], st: SessionDebug, node: str | None) -> dict[str, Any]:
+        """A multi-node session debugs one node at a time: the session row's `node`. A stop there
+        halts the system, since the other nodes wait for it at their next barrier (one quantum at
+        most). Switching nodes moves the debugger; breakpoints belong to the node they were set on,
+        so the switch is refused while there are any."""
+        sid = row["id"]
+        if row["backend"] != "system":
+            if node is not None and node != row["node"]:
+                raise InvalidInput(f"--node {node}: session {sid} runs one node ({row['node']}); --node is for "
+                                   "multi-node boards", field="node", value=node)
+            return row
+        board = self.sessions._board(row)
+        names = [n.id for n in board.nodes]
+        if node is None or node == row["node"]:
+            node = row["node"]
+        elif node not in names:
+            raise NotFound(f"session {sid} has no node {node!r}; its nodes: {', '.join(names)}", field="node",
+                           value=node)
+        target = next(n for n in board.nodes if n.id == node)
+        if target.backend != "builtin":
+            raise NotSupported(f"debugging node {node} ({target.backend}) of a multi-node board is not implemented: "
+                               "QEMU's gdb stub would stop QEMU while its lockstep plugin holds the barrier; built-in "
+                               "nodes can be debugged", node=node, backend=target.backend, capability="debug")
+        if node == row["node"]:
+            return row
+        if self.store.breakpoints(sid):
+            raise InvalidState(f"the debugger is on node {row['node']} of session {sid}, with breakpoints set: delete "
+                               f"them (virsim debug delete {sid} --all) before debugging node {node}", session=sid,
+                               node=row["node"], current=row["node"], required=[node])
+        if st.debugger is not None:
+            if st.debugger.running is False:
+                st.debugger.resume()  # the node it leaves runs on with the others
+            st.debugger.close()
+            st.debugger = None
+        if st.proxy is not None:
+            st.proxy.close()
+            st.proxy = None
+        st.stop = None
+        row = self.store.update_session(sid, node=node)
+        live = self.sessions.live.get(sid)
+        if live is not None:
+            live.instance.spec.node = target  # its gdb endpoint is now that node's
+        self._open_proxy(row, st)
+        return row
 
     def _attach(self, row: dict[str, Any], st: SessionDebug) -> Debugger:
         sid = row["id"]
@@ -246,9 +295,12 @@ class DebugService:
         return dbg
 
     def _elf(self, row: dict[str, Any]) -> Path | None:
-        if not row.get("program"):
+        program = row.get("program")
+        if row.get("system_json"):  # a multi-node session: the debugged node's program
+            program = json.loads(row["system_json"])["programs"].get(row["node"])
+        if not program:
             return None
-        prog = self.store.get_program(row["id"], row["program"])
+        prog = self.store.get_program(row["id"], program)
         return Path(prog["path"]) if prog["format"] == "elf" else None
 
     def _catch_faults(self, dbg: Debugger, st: SessionDebug) -> None:
@@ -315,7 +367,7 @@ class DebugService:
         return GdbError(f"{what}: {msg}", gdb_message=msg)
 
     def break_(self, req: p.DebugBreak) -> p.BreakpointInfo:
-        row, dbg = self._session(req.session)
+        row, dbg = self._session(req.session, node=req.node)
         if req.location.startswith("*"):
             try:
                 self._check_address(row, int(req.location[1:], 0), 2, "breakpoint address")
@@ -346,7 +398,7 @@ class DebugService:
         return where, addr
 
     def watch(self, req: p.DebugWatch) -> p.BreakpointInfo:
-        row, dbg = self._session(req.session)
+        row, dbg = self._session(req.session, node=req.node)
         target = req.target.strip()
         address: int | None = None
         size = req.size
@@ -415,12 +467,13 @@ class DebugService:
         return p.DebugRunReply(session=sid, state="running", stop=None, timed_out=True)
 
     def continue_(self, req: p.DebugContinue) -> p.DebugRunReply | Deferred:
-        row, dbg = self._session(req.session)
+        row, dbg = self._session(req.session, node=req.node)
         sid = row["id"]
         if not row.get("program"):
             raise InvalidState(f"session {sid} has no program to run", session=sid, current=row["state"])
         if not dbg.running:
             self.state[sid].step = None
+            self._release_undebugged(sid, True)
             dbg.command("-exec-continue")
             self.sessions.set_state(row, S.RUNNING, "continued by debugger")
         if not req.wait:
@@ -428,7 +481,7 @@ class DebugService:
         return Deferred(sid, time.monotonic() + req.timeout, lambda: self._running_reply(sid))
 
     def step(self, req: p.DebugStep) -> p.DebugRunReply | Deferred:
-        row, dbg = self._session(req.session)
+        row, dbg = self._session(req.session, node=req.node)
         sid = row["id"]
         if dbg.running:
             raise InvalidState(f"session {sid} is running: stepping needs it stopped (virsim session pause)",
@@ -441,6 +494,7 @@ class DebugService:
                    "reverse-stepi": "-exec-step-instruction --reverse", "reverse-finish": "-exec-finish --reverse",
                    "reverse-continue": "-exec-continue --reverse"}[req.kind]
         self.state[sid].step = StepPlan(command, req.count)
+        self._release_undebugged(sid, True)
         try:
             self._step_command(sid, dbg, command)
         except GdbError as err:
@@ -460,14 +514,21 @@ class DebugService:
                 live.instance.reverse_end()
             raise
 
+    def _release_undebugged(self, sid: str, run: bool) -> None:
+        live = self.sessions.live.get(sid)
+        if live is not None:
+            live.instance.release_undebugged(run)
+
     def interrupt(self, session_id: str) -> None:
         dbg = self.controller(session_id)
+        self._release_undebugged(session_id, False)
         if dbg is not None:
             dbg.interrupt()
             dbg.dispatch()
 
     def resume(self, session_id: str) -> None:
         dbg = self.controller(session_id)
+        self._release_undebugged(session_id, True)
         if dbg is not None:
             self.state[session_id].step = None
             dbg.resume()
@@ -568,7 +629,7 @@ class DebugService:
     # ---------------------------------------------------------------------------------------- state
 
     def where(self, req: p.DebugPeek) -> p.StopInfo:
-        row, dbg = self._session(req.session, halted=True, peek=req.peek)
+        row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         st = self.state[row["id"]]
         with dbg.halted():
             frames = dbg.backtrace()
@@ -586,7 +647,7 @@ class DebugService:
             fault=base.fault if base else None, backtrace=trace, time=time.time())
 
     def regs(self, req: p.DebugRegs) -> p.RegisterList:
-        row, dbg = self._session(req.session, halted=True, peek=req.peek)
+        row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         st = self.state[row["id"]]
         node = self.sessions.board_node(row)
         profile = node.processor.profile
@@ -641,7 +702,7 @@ class DebugService:
         return {n for n, v in current.items() if n in st.regs_base and st.regs_base[n] != v}
 
     def reg_set(self, req: p.DebugRegSet) -> p.Register:
-        row, dbg = self._session(req.session, halted=True)
+        row, dbg = self._session(req.session, node=req.node, halted=True)
         names = dbg.register_names()
         if req.name not in names:
             raise NotFound(f"no register {req.name!r}; registers: {', '.join(n for n in names if n)}",
@@ -674,7 +735,7 @@ class DebugService:
         return int(m.group(0), 16), text, size
 
     def mem(self, req: p.DebugMem) -> p.MemoryChunk:
-        row, dbg = self._session(req.session, halted=True, peek=req.peek)
+        row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         with dbg.halted():
             address, symbol, sym_size = self._resolve_address(dbg, req.address)
             size = req.size or sym_size or 64
@@ -683,7 +744,7 @@ class DebugService:
         return p.MemoryChunk(session=row["id"], address=address, size=size, data=data.hex(), symbol=symbol)
 
     def mem_write(self, req: p.DebugMemWrite) -> p.MemoryChunk:
-        row, dbg = self._session(req.session, halted=True)
+        row, dbg = self._session(req.session, node=req.node, halted=True)
         try:
             data = bytes.fromhex(req.data)
         except ValueError as err:
@@ -697,7 +758,7 @@ class DebugService:
                              data=dbg.read_memory(address, len(data)).hex(), symbol=symbol)
 
     def eval(self, req: p.DebugEval) -> p.EvalReply:
-        row, dbg = self._session(req.session, halted=True, peek=req.peek)
+        row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         with dbg.halted():
             try:
                 value = dbg.evaluate(req.expression)
@@ -706,7 +767,7 @@ class DebugService:
         return p.EvalReply(session=row["id"], expression=req.expression, value=value)
 
     def disasm(self, req: p.DebugDisasm) -> p.Disassembly:
-        row, dbg = self._session(req.session, halted=True, peek=req.peek)
+        row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         with dbg.halted():
             if req.at is None:
                 start = int(_ADDR_IN_VALUE.search(dbg.evaluate("$pc")).group(0), 16)  # type: ignore[union-attr]

@@ -162,6 +162,24 @@ class SystemInstance(Instance):
             raise NotSupported("no node of this board has a console UART", capability=str(Capability.CONSOLE))
         return self.nodes[first.node].console_write(data)
 
+    def release_undebugged(self, run: bool) -> None:
+        if self.system is None:
+            return
+        lockstep.set_command(self.plan.segment, lockstep.RUN if run else lockstep.PAUSE)
+        for n in self.plan.nodes:
+            if n.node != self.spec.node.id and n.backend != "qemu" and n.node in self.nodes:
+                if run:
+                    self.nodes[n.node].resume()
+                else:
+                    self.nodes[n.node].pause()
+        self.paused = not run
+
+    def gdb_endpoint(self) -> str | None:
+        """The gdb stub of the node being debugged (`spec.node`: the session row's node, which the
+        debug service moves with `debug … --node`). Built-in nodes only (see DebugService)."""
+        inst = self.nodes.get(self.spec.node.id)
+        return inst.gdb_endpoint() if inst is not None and self.backends[self.spec.node.id] == "builtin" else None
+
     def details(self) -> dict[str, Any]:
         """Per node and for the synchroniser, for `session show`."""
         nodes = []
@@ -201,8 +219,9 @@ class SystemBackend(BackendAdapter):
     name = "system"
     capabilities = frozenset({
         # No program-*: each node's program is fixed at `session create --firmware NODE=IMAGE`.
+        # DEBUG: one built-in node at a time (`debug … --node`); a stop there holds the others at the barrier.
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.CONSOLE, Capability.DETERMINISTIC,
-        Capability.VIRTUAL_TIME,
+        Capability.VIRTUAL_TIME, Capability.DEBUG,
     })
     always_deterministic = True
 
