@@ -126,7 +126,10 @@ def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     assert [n["node"] for n in shown["nodes"]] == ["cpu0", "cpu1"]
     assert all(n["state"] == "running" and n["backend"] == "builtin" and n["pid"] for n in shown["nodes"])
     assert shown["sync"]["mode"] == "timeslice" and shown["sync"]["quantum_cycles"] == 2500
-    assert shown["sync"]["quanta"] > 0
+    assert shown["sync"]["quanta"] > 0 and shown["sync"]["barrier_wait_s"] >= 0
+    assert all(n["barrier_wait_s"] >= 0 for n in shown["nodes"])
+    text = cli("session", "show", sid).stdout
+    assert "quanta run" in text and "at barriers" in text
     only_cpu1 = cli("console", sid, "--node", "cpu1").stdout.encode()
     assert only_cpu1 == b"".join(ln[len(b"[cpu1] "):] + b"\n" for ln in MAILBOX_OUTPUT.splitlines()
                                  if ln.startswith(b"[cpu1] "))
@@ -258,9 +261,9 @@ def run_tri(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> tuple
     try:
         system.start()
         deadline = time.monotonic() + 60
-        log = p.nodes[2].spec.console_log
-        while b"cpu2: got 10" not in (log.read_bytes() if log.exists() else b""):
-            assert time.monotonic() < deadline, "the QEMU node did not get every message"
+        logs = {p.nodes[0].spec.console_log: b"cpu0: done\n", p.nodes[2].spec.console_log: b"cpu2: got 10 (100)\n"}
+        while not all(end in (log.read_bytes() if log.exists() else b"") for log, end in logs.items()):
+            assert time.monotonic() < deadline, "the nodes did not finish"  # (then nothing more is printed)
             time.sleep(0.02)
         lock = lockstep.Lockstep(p.segment, 0)
         stats = lock.stats(2)
@@ -277,7 +280,7 @@ def test_three_nodes_on_two_emulators_are_the_same_on_every_rerun(short_tmp: Pat
     interrupt raised in QEMU by a built-in node's GPIO, one console in virtual-time order."""
     runs = [run_tri(short_tmp / f"run{i}") for i in range(5)]
     merged = [r[0] for r in runs]
-    assert merged[0].startswith(TRI_OUTPUT) and all(m == merged[0] for m in merged[1:])
+    assert merged[0] == TRI_OUTPUT and all(m == merged[0] for m in merged[1:])
     for _, stats in runs:
         # The skew bound: QEMU meets every barrier less than one instruction (2^5 ns at 25 MHz)
         # past the quantum's end; it ran the firmware (instructions counted) and waited for the others.
@@ -302,6 +305,30 @@ def _tri_board(**changes: object) -> BoardConfig:
             where = where[int(key)] if isinstance(where, list) else where[key]
         where[keys[-1]] = value
     return BoardConfig.model_validate(data)
+
+
+def test_two_qemu_nodes_share_their_machine_ram(short_tmp: Path) -> None:
+    """Two QEMU nodes in one shared region: one file is both machines' RAM (at the same offset),
+    and the built-in node's window maps that file too; both QEMU nodes get cpu0's first message."""
+    data = yaml.safe_load(TRI.read_text())
+    data["nodes"][1] = dict(data["nodes"][2], id="cpu1")
+    data["interconnect"]["shared_memory"][0]["mappings"]["cpu1"] = 0x21000000
+    data["interconnect"]["irq_routes"] = [{"source": "cpu0.gpio0.0", "target": t, "irq": 7} for t in ("cpu1", "cpu2")]
+    board = BoardConfig.model_validate(data)
+    image = {"cpu0": inspect(TRI_FIRMWARE["cpu0"]), "cpu1": inspect(TRI_FIRMWARE["cpu2"]),
+             "cpu2": inspect(TRI_FIRMWARE["cpu2"])}
+    p = plan(board, image, short_tmp / "work", short_tmp / "run", 2500)
+    files = {n.node: {(m.path, m.offset) for m in n.spec.shared_memory} for n in p.nodes}
+    assert files["cpu0"] == files["cpu1"] == files["cpu2"] and len(p.files) == 1
+    assert list(p.files.values()) == [16 << 20]  # the QEMU machines' whole RAM
+    system = System(p)
+    try:
+        system.start()
+        logs = [p.nodes[i].spec.console_log for i in (1, 2)]
+        wait_for(lambda: all(b"cpu2: got 1 (1)" in (log.read_bytes() if log.exists() else b"") for log in logs),
+                 timeout=30)
+    finally:
+        system.stop()  # cpu0 waits for an answer no QEMU node can give (no GPIO): stopped here
 
 
 def test_what_qemu_nodes_refuse(short_tmp: Path) -> None:

@@ -31,10 +31,15 @@ def show_info(info: SessionInfo) -> None:
         rows.append(("instructions", f"{info.instructions:,}"))
     if info.sync:
         rows.append(("sync", f"{info.sync.get('mode')}, quantum {info.sync.get('quantum_cycles'):,} cycles, "
-                             f"{info.sync.get('quanta'):,} quanta run"))
+                             f"{info.sync.get('quanta'):,} quanta run, "
+                             f"{info.sync.get('barrier_wait_s', 0):.3f} s waited at barriers (all nodes)"))
     for node in info.nodes:
         clock = f", {node['virtual_ns'] / 1e9:.6f} s virtual, {node['instructions']:,} instructions" \
             if node.get("virtual_ns") is not None else ""
+        if node.get("barrier_wait_s") is not None:
+            clock += f", {node['barrier_wait_s']:.3f} s at barriers"
+        if node.get("skew_max_ns") is not None:
+            clock += f", skew <= {node['skew_max_ns']} ns"
         rows.append((f"node {node['node']}", f"{node['backend']}, {node['state']}, pid {node.get('pid') or '-'}{clock}"))
     if info.recording:
         rows.append(("recording", info.recording))

@@ -191,19 +191,22 @@ class SystemInstance(Instance):
                 ns, insns = self._clock(n.node, inst)
                 info.update(state="running" if status.running else "paused", pid=inst.pid, virtual_ns=ns,
                             instructions=insns)
-                if n.backend == "qemu" and self.plan.segment.exists():
+                if self.plan.segment.exists():
                     lock = lockstep.Lockstep(self.plan.segment, 0)
                     try:
                         stats = lock.stats(n.index)
                     finally:
                         lock.close()
-                    info["skew_max_ns"] = stats["skew_max_ns"]  # how late past a quantum's end it met a barrier
+                    info["barrier_wait_s"] = round(stats["wait_ns"] / 1e9, 6)  # host time spent waiting for others
+                    if n.backend == "qemu":
+                        info["skew_max_ns"] = stats["skew_max_ns"]  # how late past a quantum's end it met a barrier
             nodes.append(info)
         sync: dict[str, Any] = {"mode": self.mode, "quantum_cycles": self.plan.quantum, "quanta": 0}
         if self.plan.segment.exists():
             lock = lockstep.Lockstep(self.plan.segment, 0)
             try:
                 sync["quanta"] = min(lock.arrived(i) for i in range(lock.nodes))
+                sync["barrier_wait_s"] = round(sum(lock.stats(i)["wait_ns"] for i in range(lock.nodes)) / 1e9, 6)
             finally:
                 lock.close()
         return {"nodes": nodes, "sync": sync}

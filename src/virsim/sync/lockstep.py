@@ -39,7 +39,7 @@ SLOT_SIZE = 64
 EVENT = struct.Struct("<QHHHHII")
 COUNT = struct.Struct("<II")
 ARRIVED = struct.Struct("<Q")
-QEMU_STATS = struct.Struct("<QQQQ")  # at slot + 24, written by backends/qemu/plugins/vsync.c
+QEMU_STATS = struct.Struct("<QQQQ")  # at slot + 24: skew max/total, wait ns, instructions (vsync.c)
 TIMELINE = struct.Struct("<QH")  # console.timeline records: cycle, length, then the bytes
 DEFAULT_MAX_EVENTS = 1024
 
@@ -118,8 +118,9 @@ class Lockstep:
         return int(ARRIVED.unpack_from(self.mem, self._slot(node) + 16)[0])
 
     def stats(self, node: int) -> dict[str, int]:
-        """What a QEMU node's vsync plugin counts in its slot (zeros for built-in nodes): the most and
-        the total ns it met a barrier late by, host ns it waited, instructions it executed."""
+        """A node's statistics in its slot: host ns it waited at barriers (every node); a QEMU node's
+        vsync plugin also counts the most and the total ns it met a barrier late by and the
+        instructions it executed (zeros for built-in nodes)."""
         skew_max, skew_total, wait_ns, insns = QEMU_STATS.unpack_from(self.mem, self._slot(node) + 24)
         return {"skew_max_ns": skew_max, "skew_total_ns": skew_total, "wait_ns": wait_ns, "instructions": insns}
 
@@ -180,7 +181,11 @@ class Lockstep:
                 os.sched_yield()
             else:
                 time.sleep(0.0002)  # a node is paused or slow: do not burn the CPU it may need
-        self.waited += time.perf_counter() - t0
+        waited = time.perf_counter() - t0
+        self.waited += waited
+        # Published in the slot's statistics (QEMU_STATS.wait_ns) for `session show`.
+        at = self._slots[self.index] + 24 + 16
+        ARRIVED.pack_into(self.mem, at, ARRIVED.unpack_from(self.mem, at)[0] + int(waited * 1e9))
 
     def close(self) -> None:
         self.mem.close()
