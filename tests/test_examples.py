@@ -18,6 +18,7 @@ BUILDS = {  # directory -> (ELF, board, what it prints first)
     "examples/rtos": [("rtos.elf", "mps2-an385", b"rtos: start\nA: step 1/5 sum 418414548\n")],
     # Alone on one node each prints its first line (the mailbox needs both: tests/test_sync.py).
     "examples/multinode": [("cpu0.elf", "mps2-an385", b"cpu0: start\n"), ("cpu1.elf", "mps2-an385", b"cpu1: ready\n"),
+                           ("cpu2.elf", "mps2-an385", b"cpu2: ready\n"), ("remote.elf", "mps2-an385", b"cpu0: start\n"),
                            ("ping.elf", "mps2-an385", b"ping: start\n"), ("pong.elf", "mps2-an385", b"pong: ready\n")],
     "examples/lm3s811evb": [("hello.elf", "lm3s811evb", b"Hello from virsim on lm3s811evb\ntick 1\n")],
     "examples/virt-a15": [("hello.elf", "virt-a15", b"Hello from virsim on virt (Cortex-A15)\ntick 1\ntick 2\ntick 3\n")],

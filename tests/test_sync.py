@@ -191,6 +191,52 @@ def test_uart_ping_pong_over_a_uart_link(cli, tmp_path: Path) -> None:  # noqa: 
     assert logs[0] == logs[1] == PING_PONG_OUTPUT  # every byte crossed the link, in virtual-time order
 
 
+MMIO_BRIDGE = ROOT / "boards" / "mmio-bridge.yaml"
+MMIO_BRIDGE_OUTPUT = (b"[cpu0] cpu0: start\n[cpu1] cpu1: ready\n[cpu1] hello from cpu0, through mmio_map\n"
+                      + b"".join(b"[cpu0] cpu0: cpu1 gpio0 dataout = %d\n" % (n * 17) for n in (1, 2, 3))
+                      + b"[cpu0] cpu0: done")
+
+
+def test_mmio_map_onto_another_nodes_peripherals(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """cpu0 writes cpu1's UART (cpu1's console prints it) and writes and reads back cpu1's GPIO
+    output register, through mmio_map windows: the same bytes every run."""
+    firmware = ["--firmware", f"cpu0={ROOT / 'examples' / 'multinode' / 'remote.elf'}",
+                "--firmware", f"cpu1={FIRMWARE['cpu1']}"]
+    logs = []
+    for i in range(2):
+        log = tmp_path / f"mb{i}.log"
+        result = cli.json("run", "--board", str(MMIO_BRIDGE), *firmware, "-e", "cpu0: done", "--serial-log", str(log))
+        assert result["status"] == "passed"
+        logs.append(log.read_bytes())
+    assert logs[0] == logs[1] == MMIO_BRIDGE_OUTPUT
+    shown = {(r["kind"], r["builtin"]) for r in cli.json("board", "show", str(MMIO_BRIDGE))["interconnect_support"]}
+    assert shown == {("mmio_map", "yes (writes land at the barrier, reads stall to the next)")}
+
+
+def test_a_forwarded_read_stalls_the_reader_to_the_barrier(short_tmp: Path) -> None:
+    """The read instruction ends at the barrier that brought the value: the reading node's clock
+    stays on quantum boundaries' grid afterwards, and both nodes reach the same barrier count."""
+    board, _ = resolve_board(str(MMIO_BRIDGE))
+    images = {"cpu0": inspect(ROOT / "examples" / "multinode" / "remote.elf"), "cpu1": inspect(FIRMWARE["cpu1"])}
+    p = plan(board, images, short_tmp / "work", short_tmp / "run", 2500)
+    assert p.nodes[0].spec.lockstep["mmio_out"] == [[0x50000000, 0x1000, 1, 0x40004000],
+                                                     [0x50001000, 0x1000, 1, 0x40010000]]
+    system = System(p)
+    try:
+        system.start()
+        log = p.nodes[0].spec.console_log
+        wait_for(lambda: b"cpu0: done" in (log.read_bytes() if log.exists() else b""), timeout=30)
+        system.pause()
+        time.sleep(0.2)
+        lock = lockstep.Lockstep(p.segment, 0)
+        arrived = [lock.arrived(i) for i in (0, 1)]
+        reached = [lock.reached(i) for i in (0, 1)]
+        lock.close()
+    finally:
+        system.stop()
+    assert abs(arrived[0] - arrived[1]) <= 1 and all(r % 2500 == 0 for r in reached)
+
+
 def test_mailbox_through_mmio_map_instead_of_shared_memory(short_tmp: Path) -> None:
     """cpu1's 0x20300000 page forwarded to cpu0's memory there (mmio_map) works like the shared
     region: the same firmware gives the same output."""
@@ -214,8 +260,8 @@ def test_mailbox_through_mmio_map_instead_of_shared_memory(short_tmp: Path) -> N
     finally:
         system.stop()
     assert merged_console(p) == MAILBOX_OUTPUT
-    board.interconnect.mmio_map[0].target = "cpu0.uart0"
-    with pytest.raises(NotSupported, match="peripheral"):
+    board.interconnect.mmio_map[0].address = 0x20300800  # the window is mapped in whole pages
+    with pytest.raises(NotSupported, match="multiples of 4K"):
         plan(board, {}, short_tmp / "w2", short_tmp / "r2", 2500)
 
 

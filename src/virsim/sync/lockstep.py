@@ -46,6 +46,9 @@ DEFAULT_MAX_EVENTS = 1024
 RUN, STOP, PAUSE = 0, 1, 2  # header command: STOP makes every waiting node give up the barrier; PAUSE holds
 # QEMU nodes at it (built-in engines are paused over their control socket)
 KIND_IRQ, KIND_UART = 1, 2  # events: a = irq line / uart index on the target, b = level / byte
+# mmio_map onto a peripheral (kind | access size << 8): a = address on the target, b = value.
+# A read is answered with KIND_MMIO_VALUE at the next barrier.
+KIND_MMIO_WRITE, KIND_MMIO_READ, KIND_MMIO_VALUE = 3, 4, 5
 
 
 @dataclass(frozen=True, order=True)

@@ -159,17 +159,22 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
                     slot = [p.id for p in board.nodes[index[d_node]].peripherals].index(d_uart)
                     uart_out.append([s_uart, index[d_node], slot])
         # mmio_map onto another node's memory: both map the same file (the target's window is carved
-        # out of its RAM), so the range is that memory, coherent at once. Onto a peripheral: not yet.
+        # out of its RAM), so the range is that memory, coherent at once. Onto a peripheral: each
+        # access is a bus transaction through the barrier (engine: _forwarded_read; docs/multinode.md).
+        mmio_out = []
         for j, m in enumerate(ic.mmio_map):
             target_id = m.target.split(".", 1)[0]
             target = board.nodes[index[target_id]]
+            if m.address % 4096 or m.size % 4096:
+                raise NotSupported(f"mmio_map[{j}]: address and size must be multiples of 4K (the window is mapped "
+                                   "in whole pages)", field=f"interconnect.mmio_map[{j}]")
             if "." in m.target or not any(r.contains(m.target_address, m.size) for r in target.memory):
-                raise NotSupported(f"mmio_map[{j}]: forwarding to a peripheral ({m.target} at {m.target_address:#x}) "
-                                   "is not implemented yet; forwarding to another node's memory is",
-                                   field=f"interconnect.mmio_map[{j}]")
-            if m.address % 4096 or m.size % 4096 or m.target_address % 4096:
-                raise NotSupported(f"mmio_map[{j}]: address, size and target_address must be multiples of 4K",
-                                   field=f"interconnect.mmio_map[{j}]")
+                if m.node == node.id:
+                    mmio_out.append([m.address, m.size, index[target_id], m.target_address])
+                continue
+            if m.target_address % 4096:
+                raise NotSupported(f"mmio_map[{j}]: target_address must be a multiple of 4K for forwarding to "
+                                   "memory", field=f"interconnect.mmio_map[{j}]")
             path = str(rundir / f"mmio-{j}")
             if m.node == node.id:
                 shared.append(SharedMapping(path=path, address=m.address, size=m.size, name=f"mmio_map[{j}]"))
@@ -183,7 +188,7 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
             session_id=base.session_id if base else "system", board=board, node=node, workdir=node_dir,
             rundir=node_run, console_log=node_dir / "console.log", stderr_log=node_dir / "emulator.log",
             firmware=firmware.get(node.id), deterministic=True, start_paused=True, shared_memory=shared,
-            lockstep={"segment": str(segment), "index": i, "irq_out": irq_out, "uart_out": uart_out,
+            lockstep={"segment": str(segment), "index": i, "irq_out": irq_out, "uart_out": uart_out, "mmio_out": mmio_out,
                       "timeline": str(node_dir / "console.timeline"),
                       "max_quantum": EVENT_MAX_QUANTUM if mode == "event" else 0})
         if base is not None:
@@ -340,7 +345,8 @@ def interconnect_support(board: BoardConfig) -> list[dict[str, str]]:
         onto_memory = "." not in m.target and any(reg.contains(m.target_address, m.size)
                                                   for reg in nodes[m.target.split(".")[0]].memory)
         rows.append({"kind": "mmio_map", "what": f"{m.node}@{m.address:#x} ({m.size:#x} bytes) -> {m.target}@"
-                     f"{m.target_address:#x}", "builtin": "yes" if onto_memory else "not yet (peripherals)",
+                     f"{m.target_address:#x}", "builtin": "yes" if onto_memory else "yes (writes land at the barrier, "
+                     "reads stall to the next)",
                      "qemu": "not yet (use shared_memory)"})
     for link in ic.uart_links:
         rows.append({"kind": "uart_link", "what": f"{link.a} <-> {link.b}", "builtin": "yes", "qemu": "not yet"})

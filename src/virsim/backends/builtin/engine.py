@@ -37,7 +37,16 @@ from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim import snapshot
 from virsim.firmware import inspect
-from virsim.sync.lockstep import KIND_IRQ, KIND_UART, TIMELINE, BarrierStopped, Lockstep
+from virsim.sync.lockstep import (
+    KIND_IRQ,
+    KIND_MMIO_READ,
+    KIND_MMIO_VALUE,
+    KIND_MMIO_WRITE,
+    KIND_UART,
+    TIMELINE,
+    BarrierStopped,
+    Lockstep,
+)
 
 BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
 
@@ -394,6 +403,12 @@ class Engine:
             assert isinstance(dev, Uart), f"{uart_id} is not a UART"
             dev.sinks.append(lambda data, target=target, slot=target_uart: None if self.history.seen() else
                              self.outgoing.extend((m.now(), target, KIND_UART, slot, b) for b in data))
+        for address, size, target, target_address in cfg.get("mmio_out") or []:
+            m.forward(address, size,
+                      lambda off, n, t=target, at=target_address: self._forwarded_read(t, at + off, n),
+                      lambda off, n, value, t=target, at=target_address: self.outgoing.append(
+                          (m.now(), t, KIND_MMIO_WRITE | n << 8, at + off, value & 0xFFFFFFFF)))
+        self._mmio_values: dict[int, int] = {}
         self._uart_slots = [p.id for p in self.node.peripherals]  # uart events name the target's UART by slot
         self.timeline = open(Path(cfg["timeline"]), "ab", buffering=0) if cfg.get("timeline") else None  # noqa: SIM115
 
@@ -403,25 +418,59 @@ class Engine:
         m = self.machine
         lock = self.lockstep
         assert lock is not None
-        if m.cycles < self.quantum_end:
-            stop = m.run(self.quantum_end - m.cycles, idle_to_end=True)
-            self.history.advanced()
-            if stop.reason != "budget":
-                self._flush()
-                self._report(stop)  # a breakpoint halts this node; the others wait at the barrier
-                return
-        events, self.outgoing = self.outgoing, []
         try:
-            inbox = lock.barrier(events, self.quantum_end)
+            if m.cycles < self.quantum_end:
+                stop = m.run(self.quantum_end - m.cycles, idle_to_end=True)
+                self.history.advanced()
+                if stop.reason != "budget":
+                    self._flush()
+                    self._report(stop)  # a breakpoint halts this node; the others wait at the barrier
+                    return
+                if m.cycles < self.quantum_end:
+                    return  # a forwarded read took it through barriers (_forwarded_read): run on
+            self._meet()
         except BarrierStopped:
             self.halt("system stopped")
-            return
+
+    def _meet(self) -> None:
+        """The barrier at the end of this quantum: send what this node produced, apply what the
+        others sent it, plan the next quantum."""
+        lock = self.lockstep
+        assert lock is not None
+        events, self.outgoing = self.outgoing, []
+        inbox = lock.barrier(events, self.quantum_end)
+        m = self.machine
         for ev in inbox:
-            if ev.kind == KIND_IRQ:
+            kind, size = ev.kind & 0xFF, ev.kind >> 8
+            if kind == KIND_IRQ:
                 self._input("irq", ev.a, bool(ev.b))
-            elif ev.kind == KIND_UART:
+            elif kind == KIND_UART:
                 self._input("uart", self._uart_slots[ev.a], bytes([ev.b]))
+            elif kind == KIND_MMIO_WRITE:
+                m.bus_write(ev.a, size, ev.b)
+            elif kind == KIND_MMIO_READ:  # answered at the next barrier, sampled now
+                self.outgoing.append((m.now(), ev.source, KIND_MMIO_VALUE | size << 8, ev.a,
+                                      m.bus_read(ev.a, size) & 0xFFFFFFFF))
+            elif kind == KIND_MMIO_VALUE:
+                self._mmio_values[ev.a] = ev.b
         self.quantum_end += self._next_quantum(lock.traffic)
+
+    def _forwarded_read(self, target: int, address: int, size: int) -> int:
+        """A read through mmio_map of another node's peripheral, inside the reading instruction:
+        the request goes out at this quantum's barrier, the other node reads its register there
+        and its answer comes back at the next one. The instruction takes that long (the node
+        stalls to the second barrier): deterministic, and at most two quanta."""
+        m = self.machine
+        at = m.now()
+        self.outgoing.append((at, target, KIND_MMIO_READ | size << 8, address, 0))
+        self._mmio_values.pop(address, None)
+        for _ in range(4):  # the answer takes two barriers; a target that never answers reads as 0
+            if address in self._mmio_values:
+                break
+            reached = self.quantum_end
+            self._meet()
+        m.stall(reached - at - 1)  # the instruction ends at the barrier that brought the value
+        return self._mmio_values.pop(address, 0)
 
     def _next_quantum(self, traffic: int) -> int:
         """Timeslice/step: always the quantum. Event mode: double it while no node sends anything

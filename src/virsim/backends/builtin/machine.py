@@ -210,6 +210,7 @@ class Machine:
         self._mask_hook: int | None = None
         self._div_hooks: dict[int, int] = {}
         self._sleeping = False
+        self._stalled = 0  # cycles the current instruction waited (Machine.stall)
 
     # ------------------------------------------------------------------------------- building
     def _map_shared(self, region: SharedRegion) -> None:
@@ -266,6 +267,32 @@ class Machine:
 
         return write
 
+    # -------------------------------------------------------------- forwarding (multi-node mmio_map)
+    def forward(self, address: int, size: int, read: Callable[[int, int], int],
+                write: Callable[[int, int, int], None]) -> None:
+        """Map [address, +size) to callbacks (offset, size[, value]): another node's peripheral."""
+        self.uc.mmio_map(address, size, lambda uc, off, n, ud: read(off, n), None,
+                         lambda uc, off, n, value, ud: write(off, n, value), None)
+
+    def stall(self, cycles: int) -> None:
+        """Inside an access: the current instruction takes `cycles` more (a forwarded read waited
+        for the other node); the slice ends after it."""
+        self._stalled += max(0, cycles)
+        self.counter.stop_after_current()
+
+    def bus_read(self, address: int, size: int) -> int:
+        """A read of this node's peripheral at `address`, from another node (mmio_map)."""
+        for dev in self.devices:
+            if dev.base <= address < dev.base + dev.size:
+                return int(dev.read(address - dev.base, size))
+        return 0
+
+    def bus_write(self, address: int, size: int, value: int) -> None:
+        for dev in self.devices:
+            if dev.base <= address < dev.base + dev.size:
+                dev.write(address - dev.base, size, value)
+                return
+
     def device(self, ident: str) -> Device:
         for dev in self.devices:
             if dev.id == ident:
@@ -320,7 +347,7 @@ class Machine:
     def now(self) -> int:
         """Current virtual time in cycles, exact also inside an MMIO access mid-slice."""
         if self._in_emu:
-            return self.cycles + self.counter.in_hook()
+            return self.cycles + self.counter.in_hook() + self._stalled
         return self.cycles
 
     def current_instructions(self) -> int:
@@ -581,7 +608,8 @@ class Machine:
         finally:
             self._in_emu = False
         executed = self.counter.executed()
-        self.cycles += executed
+        self.cycles += executed + self._stalled
+        self._stalled = 0
         self.instructions += executed
         if executed and self._skip_bp is not None:
             self._skip_bp = None
