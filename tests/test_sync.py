@@ -285,7 +285,7 @@ def test_board_show_says_what_each_backend_runs(cli) -> None:  # noqa: ANN001
     assert kinds == {("shared_memory", "yes", "inside qemu.machine_ram (shared as a whole)"),
                      ("irq_route", "yes", "as target (from a built-in GPIO); not as source")}
     pp = {(r["kind"], r["qemu"]) for r in cli.json("board", "show", str(PING_PONG))["interconnect_support"]}
-    assert pp == {("uart_link", "not yet")}
+    assert pp == {("uart_link", "yes (a byte per quantum into QEMU's receiver)")}
 
 
 # ------------------------------------------------------------------ QEMU nodes (the vsync plugin)
@@ -375,6 +375,35 @@ def test_two_qemu_nodes_share_their_machine_ram(short_tmp: Path) -> None:
                  timeout=30)
     finally:
         system.stop()  # cpu0 waits for an answer no QEMU node can give (no GPIO): stopped here
+
+
+def run_ping_pong(tmp: Path, on_qemu: tuple[str, ...]) -> bytes:
+    data = yaml.safe_load(PING_PONG.read_text())
+    for node in data["nodes"]:
+        if node["id"] in on_qemu:
+            node.update(backend="qemu", qemu={"machine": "mps2-an385"})
+    board = BoardConfig.model_validate(data)
+    images = {n: inspect(ROOT / "examples" / "multinode" / f"{n}.elf") for n in ("ping", "pong")}
+    p = plan(board, images, tmp / "work", tmp / "run", 2500)
+    system = System(p)
+    try:
+        system.start()
+        logs = [n.spec.console_log for n in p.nodes]
+        wait_for(lambda: all(b": done\n" in (log.read_bytes() if log.exists() else b"") for log in logs), timeout=30)
+    finally:
+        system.stop()
+    return merged_console(p)
+
+
+@pytest.mark.parametrize("on_qemu", [("pong",), ("ping", "pong")])
+def test_uart_link_with_qemu_nodes(short_tmp: Path, on_qemu: tuple[str, ...]) -> None:
+    """A UART link into and out of QEMU: QEMU's linked UART writes a file chardev the plugin reads
+    at each barrier, and takes the other node's bytes through its receiver, one per quantum."""
+    merged = run_ping_pong(short_tmp / "a", on_qemu)
+    assert merged == run_ping_pong(short_tmp / "b", on_qemu)
+    for node in (b"ping", b"pong"):
+        mine = [ln for ln in merged.splitlines() if ln.startswith(b"[" + node + b"]")]
+        assert mine == [ln for ln in PING_PONG_OUTPUT.splitlines() if ln.startswith(b"[" + node + b"]")]
 
 
 def test_what_qemu_nodes_refuse(short_tmp: Path) -> None:

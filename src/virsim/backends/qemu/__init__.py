@@ -33,7 +33,7 @@ from virsim.backends.qemu import plugins
 from virsim.backends.qemu.qmp import QMPClient
 from virsim.backends.qemu.replay import RAW_CONSOLE, ReplayConsole, icount_args, prepare_replay_disk
 from virsim.backends.supervised import SupervisedInstance
-from virsim.board import Node
+from virsim.board import UART_TYPES, Node
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, VirsimError
 from virsim.firmware import FirmwareImage
 
@@ -104,7 +104,12 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
         "-qmp", f"unix:{run / 'qmp.sock'},{srv}",
         "-chardev", f"socket,id=console,path={run / 'console.sock'},{srv},logfile={console_file(spec)},logappend=on",
     ]
-    args += ["-serial", "null"] * console_index + ["-serial", "chardev:console"]
+    serials = {console_index: "chardev:console"}
+    for _slot, chardev, index, _target, _target_slot, tx in uart_links(spec):
+        args += ["-chardev", f"file,id={chardev},path={tx}"]
+        serials[index] = f"chardev:{chardev}"
+    for index in range(max(serials) + 1):
+        args += ["-serial", serials.get(index, "null")]
     args += ["-chardev", f"socket,id=gdb,path={run / 'gdbstub.sock'},{srv}", "-gdb", "chardev:gdb"]
     if spec.lockstep:
         args += lockstep_args(spec, version)
@@ -132,6 +137,23 @@ def icount_shift(frequency: int) -> int:
     return max(0, min(10, round(math.log2(1e9 / frequency))))
 
 
+def uart_links(spec: InstanceSpec) -> list[tuple[int, str, int, int, int, Path]]:
+    """A lockstep node's linked UARTs (interconnect.uart_links): (peripheral slot, chardev id, QEMU
+    serial index — options.qemu_serial, else its place among the node's UARTs —, target node,
+    target slot, file its output goes to)."""
+    if not spec.lockstep:
+        return []
+    peripherals = spec.node.peripherals
+    uarts = [p.id for p in peripherals if p.type in UART_TYPES]
+    out = []
+    for uart_id, target, target_slot in spec.lockstep.get("uart_out") or []:
+        periph = next(p for p in peripherals if p.id == uart_id)
+        index = int(periph.options.get("qemu_serial", uarts.index(uart_id)))
+        out.append((peripherals.index(periph), f"link-{uart_id}", index, int(target), int(target_slot),
+                    spec.rundir / f"uart-{uart_id}.tx"))
+    return out
+
+
 def lockstep_args(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str]:
     """A node of a multi-node system: instruction-timed, the vsync plugin holding it to the barrier,
     its machine RAM the shared file when it shares memory (virsim.sync.system.plan)."""
@@ -141,11 +163,13 @@ def lockstep_args(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     opts = {"seg": cfg["segment"], "index": cfg["index"], "hz": node.processor.frequency,
             "console": console_file(spec), "timeline": cfg["timeline"], "max_quantum": cfg.get("max_quantum") or 0,
             "irq_dev": node.qemu.irq_device}
-    for key, value in opts.items():
+    links = [f"link={slot}/{chardev}/{target}/{target_slot}/{tx}"
+             for slot, chardev, _index, target, target_slot, tx in uart_links(spec)]
+    for key, value in [*opts.items(), *(("link", link) for link in links)]:
         if "," in str(value):
             raise NotSupported(f"QEMU's -plugin options cannot hold a comma: {key}={value}", field=key, value=str(value))
     args = ["-icount", f"shift={icount_shift(node.processor.frequency)},align=off,sleep=off",
-            "-plugin", f"{plugin}," + ",".join(f"{k}={v}" for k, v in opts.items())]
+            "-plugin", f"{plugin}," + ",".join([*(f"{k}={v}" for k, v in opts.items()), *links])]
     files = {m.path for m in spec.shared_memory}
     if files:
         ram = node.qemu.machine_ram

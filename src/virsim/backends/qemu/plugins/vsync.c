@@ -19,8 +19,14 @@
  * The QEMU 7.2 plugin API has no timers, no clock and no interrupt lines. Debian's qemu-system
  * binaries export QEMU's own functions, so the plugin looks up the few it needs by name at load
  * time (timer_init_full, timer_mod, qemu_clock_get_ns, icount_get_raw, object_resolve_path,
- * qdev_get_gpio_in, qemu_set_irq, current_cpu) and refuses to load, naming the missing one, on a
+ * qdev_get_gpio_in, qemu_set_irq, current_cpu, qemu_chr_find, qemu_chr_be_can_write,
+ * qemu_chr_be_write) and refuses to load, naming the missing one, on a
  * QEMU that does not export them.
+ *
+ * UART links: a linked UART's output goes to a file chardev; at each barrier the plugin sends the
+ * bytes it transmitted during the quantum as events (stamped with the quantum's start) and hands
+ * the UART's receiver the next byte other nodes sent it, whenever the receiver can take one
+ * (qemu_chr_be_write): one byte per quantum at most.
  *
  * Console: at each barrier the plugin appends the bytes QEMU logged on the node's console during
  * the quantum to the node's console.timeline, stamped with the quantum's start (the merged
@@ -29,7 +35,8 @@
  * Header commands: RUN; STOP (leave the barrier for good, run free until QEMU quits); PAUSE
  * (hold at the barrier).
  *
- * Loaded with:  -plugin vsync.so,seg=F,index=N,hz=HZ,shift=S,console=LOG,timeline=F,max_quantum=N,irq_dev=PATH
+ * Loaded with:  -plugin vsync.so,seg=F,index=N,hz=HZ,console=LOG,timeline=F,max_quantum=N,irq_dev=PATH
+ *                       [,link=SLOT/CHARDEV/TARGET/TARGET_SLOT/TXFILE ...]
  * The plugin API declarations are QEMU's include/qemu/qemu-plugin.h (API version 1), written out.
  */
 #define _GNU_SOURCE
@@ -72,6 +79,9 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 #define CMD_STOP 1
 #define CMD_PAUSE 2
 #define KIND_IRQ 1
+#define KIND_UART 2
+#define MAX_LINKS 8
+#define MAX_INBOX 4096
 #define QEMU_CLOCK_VIRTUAL 1
 #define SCALE_NS 1
 #define MAX_IRQ 496
@@ -105,6 +115,26 @@ static int64_t (*q_icount_get_raw)(void);
 static void *(*q_resolve_path)(const char *path, int *ambiguous);
 static void *(*q_gpio_in)(void *dev, int n);
 static void (*q_set_irq)(void *irq, int level);
+static void *(*q_chr_find)(const char *name);
+static int (*q_chr_be_can_write)(void *chr);
+static void (*q_chr_be_write)(void *chr, const uint8_t *buf, int len);
+
+/* A UART of this node linked to another node's UART (interconnect.uart_links): what QEMU's UART
+ * transmits goes to a file chardev (read at each barrier and sent as events); what the other node
+ * sends is queued and handed to the UART's receiver, a byte at a barrier whenever it can take one. */
+struct link {
+    uint32_t slot;          /* this UART's index among the node's peripherals (events name it so) */
+    char chardev[32];       /* QEMU chardev id of the UART */
+    char tx_path[512];      /* the file chardev its output goes to */
+    uint32_t target, target_slot;
+    void *chr;
+    int tx_fd;
+    off_t tx_seen;
+    uint8_t rx[65536];
+    uint32_t rx_head, rx_tail;  /* queue of received bytes (head == tail: empty) */
+};
+static struct link links[MAX_LINKS];
+static uint32_t n_links;
 
 static uint8_t *seg;
 static uint32_t nodes, max_events, self;
@@ -216,20 +246,22 @@ static int event_before(const struct event *x, const struct event *y, uint32_t x
     return xi < yi;
 }
 
-/* Raise/lower the interrupt lines the other nodes sent this node in quantum `q`, in the same
- * (cycle, source, sequence) order the built-in engine applies them. */
+/* Raise/lower the interrupt lines the other nodes sent this node in quantum `q`, and queue the
+ * bytes they sent its linked UARTs, in the same (cycle, source, sequence) order the built-in
+ * engine applies them. */
 static void deliver(uint64_t q)
 {
-    struct event ev[64];
-    uint32_t seq[64], n_ev = 0, n, i, j;
+    static struct event ev[MAX_INBOX];
+    static uint32_t seq[MAX_INBOX];
+    uint32_t n_ev = 0, n, i, j, l;
 
     for (n = 0; n < nodes; n++) {
         uint8_t *box = outbox(n, q);
         uint32_t c = *(volatile uint32_t *)box;
-        for (i = 0; i < c && n_ev < 64; i++) {
+        for (i = 0; i < c && n_ev < MAX_INBOX; i++) {
             struct event e;
             memcpy(&e, box + COUNT_SIZE + (size_t)i * EVENT_SIZE, sizeof e);
-            if (e.target != self || e.kind != KIND_IRQ)
+            if (e.target != self || (e.kind != KIND_IRQ && e.kind != KIND_UART))
                 continue;
             for (j = n_ev; j > 0 && event_before(&e, &ev[j - 1], i, seq[j - 1]); j--) {
                 ev[j] = ev[j - 1];
@@ -240,7 +272,21 @@ static void deliver(uint64_t q)
             n_ev++;
         }
     }
-    if (n_ev == 0)
+    int any_irq = 0;
+    for (i = 0; i < n_ev; i++) {
+        if (ev[i].kind != KIND_UART) {
+            any_irq = 1;
+            continue;
+        }
+        for (l = 0; l < n_links; l++) {
+            struct link *k = &links[l];
+            if (k->slot == ev[i].a && (uint32_t)(k->rx_tail + 1) % sizeof k->rx != k->rx_head) {
+                k->rx[k->rx_tail] = (uint8_t)ev[i].b;
+                k->rx_tail = (k->rx_tail + 1) % sizeof k->rx;
+            }
+        }
+    }
+    if (!any_irq)
         return;
     if (irq_dev == NULL) {
         irq_dev = q_resolve_path(irq_dev_path, NULL);
@@ -251,11 +297,64 @@ static void deliver(uint64_t q)
     }
     for (i = 0; i < n_ev; i++) {
         int line = (int)ev[i].a, level = ev[i].b != 0;
-        if (line < 0 || line >= MAX_IRQ)
+        if (ev[i].kind != KIND_IRQ || line < 0 || line >= MAX_IRQ)
             continue;
         if (irq_level[line] != level) {
             irq_level[line] = level;
             q_set_irq(q_gpio_in(irq_dev, line), level); /* the CPU takes it at its next instruction */
+        }
+    }
+}
+
+/* The bytes this node's linked UARTs transmitted during the quantum, as events into `box`
+ * (stamped with the quantum's start); returns their count. Bytes beyond the outbox wait. */
+static uint32_t send_uart(uint8_t *box)
+{
+    uint32_t count = 0, l;
+    uint8_t buf[256];
+
+    for (l = 0; l < n_links; l++) {
+        struct link *k = &links[l];
+        struct stat st;
+        if (k->tx_fd < 0)
+            k->tx_fd = open(k->tx_path, O_RDONLY);
+        if (k->tx_fd < 0 || fstat(k->tx_fd, &st) != 0)
+            continue;
+        while (k->tx_seen < st.st_size && count < max_events) {
+            size_t want = (size_t)(st.st_size - k->tx_seen);
+            ssize_t n, i;
+            if (want > sizeof buf)
+                want = sizeof buf;
+            if (want > max_events - count)
+                want = max_events - count;
+            n = pread(k->tx_fd, buf, want, k->tx_seen);
+            if (n <= 0)
+                break;
+            for (i = 0; i < n; i++) {
+                struct event e = {quantum_start, (uint16_t)self, (uint16_t)k->target, KIND_UART, 0, k->target_slot,
+                                  buf[i]};
+                memcpy(box + COUNT_SIZE + (size_t)count * EVENT_SIZE, &e, sizeof e);
+                count++;
+            }
+            k->tx_seen += n;
+        }
+    }
+    return count;
+}
+
+/* Hand each linked UART the next received byte if its receiver can take one (BQL held). */
+static void feed_uarts(void)
+{
+    uint32_t l;
+    for (l = 0; l < n_links; l++) {
+        struct link *k = &links[l];
+        if (k->rx_head == k->rx_tail)
+            continue;
+        if (k->chr == NULL && (k->chr = q_chr_find(k->chardev)) == NULL)
+            continue;
+        if (q_chr_be_can_write(k->chr) > 0) {
+            q_chr_be_write(k->chr, &k->rx[k->rx_head], 1);
+            k->rx_head = (k->rx_head + 1) % sizeof k->rx;
         }
     }
 }
@@ -268,7 +367,7 @@ static int barrier(uint64_t now_ns, uint64_t insns)
     uint32_t spins = 0, n;
 
     console_to_timeline(quantum_start);
-    *(volatile uint32_t *)outbox(self, quanta) = 0; /* QEMU nodes send no cross-node events */
+    *(volatile uint32_t *)outbox(self, quanta) = send_uart(outbox(self, quanta));
     if (reached < target)
         reached = target; /* a fraction of a cycle: ns -> cycles rounding */
     me->reached = reached;
@@ -306,6 +405,7 @@ static int barrier(uint64_t now_ns, uint64_t insns)
     for (n = 0; n < nodes; n++)
         traffic += *(volatile uint32_t *)outbox(n, quanta);
     deliver(quanta);
+    feed_uarts();
     quanta = want;
     quantum_start = reached;
     if (max_quantum) /* event mode: the same doubling rule as the built-in engine (_next_quantum) */
@@ -358,10 +458,11 @@ static void at_exit(qemu_plugin_id_t id, void *userdata)
 static int resolve(void)
 {
     static const char *names[] = {"timer_init_full", "timer_mod", "qemu_clock_get_ns", "icount_get_raw",
-                                  "object_resolve_path", "qdev_get_gpio_in", "qemu_set_irq", "current_cpu"};
-    void *found[8];
+                                  "object_resolve_path", "qdev_get_gpio_in", "qemu_set_irq", "current_cpu",
+                                  "qemu_chr_find", "qemu_chr_be_can_write", "qemu_chr_be_write"};
+    void *found[11];
     size_t i;
-    for (i = 0; i < 8; i++) {
+    for (i = 0; i < 11; i++) {
         found[i] = dlsym(RTLD_DEFAULT, names[i]);
         if (found[i] == NULL) {
             fprintf(stderr, "vsync: this QEMU does not export %s, which lockstep needs\n", names[i]);
@@ -375,6 +476,9 @@ static int resolve(void)
     q_resolve_path = (void *(*)(const char *, int *))found[4];
     q_gpio_in = (void *(*)(void *, int))found[5];
     q_set_irq = (void (*)(void *, int))found[6];
+    q_chr_find = (void *(*)(const char *))found[8];
+    q_chr_be_can_write = (int (*)(void *))found[9];
+    q_chr_be_write = (void (*)(void *, const uint8_t *, int))found[10];
     return 0;
 }
 
@@ -402,6 +506,19 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
             max_quantum = strtoull(argv[i] + 12, NULL, 10);
         else if (strncmp(argv[i], "irq_dev=", 8) == 0)
             irq_dev_path = argv[i] + 8;
+        else if (strncmp(argv[i], "link=", 5) == 0 && n_links < MAX_LINKS) {
+            /* link=<slot>/<chardev id>/<target node>/<target slot>/<tx file> */
+            struct link *k = &links[n_links];
+            int used = 0;
+            if (sscanf(argv[i] + 5, "%u/%31[^/]/%u/%u/%n", &k->slot, k->chardev, &k->target, &k->target_slot,
+                       &used) != 4 || used == 0) {
+                fprintf(stderr, "vsync: bad link= option %s\n", argv[i]);
+                return -1;
+            }
+            snprintf(k->tx_path, sizeof k->tx_path, "%s", argv[i] + 5 + used);
+            k->tx_fd = -1;
+            n_links++;
+        }
     }
     if (seg_path == NULL || hz == 0) {
         fprintf(stderr, "vsync: seg=<lockstep segment> and hz=<node frequency> are required\n");
