@@ -26,6 +26,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from virsim.board import BoardConfig, resolve_board
 from virsim.firmware import inspect
 from virsim.sync import lockstep
 from virsim.sync.lockstep import Lockstep
-from virsim.sync.system import System, plan
+from virsim.sync.system import Plan, System, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello" / "hello.elf"
@@ -47,29 +49,40 @@ def two_nodes() -> BoardConfig:
                                        "nodes": [dict(node, id="cpu0"), dict(node, id="cpu1")]})
 
 
-def rate(quantum: int | None, seconds: float, mode: str = "timeslice") -> float:
-    """Aggregate instructions/s of the two nodes; quantum None = free-running (no lockstep)."""
-    board = two_nodes()
-    tmp = Path(tempfile.mkdtemp(prefix="vsbs-", dir="/tmp"))
+@contextmanager
+def running(board: BoardConfig, quantum: int | None, mode: str = "timeslice") -> Iterator[tuple[System, Plan]]:
+    """Both nodes of `board` running hello.elf, past start-up; quantum None: no lockstep at all."""
+    tmp = Path(tempfile.mkdtemp(prefix="vsb-", dir="/tmp"))
     image = inspect(HELLO)
-    p = plan(board, {"cpu0": image, "cpu1": image}, tmp / "work", tmp / "run", quantum or 1, mode=mode)
+    p = plan(board, {n.id: image for n in board.nodes}, tmp / "work", tmp / "run", quantum or 1, mode=mode)
     if quantum is None:
         for n in p.nodes:
             n.spec.lockstep = None
     system = System(p)
     try:
         system.start()
-        time.sleep(0.3)  # past start-up
-        insts = list(system.instances.values())
-        before = [i.instructions() or 0 for i in insts]
-        t0 = time.perf_counter()
-        time.sleep(seconds)
-        after = [i.instructions() or 0 for i in insts]
-        elapsed = time.perf_counter() - t0
-        return (sum(after) - sum(before)) / elapsed
+        time.sleep(0.5)
+        yield system, p
     finally:
         system.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def instructions_per_s(system: System, seconds: float) -> list[float]:
+    """Each node's instructions per host second over `seconds`."""
+    insts = list(system.instances.values())
+    before = [i.instructions() or 0 for i in insts]
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    after = [i.instructions() or 0 for i in insts]
+    elapsed = time.perf_counter() - t0
+    return [(a - b) / elapsed for a, b in zip(after, before)]
+
+
+def rate(quantum: int | None, seconds: float, mode: str = "timeslice") -> float:
+    """Aggregate instructions/s of the two nodes; quantum None = free-running (no lockstep)."""
+    with running(two_nodes(), quantum, mode) as (system, _):
+        return sum(instructions_per_s(system, seconds))
 
 
 def mixed_board() -> BoardConfig:
@@ -84,27 +97,11 @@ def mixed_rate(quantum: int | None, seconds: float) -> tuple[float, int]:
     """Virtual seconds per host second of the built-in + QEMU pair in lockstep (quantum cycles), and
     the QEMU node's largest skew in ns; quantum None: the slower node free-running (skew 0)."""
     board = mixed_board()
-    tmp = Path(tempfile.mkdtemp(prefix="vsbm-", dir="/tmp"))
-    image = inspect(HELLO)
     hz = board.nodes[0].processor.frequency
-    p = plan(board, {"cpu0": image, "cpu1": image}, tmp / "work", tmp / "run", quantum or 1)
-    if quantum is None:
-        for n in p.nodes:
-            n.spec.lockstep = None
-    system = System(p)
-    try:
-        system.start()
-        time.sleep(0.5)
+    with running(board, quantum) as (system, p):
         if quantum is None:  # each alone: built-in 1 instruction per cycle, QEMU 32 ns per instruction
-            insts = list(system.instances.values())
-            before = [i.instructions() or 0 for i in insts]
-            t0 = time.perf_counter()
-            time.sleep(seconds)
-            after = [i.instructions() or 0 for i in insts]
-            elapsed = time.perf_counter() - t0
-            builtin = (after[0] - before[0]) / hz / elapsed
-            qemu = (after[1] - before[1]) * 32e-9 / elapsed
-            return min(builtin, qemu), 0
+            builtin, qemu = instructions_per_s(system, seconds)
+            return min(builtin / hz, qemu * 32e-9), 0
         lock = Lockstep(p.segment, 0)
         try:
             start = min(lock.reached(0), lock.reached(1))
@@ -115,9 +112,6 @@ def mixed_rate(quantum: int | None, seconds: float) -> tuple[float, int]:
             return (end - start) / hz / elapsed, lock.stats(1)["skew_max_ns"]
         finally:
             lock.close()
-    finally:
-        system.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _barrier_loop(segment: str, index: int, rounds: int, out: Any) -> None:

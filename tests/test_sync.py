@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -65,24 +66,31 @@ def test_barrier_delivers_events_in_virtual_time_order(short_tmp: Path) -> None:
                 (q * 1000 + 100, lockstep.KIND_UART, 1 - index), (q * 1000 + 900, lockstep.KIND_IRQ, 1 - index)]
 
 
-def run_mailbox(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> bytes:
-    board, _ = resolve_board(str(BOARD))
-    images = {n: inspect(path) for n, path in FIRMWARE.items()}
+def run_system(board: BoardConfig, images: dict[str, Any], tmp: Path, until: dict[str, bytes],
+               mode: str = "timeslice", quantum: str = "100us") -> tuple[bytes, list[dict[str, int]]]:
+    """Run `board` until each node in `until` printed its text; the merged console and every
+    node's barrier statistics. No node process is left behind."""
     p = plan(board, images, tmp / "work", tmp / "run", quantum_cycles(board, mode, quantum), mode=mode)
     system = System(p)
     try:
         system.start()
-        deadline = time.monotonic() + 60
-        log = p.nodes[0].spec.console_log
-        while b"cpu0: done" not in (log.read_bytes() if log.exists() else b""):
-            assert time.monotonic() < deadline, "the mailbox did not finish"
-            time.sleep(0.02)
-        pids = [inst.pid for inst in system.instances.values()]
+        logs = {n.spec.console_log: until[n.node] for n in p.nodes if n.node in until}
+        wait_for(lambda: all(end in (log.read_bytes() if log.exists() else b"") for log, end in logs.items()),
+                 timeout=60, what=f"{board.system_id} output")
+        lock = lockstep.Lockstep(p.segment, 0)
+        stats = [lock.stats(i) for i in range(lock.nodes)]
+        lock.close()
+        pids = [pid for inst in system.instances.values() for pid in inst.pids()]
     finally:
         system.stop()
-    assert all(pid is not None for pid in pids)
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-    return merged_console(p)
+    assert pids and not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    return merged_console(p), stats
+
+
+def run_mailbox(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> bytes:
+    board, _ = resolve_board(str(BOARD))
+    images = {n: inspect(path) for n, path in FIRMWARE.items()}
+    return run_system(board, images, tmp, {"cpu0": b"cpu0: done"}, mode, quantum)[0]
 
 
 def test_dual_core_mailbox_is_the_same_on_every_rerun(short_tmp: Path) -> None:
@@ -302,23 +310,10 @@ TRI_OUTPUT = b"[cpu2] cpu2: ready\n[cpu1] cpu1: ready\n[cpu0] cpu0: start\n" + b
 def run_tri(tmp: Path, mode: str = "timeslice", quantum: str = "100us") -> tuple[bytes, dict[str, int]]:
     board, _ = resolve_board(str(TRI))
     images = {n: inspect(path) for n, path in TRI_FIRMWARE.items()}
-    p = plan(board, images, tmp / "work", tmp / "run", quantum_cycles(board, mode, quantum), mode=mode)
-    system = System(p)
-    try:
-        system.start()
-        deadline = time.monotonic() + 60
-        logs = {p.nodes[0].spec.console_log: b"cpu0: done\n", p.nodes[2].spec.console_log: b"cpu2: got 10 (100)\n"}
-        while not all(end in (log.read_bytes() if log.exists() else b"") for log, end in logs.items()):
-            assert time.monotonic() < deadline, "the nodes did not finish"  # (then nothing more is printed)
-            time.sleep(0.02)
-        lock = lockstep.Lockstep(p.segment, 0)
-        stats = lock.stats(2)
-        lock.close()
-        pids = [pid for inst in system.instances.values() for pid in inst.pids()]
-    finally:
-        system.stop()
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-    return merged_console(p), stats
+    # Both ends, then nothing more is printed.
+    merged, stats = run_system(board, images, tmp, {"cpu0": b"cpu0: done\n", "cpu2": b"cpu2: got 10 (100)\n"},
+                               mode, quantum)
+    return merged, stats[2]
 
 
 def test_three_nodes_on_two_emulators_are_the_same_on_every_rerun(short_tmp: Path) -> None:
@@ -382,17 +377,9 @@ def run_ping_pong(tmp: Path, on_qemu: tuple[str, ...]) -> bytes:
     for node in data["nodes"]:
         if node["id"] in on_qemu:
             node.update(backend="qemu", qemu={"machine": "mps2-an385"})
-    board = BoardConfig.model_validate(data)
     images = {n: inspect(ROOT / "examples" / "multinode" / f"{n}.elf") for n in ("ping", "pong")}
-    p = plan(board, images, tmp / "work", tmp / "run", 2500)
-    system = System(p)
-    try:
-        system.start()
-        logs = [n.spec.console_log for n in p.nodes]
-        wait_for(lambda: all(b": done\n" in (log.read_bytes() if log.exists() else b"") for log in logs), timeout=30)
-    finally:
-        system.stop()
-    return merged_console(p)
+    return run_system(BoardConfig.model_validate(data), images, tmp, {"ping": b"ping: done\n", "pong": b"pong: done\n"},
+                      quantum="2500")[0]
 
 
 @pytest.mark.parametrize("on_qemu", [("pong",), ("ping", "pong")])
