@@ -125,6 +125,28 @@ def mailbox_args() -> list[str]:
     return ["--board", str(BOARD)] + [a for n, path in FIRMWARE.items() for a in ("--firmware", f"{n}={path}")]
 
 
+def serial_logs(cli, tmp_path: Path, board: Path, firmware: dict[str, Path], text: str,  # noqa: ANN001
+                runs: int = 2) -> list[bytes]:
+    """`virsim run` of a multi-node board `runs` times until `text`: each run's serial log."""
+    args = [a for n, path in firmware.items() for a in ("--firmware", f"{n}={path}")]
+    logs = []
+    for i in range(runs):
+        log = tmp_path / f"{board.stem}-{i}.log"
+        result = cli.json("run", "--board", str(board), *args, "-e", text, "--serial-log", str(log))
+        assert result["status"] == "passed"
+        logs.append(log.read_bytes())
+    return logs
+
+
+def kill_one_node(client, sid: str, pids: list[int], index: int, name: str) -> None:  # noqa: ANN001
+    """Kill node `index` from outside: the session fails naming it and every node process ends."""
+    os.kill(pids[index], signal.SIGKILL)
+    wait_for(lambda: client.session("show", sid).state == "failed", timeout=30)
+    assert f"node {name}" in (client.session("show", sid).error or "")
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
+             timeout=10)
+
+
 def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     sid = cli.json("session", "create", *mailbox_args(), "--sync", "timeslice", "--quantum", "100us")["id"]
     wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
@@ -147,12 +169,7 @@ def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     assert paused["state"] == "paused" and all(n["state"] == "paused" for n in paused["nodes"])
     # a node that dies fails the whole session, naming it; the other node is stopped too
     cli.json("session", "resume", sid)
-    pids = [n["pid"] for n in paused["nodes"]]
-    os.kill(pids[1], signal.SIGKILL)
-    wait_for(lambda: client.session("show", sid).state == "failed", timeout=30)
-    assert "node cpu1" in (client.session("show", sid).error or "")
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
-             timeout=10)
+    kill_one_node(client, sid, [n["pid"] for n in paused["nodes"]], 1, "cpu1")
 
 
 def test_multi_node_refusals(cli) -> None:  # noqa: ANN001
@@ -170,12 +187,7 @@ def test_multi_node_refusals(cli) -> None:  # noqa: ANN001
 
 
 def test_run_on_a_multi_node_board_is_byte_identical_five_times(cli, tmp_path: Path) -> None:  # noqa: ANN001
-    logs = []
-    for i in range(5):
-        log = tmp_path / f"uart{i}.log"
-        result = cli.json("run", *mailbox_args(), "--expect-text", "cpu1: got 10", "--serial-log", str(log))
-        assert result["status"] == "passed"
-        logs.append(log.read_bytes())
+    logs = serial_logs(cli, tmp_path, BOARD, FIRMWARE, "cpu1: got 10", runs=5)
     # the log ends at the deciding byte (docs/ci.md)
     assert logs[0].endswith(b"[cpu1] cpu1: got 10") and all(log == logs[0] for log in logs)
 
@@ -189,13 +201,8 @@ PING_PONG_OUTPUT = b"[ping] ping: start\n[pong] pong: ready\n" + b"".join(
 
 
 def test_uart_ping_pong_over_a_uart_link(cli, tmp_path: Path) -> None:  # noqa: ANN001
-    firmware = [a for n in ("ping", "pong") for a in ("--firmware", f"{n}={ROOT / 'examples' / 'multinode' / n}.elf")]
-    logs = []
-    for i in range(2):
-        log = tmp_path / f"pp{i}.log"
-        result = cli.json("run", "--board", str(PING_PONG), *firmware, "-e", "ping: done", "--serial-log", str(log))
-        assert result["status"] == "passed"
-        logs.append(log.read_bytes())
+    logs = serial_logs(cli, tmp_path, PING_PONG, {n: ROOT / "examples" / "multinode" / f"{n}.elf"
+                                                 for n in ("ping", "pong")}, "ping: done")
     assert logs[0] == logs[1] == PING_PONG_OUTPUT  # every byte crossed the link, in virtual-time order
 
 
@@ -208,14 +215,8 @@ MMIO_BRIDGE_OUTPUT = (b"[cpu0] cpu0: start\n[cpu1] cpu1: ready\n[cpu1] hello fro
 def test_mmio_map_onto_another_nodes_peripherals(cli, tmp_path: Path) -> None:  # noqa: ANN001
     """cpu0 writes cpu1's UART (cpu1's console prints it) and writes and reads back cpu1's GPIO
     output register, through mmio_map windows: the same bytes every run."""
-    firmware = ["--firmware", f"cpu0={ROOT / 'examples' / 'multinode' / 'remote.elf'}",
-                "--firmware", f"cpu1={FIRMWARE['cpu1']}"]
-    logs = []
-    for i in range(2):
-        log = tmp_path / f"mb{i}.log"
-        result = cli.json("run", "--board", str(MMIO_BRIDGE), *firmware, "-e", "cpu0: done", "--serial-log", str(log))
-        assert result["status"] == "passed"
-        logs.append(log.read_bytes())
+    logs = serial_logs(cli, tmp_path, MMIO_BRIDGE, {"cpu0": ROOT / "examples" / "multinode" / "remote.elf",
+                                                    "cpu1": FIRMWARE["cpu1"]}, "cpu0: done")
     assert logs[0] == logs[1] == MMIO_BRIDGE_OUTPUT
     shown = {(r["kind"], r["builtin"]) for r in cli.json("board", "show", str(MMIO_BRIDGE))["interconnect_support"]}
     assert shown == {("mmio_map", "yes (writes land at the barrier, reads stall to the next)")}
@@ -441,12 +442,7 @@ def test_run_and_session_with_a_qemu_node(cli, client, tmp_path: Path) -> None: 
     wait_for(lambda: cli.json("session", "show", sid)["nodes"][2]["virtual_ns"] > second["nodes"][2]["virtual_ns"],
              timeout=10)
     # the QEMU node dies: the session fails naming it, the built-in nodes are stopped
-    pids = [n["pid"] for n in shown["nodes"]]
-    os.kill(pids[2], signal.SIGKILL)
-    wait_for(lambda: client.session("show", sid).state == "failed", timeout=30)
-    assert "node cpu2" in (client.session("show", sid).error or "")
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
-             timeout=10)
+    kill_one_node(client, sid, [n["pid"] for n in shown["nodes"]], 2, "cpu2")
 
 
 def test_debug_one_node_halts_the_system(cli, client) -> None:  # noqa: ANN001
