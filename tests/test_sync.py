@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, console_contains, wait_for
+from virsim.client import Client
+from virsim.paths import get_paths
 from virsim.board import BoardConfig, resolve_board
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
@@ -274,18 +276,39 @@ def test_mailbox_through_mmio_map_instead_of_shared_memory(short_tmp: Path) -> N
         plan(board, {}, short_tmp / "w2", short_tmp / "r2", 2500)
 
 
-def test_daemon_killed_leaves_no_node_behind(cli, client) -> None:  # noqa: ANN001
-    """A multi-node session cannot be re-attached yet: after a daemon crash it is `lost`, and the
-    new daemon stops its node processes (strays) instead of leaving them running."""
+def test_daemon_restart_reattaches_every_node(cli, client, tmp_path: Path) -> None:  # noqa: ANN001
+    """A multi-node session outlives its daemon: the nodes (two built-in, one QEMU) keep meeting at
+    their barriers, and the new daemon re-attaches them and continues the merged console without
+    losing or repeating a line. A node gone meanwhile makes the session lost, the others stopped."""
     from test_supervision import kill_daemon
 
-    sid = cli.json("session", "create", *mailbox_args())["id"]
+    hello = ROOT / "examples" / "hello" / "hello.elf"  # prints "tick N" forever
+    data = yaml.safe_load(TRI.read_text())
+    data["interconnect"] = {}
+    board = tmp_path / "three-hellos.yaml"
+    board.write_text(yaml.safe_dump(data))
+    args = ["--board", str(board)] + [a for n in ("cpu0", "cpu1", "cpu2") for a in ("--firmware", f"{n}={hello}")]
+    sid = cli.json("session", "create", *args, "--quantum", "1ms")["id"]
+    wait_for(console_contains(client, sid, b"] tick 3\n"), timeout=30)
     pids = [n["pid"] for n in cli.json("session", "show", sid)["nodes"]]
     kill_daemon(client)
-    assert all(psutil.pid_exists(p) for p in pids)  # the nodes outlive the daemon...
-    assert cli.json("session", "show", sid)["state"] == "lost"  # ...until a new one starts
+    shown = cli.json("session", "show", sid)  # a new daemon
+    assert shown["state"] == "running" and [n["pid"] for n in shown["nodes"]] == pids
+    before = max(n["virtual_ns"] for n in shown["nodes"])
+    c = Client(get_paths()).connect()
+    wait_for(lambda: min(n["virtual_ns"] for n in cli.json("session", "show", sid)["nodes"]) > before, timeout=20)
+    wait_for(console_contains(c, sid, b"] tick 9\n"), timeout=60)
+    merged = c.console_text(sid)
+    for node in (b"cpu0", b"cpu1", b"cpu2"):
+        ticks = [ln for ln in merged.splitlines() if ln.startswith(b"[" + node + b"] tick ")]
+        assert ticks == [b"[%s] tick %d" % (node, n) for n in range(1, len(ticks) + 1)]  # none lost, none twice
+    # one node dies while no daemon watches: the session is lost and the other nodes are stopped
+    kill_daemon(c)
+    os.kill(pids[1], signal.SIGKILL)
+    assert cli.json("session", "show", sid)["state"] == "lost"
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
              timeout=10)
+    c.close()
 
 
 def test_board_show_says_what_each_backend_runs(cli) -> None:  # noqa: ANN001

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from virsim.backends import get_backend
 from virsim.backends.base import BackendAdapter, Capability, Instance, InstanceSpec, RunStatus, ToolCheck
 from virsim.backends.process import ExitStatus
 from virsim.board import Node
@@ -42,6 +43,31 @@ class SystemInstance(Instance):
     def _merger(self) -> ConsoleMerger:
         return ConsoleMerger([n.node for n in self.plan.nodes],
                              [n.spec.workdir / "console.timeline" for n in self.plan.nodes], self.spec.console_log)
+
+    @classmethod
+    def reattach(cls, spec: InstanceSpec, handle: dict[str, Any]) -> SystemInstance | None:
+        """The system still running from before a daemon restart: every node re-attached (they kept
+        meeting at their barriers meanwhile), the merged console continued where it stopped. If
+        any node cannot be re-attached, the others are stopped and the session is lost."""
+        inst = cls(spec)
+        nodes = handle.get("nodes") or {}
+        if not inst.plan.segment.exists() or set(nodes) != {n.node for n in inst.plan.nodes}:
+            return None
+        system = System(inst.plan)
+        for n in inst.plan.nodes:
+            node = get_backend(n.backend).attach(n.spec, nodes[n.node])
+            if node is None:
+                system.stop()  # a system missing a node cannot go on: stop the rest (the STOP command first)
+                return None
+            system.instances[n.node] = node
+        inst.system = system
+        lock = lockstep.Lockstep(inst.plan.segment, 0)
+        try:
+            inst.paused = lock.command() == lockstep.PAUSE
+        finally:
+            lock.close()
+        inst.merger.resume_after(spec.console_log)
+        return inst
 
     @property
     def nodes(self) -> dict[str, Instance]:
@@ -224,7 +250,7 @@ class SystemBackend(BackendAdapter):
         # No program-*: each node's program is fixed at `session create --firmware NODE=IMAGE`.
         # DEBUG: one built-in node at a time (`debug … --node`); a stop there holds the others at the barrier.
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.CONSOLE, Capability.DETERMINISTIC,
-        Capability.VIRTUAL_TIME, Capability.DEBUG,
+        Capability.VIRTUAL_TIME, Capability.DEBUG, Capability.REATTACH,
     })
     always_deterministic = True
 
@@ -237,7 +263,7 @@ class SystemBackend(BackendAdapter):
         return SystemInstance(spec)
 
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
-        return None  # no re-attach after a daemon restart yet: the session shows as lost
+        return SystemInstance.reattach(spec, handle)
 
     def doctor(self) -> list[ToolCheck]:
         return []

@@ -271,6 +271,21 @@ class ConsoleMerger:
         self.offsets = [0] * len(names)
         self.partial: list[tuple[int | None, bytes]] = [(None, b"")] * len(names)
         self.pending: list[tuple[int, int, bytes]] = []
+        self.skip = [0] * len(names)  # lines of each node already in `out` (resume_after)
+
+    def resume_after(self, log: Path) -> None:
+        """Continue a log a previous merger wrote (the daemon restarted): each node's lines there
+        are the first ones of its timeline, so as many are read again but not written twice."""
+        prefixes = [f"[{name}] ".encode() for name in self.names]
+        try:
+            lines = log.read_bytes().split(b"\n")[:-1]  # complete lines only: the merger writes no other
+        except FileNotFoundError:
+            return
+        for line in lines:
+            for i, prefix in enumerate(prefixes):
+                if line.startswith(prefix):
+                    self.skip[i] += 1
+                    break
 
     def pump(self, horizon: int | None) -> None:
         """Append the lines that are ready to the log (see collect)."""
@@ -301,7 +316,10 @@ class ConsoleMerger:
                         start = cycle
                     line += bytes([byte])
                     if byte == 0x0A:
-                        self.pending.append((start, i, line))
+                        if self.skip[i]:
+                            self.skip[i] -= 1  # written before a daemon restart
+                        else:
+                            self.pending.append((start, i, line))
                         start, line = None, b""
                 at = end
             self.offsets[i] += at
