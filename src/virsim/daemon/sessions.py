@@ -331,8 +331,11 @@ class SessionService:
         if missing:
             raise InvalidInput(f"node {missing[0]} of board {board.system_id} has no firmware: add --firmware "
                                f"{missing[0]}=IMAGE", field="firmware", node=missing[0], nodes=ids)
-        for flag, value in (("--backend", req.backend and req.backend != "builtin"), ("--record", req.record),
-                            ("--coverage", req.coverage), ("--from-snapshot", req.from_snapshot)):
+        if req.backend:
+            raise InvalidInput(f"--backend {req.backend}: each node of board {board.system_id} runs on the backend "
+                               "its board entry names (nodes[].backend)", field="backend", value=req.backend)
+        for flag, value in (("--record", req.record), ("--coverage", req.coverage),
+                            ("--from-snapshot", req.from_snapshot)):
             if value:
                 raise NotSupported(f"{flag} is not supported for multi-node boards yet", field=flag.strip("-"),
                                    board=board.system_id)
