@@ -419,6 +419,26 @@ def test_uart_link_with_qemu_nodes(short_tmp: Path, on_qemu: tuple[str, ...]) ->
         assert mine == [ln for ln in PING_PONG_OUTPUT.splitlines() if ln.startswith(b"[" + node + b"]")]
 
 
+def test_a_qemu_node_held_at_a_barrier_still_ends_on_sigterm(short_tmp: Path) -> None:
+    """With no STOP from virsim (its daemon gone, say), a QEMU node waiting at a barrier for nodes
+    that never come still quits on SIGTERM: the plugin's wait gives up when QEMU is told to."""
+    board, _ = resolve_board(str(TRI))
+    p = plan(board, {n: inspect(path) for n, path in TRI_FIRMWARE.items()}, short_tmp / "w", short_tmp / "r", 2500)
+    system = System(p)
+    try:
+        system.start()
+        wait_for(lambda: b"cpu2: ready" in (p.nodes[2].spec.console_log.read_bytes()
+                                            if p.nodes[2].spec.console_log.exists() else b""), timeout=30)
+        system.pause()  # every node holds; the QEMU one inside its plugin's barrier wait
+        pid = system.instances["cpu2"].pid
+        assert pid is not None
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", timeout=5)
+    finally:
+        system.stop()
+
+
 def test_what_qemu_nodes_refuse(short_tmp: Path) -> None:
     images = {n: inspect(path) for n, path in TRI_FIRMWARE.items()}
     cases = [

@@ -114,6 +114,7 @@ static int64_t (*q_icount_get_raw)(void);
 static void *(*q_resolve_path)(const char *path, int *ambiguous);
 static void *(*q_gpio_in)(void *dev, int n);
 static void (*q_set_irq)(void *irq, int level);
+static int (*q_shutdown_requested)(void);  /* optional: SIGTERM/quit while waiting ends the wait */
 static void *(*q_chr_find)(const char *name);
 static int (*q_chr_be_can_write)(void *chr);
 static void (*q_chr_be_write)(void *chr, const uint8_t *buf, int len);
@@ -390,6 +391,10 @@ static int barrier(uint64_t now_ns, uint64_t insns)
         if (spins == 0)
             t0 = host_ns();
         spins++;
+        if (spins % 1024 == 0 && q_shutdown_requested != NULL && q_shutdown_requested()) {
+            running_free = 1; /* QEMU was told to quit (SIGTERM, with no STOP from virsim): let it */
+            return -1;
+        }
         if (spins < 2000)
             continue;
         if (spins < 4000) {
@@ -478,6 +483,7 @@ static int resolve(void)
     q_chr_find = (void *(*)(const char *))found[8];
     q_chr_be_can_write = (int (*)(void *))found[9];
     q_chr_be_write = (void (*)(void *, const uint8_t *, int))found[10];
+    q_shutdown_requested = (int (*)(void))dlsym(RTLD_DEFAULT, "qemu_shutdown_requested_get");
     return 0;
 }
 
