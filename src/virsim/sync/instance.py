@@ -35,6 +35,7 @@ class SystemInstance(Instance):
         self.mode = str(cfg.get("sync", "timeslice"))
         self.plan = plan(spec.board, images, spec.workdir, spec.rundir, int(cfg.get("quantum", 2500)), mode=self.mode)
         self.system: System | None = None
+        self.view: lockstep.Lockstep | None = None  # the running system's segment, read for show and the merger
         self.paused = bool(spec.start_paused)
         self.backends = {n.node: n.backend for n in self.plan.nodes}
         self.merger = self._merger()
@@ -61,11 +62,8 @@ class SystemInstance(Instance):
                 return None
             system.instances[n.node] = node
         inst.system = system
-        lock = lockstep.Lockstep(inst.plan.segment, 0)
-        try:
-            inst.paused = lock.command() == lockstep.PAUSE
-        finally:
-            lock.close()
+        inst.view = lockstep.Lockstep(inst.plan.segment, 0)
+        inst.paused = inst.view.command() == lockstep.PAUSE
         inst.merger.resume_after(spec.console_log)
         return inst
 
@@ -108,13 +106,8 @@ class SystemInstance(Instance):
         self.merger.pump(self._horizon())
 
     def _horizon(self) -> int:
-        if not self.plan.segment.exists():
-            return 0
-        lock = lockstep.Lockstep(self.plan.segment, 0)
-        try:
-            return min(lock.reached(i) for i in range(lock.nodes))
-        finally:
-            lock.close()
+        view = self.view
+        return min(view.reached(i) for i in range(view.nodes)) if view is not None else 0
 
     # ----------------------------------------------------------------------------------- power
     def power_on(self) -> None:
@@ -123,8 +116,12 @@ class SystemInstance(Instance):
         self.merger = self._merger()
         self.system = System(self.plan)
         self.system.start(run=not self.spec.start_paused)
+        self.view = lockstep.Lockstep(self.plan.segment, 0)
 
     def power_off(self) -> None:
+        if self.view is not None:
+            self.view.close()
+            self.view = None
         if self.system is not None:
             self.system.stop()
             self.system = None
@@ -165,13 +162,11 @@ class SystemInstance(Instance):
         """(virtual ns, instructions) of a node; a QEMU node's from its slot in the segment."""
         if self.backends[name] != "qemu":
             return inst.virtual_time_ns(), inst.instructions()
-        lock = lockstep.Lockstep(self.plan.segment, 0)
-        try:
-            index = next(n.index for n in self.plan.nodes if n.node == name)
-            ns = lock.reached(index) * 1_000_000_000 // inst.spec.node.processor.frequency
-            return ns, lock.stats(index)["instructions"]
-        finally:
-            lock.close()
+        if self.view is None:
+            return None, None
+        index = next(n.index for n in self.plan.nodes if n.node == name)
+        ns = self.view.reached(index) * 1_000_000_000 // inst.spec.node.processor.frequency
+        return ns, self.view.stats(index)["instructions"]
 
     def virtual_time_ns(self) -> int | None:
         times = [self._clock(name, inst)[0] for name, inst in self.nodes.items()]
@@ -217,24 +212,17 @@ class SystemInstance(Instance):
                 ns, insns = self._clock(n.node, inst)
                 info.update(state="running" if status.running else "paused", pid=inst.pid, virtual_ns=ns,
                             instructions=insns)
-                if self.plan.segment.exists():
-                    lock = lockstep.Lockstep(self.plan.segment, 0)
-                    try:
-                        stats = lock.stats(n.index)
-                    finally:
-                        lock.close()
+                if self.view is not None:
+                    stats = self.view.stats(n.index)
                     info["barrier_wait_s"] = round(stats["wait_ns"] / 1e9, 6)  # host time spent waiting for others
                     if n.backend == "qemu":
                         info["skew_max_ns"] = stats["skew_max_ns"]  # how late past a quantum's end it met a barrier
             nodes.append(info)
         sync: dict[str, Any] = {"mode": self.mode, "quantum_cycles": self.plan.quantum, "quanta": 0}
-        if self.plan.segment.exists():
-            lock = lockstep.Lockstep(self.plan.segment, 0)
-            try:
-                sync["quanta"] = min(lock.arrived(i) for i in range(lock.nodes))
-                sync["barrier_wait_s"] = round(sum(lock.stats(i)["wait_ns"] for i in range(lock.nodes)) / 1e9, 6)
-            finally:
-                lock.close()
+        view = self.view
+        if view is not None:
+            sync["quanta"] = min(view.arrived(i) for i in range(view.nodes))
+            sync["barrier_wait_s"] = round(sum(view.stats(i)["wait_ns"] for i in range(view.nodes)) / 1e9, 6)
         return {"nodes": nodes, "sync": sync}
 
     def endpoints(self) -> dict[str, str]:
