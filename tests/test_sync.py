@@ -171,7 +171,13 @@ def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     assert paused["state"] == "paused" and all(n["state"] == "paused" for n in paused["nodes"])
     # a node that dies fails the whole session, naming it; the other node is stopped too
     cli.json("session", "resume", sid)
-    kill_one_node(client, sid, [n["pid"] for n in paused["nodes"]], 1, "cpu1")
+    # reset: every node again from its first instruction, together; the log keeps the first run
+    assert cli.json("session", "reset", sid)["state"] == "running"
+    wait_for(lambda: client.console_text(sid).count(b"[cpu0] cpu0: done\n") == 2, timeout=60)
+    assert client.console_text(sid) == MAILBOX_OUTPUT * 2
+    fresh = cli.json("session", "show", sid)["nodes"]
+    assert {n["pid"] for n in fresh}.isdisjoint(n["pid"] for n in paused["nodes"])  # new node processes
+    kill_one_node(client, sid, [n["pid"] for n in fresh], 1, "cpu1")
 
 
 def test_multi_node_refusals(cli) -> None:  # noqa: ANN001
