@@ -184,16 +184,9 @@ class SystemInstance(Instance):
         return self.nodes[first.node].console_write(data)
 
     def release_undebugged(self, run: bool) -> None:
-        if self.system is None:
-            return
-        lockstep.set_command(self.plan.segment, lockstep.RUN if run else lockstep.PAUSE)
-        for n in self.plan.nodes:
-            if n.node != self.spec.node.id and n.backend != "qemu" and n.node in self.nodes:
-                if run:
-                    self.nodes[n.node].resume()
-                else:
-                    self.nodes[n.node].pause()
-        self.paused = not run
+        if self.system is not None:
+            self.system.hold(run, keep=self.spec.node.id)
+            self.paused = not run
 
     def gdb_endpoint(self) -> str | None:
         """The gdb stub of the node being debugged (`spec.node`: the session row's node, which the

@@ -227,18 +227,26 @@ class System:
             raise
 
     def pause(self) -> None:
-        """Every node holds: built-in engines at once, QEMU nodes at their next barrier (the PAUSE
-        command; a QMP stop would wait for a vCPU that waits at the barrier)."""
-        lockstep.set_command(self.plan.segment, lockstep.PAUSE)
-        for n in self.plan.nodes:
-            if n.backend != "qemu" and n.node in self.instances:
-                self.instances[n.node].pause()
+        self.hold(False)
 
     def resume(self) -> None:
+        self.hold(True)
+
+    def hold(self, run: bool, keep: str | None = None) -> None:
+        """Hold every node (`run` False) or let every node run again, except `keep` (the node a
+        debugger runs and halts itself). Built-in engines are paused over their control socket;
+        QEMU nodes hold at their next barrier through the segment's PAUSE command (a QMP stop would
+        wait for a vCPU that waits at the barrier)."""
+        if not run:
+            lockstep.set_command(self.plan.segment, lockstep.PAUSE)
         for n in self.plan.nodes:
-            if n.backend != "qemu" and n.node in self.instances:
-                self.instances[n.node].resume()
-        lockstep.set_command(self.plan.segment, lockstep.RUN)
+            if n.backend != "qemu" and n.node != keep and n.node in self.instances:
+                if run:
+                    self.instances[n.node].resume()
+                else:
+                    self.instances[n.node].pause()
+        if run:
+            lockstep.set_command(self.plan.segment, lockstep.RUN)
 
     def stop(self) -> None:
         """Stop every node (a node waiting at the barrier gives up at once)."""
