@@ -51,7 +51,9 @@ def test_fail_text_fails_with_exit_1(cli: CLI) -> None:
     assert doc["status"] == "failed" and "fail-text 'tick 2'" in doc["checks"][0]["message"]
     assert doc["serial_log"].endswith("tick 2")
     human = cli("run", str(HELLO), "-e", "tick 5", "-F", "tick 2", check=1)
-    assert "FAILED" in human.stdout and "tick 1" in human.stderr  # console excerpt
+    assert "FAILED" in human.stdout and "tick 1\ntick 2\n" in human.stdout  # the console, streamed
+    quiet = cli("run", str(HELLO), "-e", "tick 5", "-F", "tick 2", "--quiet", check=1)
+    assert "tick 1" not in quiet.stdout and "tick 1" in quiet.stderr  # not streamed: the excerpt instead
 
 
 def test_virtual_and_wall_timeouts_exit_42(cli: CLI) -> None:

@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 import psutil
 import zmq
 
+from virsim import INSTALL, __version__
 from virsim import protocol as p
 from virsim.backends.process import wait_gone
-from virsim.errors import DaemonUnavailable, ProtocolError, VirsimError
+from virsim.errors import DaemonMismatch, DaemonUnavailable, InvalidInput, ProtocolError, VirsimError
 from virsim.paths import Paths, get_paths
+from virsim.private import new_lifeline
 
 M = TypeVar("M", bound=p.Message)
 DEFAULT_TIMEOUT = float(os.environ.get("VIRSIM_TIMEOUT", "30"))
@@ -53,15 +55,28 @@ def daemon_pid(paths: Paths) -> int | None:
         os.close(fd)
 
 
-def spawn_daemon(paths: Paths) -> None:
-    """Start a detached daemon (it forks into the background and exits this child at once)."""
+def spawn_daemon(paths: Paths, lifeline: bool = False) -> None:
+    """Start a detached daemon (it forks into the background and exits this child at once).
+
+    `lifeline`: the daemon stops (and stops its emulators) when this process ends, however it
+    ends (virsim.private)."""
     paths.ensure()
     env = dict(os.environ)
     if paths.home is not None:
         env["VIRSIM_HOME"] = str(paths.home)
-    with paths.daemon_log.open("ab") as logf:
-        child = subprocess.Popen([sys.executable, "-m", "virsim.daemon", "--detach"], stdin=subprocess.DEVNULL, env=env,
-                                 stdout=logf, stderr=logf, start_new_session=True, close_fds=True, cwd="/")
+    args = [sys.executable, "-m", "virsim.daemon", "--detach"]
+    keep: tuple[int, ...] = ()
+    if lifeline:
+        read_end = new_lifeline(paths)
+        args += ["--lifeline", str(read_end)]
+        keep = (read_end,)
+    try:
+        with paths.daemon_log.open("ab") as logf:
+            child = subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env, stdout=logf, stderr=logf,
+                                     start_new_session=True, close_fds=True, pass_fds=keep, cwd="/")
+    finally:
+        for fd in keep:
+            os.close(fd)  # the daemon has its copy; ours would keep the pipe from ever reaching EOF
     try:
         code = child.wait(START_TIMEOUT)
     except subprocess.TimeoutExpired as err:
@@ -71,6 +86,15 @@ def spawn_daemon(paths: Paths) -> None:
     if code != 0:
         raise DaemonUnavailable(f"the daemon failed to start (exit {code}); see {paths.daemon_log}",
                                 log=str(paths.daemon_log))
+
+
+def install_mismatch(reply: p.HelloReply) -> str | None:
+    """Why a daemon that answered `reply` is not of this install, or None if it is."""
+    if reply.install == INSTALL and reply.daemon_version == __version__:
+        return None
+    where = reply.install or "an older install that does not say where"
+    return (f"the running daemon (pid {reply.pid}) is virsim {reply.daemon_version} from {where}, but this is "
+            f"virsim {__version__} from {INSTALL}")
 
 
 # ---------------------------------------------------------------------------------------------- client
@@ -104,10 +128,15 @@ class Subscription:
 
 
 class Client:
-    def __init__(self, paths: Paths | None = None, timeout: float = DEFAULT_TIMEOUT, autostart: bool = True) -> None:
+    def __init__(self, paths: Paths | None = None, timeout: float = DEFAULT_TIMEOUT, autostart: bool = True,
+                 lifeline: bool = False, check_install: bool = True) -> None:
         self.paths = paths or get_paths()
         self.timeout = timeout
         self.autostart = autostart
+        self.lifeline = lifeline  # a daemon this client starts lives only as long as this process
+        # False: talk to a daemon of another install anyway (daemon status/stop, doctor report it).
+        self.check_install = check_install
+        self.mismatch: str | None = None  # why the connected daemon is not of this install, if it is not
         self.ctx: zmq.Context[Any] = zmq.Context.instance()
         self.sock: zmq.Socket[Any] | None = None
         self.daemon: p.HelloReply | None = None
@@ -118,7 +147,10 @@ class Client:
         """Connect to the daemon (starting one if none runs) and say hello.
 
         A daemon that dies while we wait for its hello (killed a moment ago, still holding its
-        lock when we looked) is noticed by its lock going free, and a new one is started.
+        lock when we looked) is noticed by its lock going free, and a new one is started. A daemon
+        of another virsim install or version (the install was replaced while it ran: it would
+        fail as soon as it imports a file that is gone) is stopped and started again from this
+        install when it has no live session; with live sessions, DaemonMismatch says what to do.
         """
         if self.sock is not None:
             return self
@@ -127,7 +159,7 @@ class Client:
             if daemon_pid(self.paths) is None:
                 if not self.autostart:
                     raise DaemonUnavailable("the virsim daemon is not running (start it: virsim daemon start)")
-                spawn_daemon(self.paths)
+                spawn_daemon(self.paths, lifeline=self.lifeline)
             while not self.paths.control_socket.exists():
                 if time.monotonic() > deadline:
                     raise DaemonUnavailable(f"the daemon did not create {self.paths.control_socket} in time; "
@@ -136,26 +168,72 @@ class Client:
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(f"ipc://{self.paths.control_socket}")
-            request_id = p.new_id()
-            sock.send(p.encode("hello", p.Hello(pid=os.getpid(), user=getpass.getuser()), request_id))
-            while time.monotonic() < deadline:
-                if sock.poll(200):
-                    env = p.decode_envelope(sock.recv())
-                    if env.get("id") != request_id:
-                        continue
-                    if env["type"] == "error":
-                        sock.close(0)
-                        raise VirsimError.from_wire(env["payload"])
-                    self.sock = sock
-                    self.daemon = p.HelloReply.model_validate(env["payload"])
-                    return self
-                if daemon_pid(self.paths) is None:
-                    break  # it died: start another
-            sock.close(0)
-            if time.monotonic() >= deadline:
-                break
+            try:
+                reply = self._hello(sock, deadline)
+            except BaseException:
+                sock.close(0)
+                raise
+            if reply is None:  # it died: start another
+                sock.close(0)
+                if time.monotonic() >= deadline:
+                    break
+                continue
+            self.mismatch = install_mismatch(reply)
+            if self.mismatch and self.check_install:
+                if self.autostart and not reply.sessions_active:
+                    self._stop_stale(sock, reply)
+                    continue
+                sock.close(0)
+                raise DaemonMismatch(
+                    f"{self.mismatch}; it has {reply.sessions_active or 'some'} live session(s), so it was left "
+                    "running: finish them, then run 'virsim daemon stop' (their emulators are powered off; "
+                    "'virsim session power-on' brings each back) and run this command again",
+                    pid=reply.pid, daemon_version=reply.daemon_version, daemon_install=reply.install,
+                    client_version=__version__, client_install=INSTALL)
+            self.sock = sock
+            self.daemon = reply
+            return self
         raise DaemonUnavailable(f"the daemon did not answer in time; see {self.paths.daemon_log}",
                                 log=str(self.paths.daemon_log))
+
+    def _hello(self, sock: zmq.Socket[Any], deadline: float) -> p.HelloReply | None:
+        """The daemon's hello reply; None if the daemon died while we waited."""
+        hello = p.Hello(pid=os.getpid(), user=getpass.getuser(), version=__version__, install=INSTALL)
+        request_id = p.new_id()
+        sock.send(p.encode("hello", hello, request_id))
+        while time.monotonic() < deadline:
+            if sock.poll(200):
+                env = p.decode_envelope(sock.recv())
+                if env.get("id") != request_id:
+                    continue
+                if env["type"] == "error":
+                    if env["payload"].get("code") == InvalidInput.code and hello.install is not None:
+                        # A daemon older than protocol 1.7 refuses the version fields: ask it plainly
+                        # (its reply, without an install, then counts as another install).
+                        hello = p.Hello(pid=os.getpid(), user=getpass.getuser())
+                        request_id = p.new_id()
+                        sock.send(p.encode("hello", hello, request_id))
+                        continue
+                    raise VirsimError.from_wire(env["payload"])
+                return p.HelloReply.model_validate(env["payload"])
+            if daemon_pid(self.paths) is None:
+                return None
+        raise DaemonUnavailable(f"the daemon did not answer in time; see {self.paths.daemon_log}",
+                                log=str(self.paths.daemon_log))
+
+    def _stop_stale(self, sock: zmq.Socket[Any], reply: p.HelloReply) -> None:
+        """Stop an idle daemon of another install, so that the next attempt starts ours."""
+        request_id = p.new_id()
+        sock.send(p.encode("daemon.stop", {}, request_id))
+        sock.poll(int(START_TIMEOUT * 1000))
+        sock.close(0)
+        try:
+            still = wait_gone([psutil.Process(reply.pid)], 15.0)
+        except psutil.NoSuchProcess:
+            still = []
+        if still:
+            raise DaemonUnavailable(f"the daemon of another install (pid {reply.pid}) did not stop within 15s: "
+                                    f"{self.mismatch}", pid=reply.pid)
 
     def close(self) -> None:
         if self.sock is not None:

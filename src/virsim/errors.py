@@ -146,6 +146,13 @@ class DaemonUnavailable(VirsimError):
     exit_code = 7
 
 
+class DaemonMismatch(DaemonUnavailable):
+    """The running daemon comes from another virsim install or version and has live sessions, so it
+    was not restarted. details: pid, daemon_version, daemon_install, client_version, client_install."""
+
+    code = "DAEMON_MISMATCH"
+
+
 class ProtocolError(VirsimError):
     """A wire frame was malformed, too large or of an unknown type."""
 

@@ -26,9 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.6"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.7"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
-# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards)
+# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
+# 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
+# and SessionInfo.fault, SessionInfo.clock
 MAX_FRAME = 1024 * 1024
 
 
@@ -48,6 +50,8 @@ class Hello(Message):
     client: str = "virsim"
     pid: int = 0
     user: str = ""
+    version: str | None = Field(None, description="the client's virsim package version")
+    install: str | None = Field(None, description="where the client's virsim package is installed")
 
 
 class Empty(Message):
@@ -206,6 +210,9 @@ class HelloReply(Message):
     protocol: str
     daemon_version: str
     pid: int
+    install: str | None = Field(None, description="where the daemon's virsim package is installed (it imports "
+                                "from there for as long as it runs)")
+    sessions_active: int | None = Field(None, description="sessions with a live emulator")
 
 
 class DaemonInfo(Message):
@@ -219,6 +226,7 @@ class DaemonInfo(Message):
     data_dir: str
     sessions_active: int
     sessions_total: int
+    install: str | None = Field(None, description="where the daemon's virsim package is installed")
 
 
 class ProgramInfo(Message):

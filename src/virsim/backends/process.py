@@ -8,6 +8,7 @@ the whole process tree: terminate, wait, then kill what is left.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
@@ -31,9 +32,30 @@ class ExitStatus:
     stderr_tail: str = ""
 
 
-def _no_core_dumps() -> None:
+_DIE_WITH_PARENT = False  # set by a private daemon: its children must not outlive it
+
+
+def die_with_parent(on: bool) -> None:
+    """From now on, start emulators so that the kernel kills them when this process dies (a
+    private daemon's; a per-user daemon's emulators survive it and are re-attached)."""
+    global _DIE_WITH_PARENT
+    _DIE_WITH_PARENT = on
+
+
+def set_parent_death_signal() -> None:
+    """In a child before exec (Linux): SIGKILL it when the process that started it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the next daemon's stray sweep (or virsim.private's reaping) stops it
+
+
+def _child_setup() -> None:
     # An emulator that aborts (QEMU does on a Cortex-M lockup) must not leave a core file per crash.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if _DIE_WITH_PARENT:
+        set_parent_death_signal()
 
 
 def tail(path: Path, max_bytes: int = 2000) -> str:
@@ -92,7 +114,7 @@ class EmulatorProcess:
         stderr_log.parent.mkdir(parents=True, exist_ok=True)
         with stderr_log.open("ab") as err:
             popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=cwd,
-                                     start_new_session=True, close_fds=True, preexec_fn=_no_core_dumps)
+                                     start_new_session=True, close_fds=True, preexec_fn=_child_setup)
         try:
             create_time = psutil.Process(popen.pid).create_time()
         except psutil.NoSuchProcess:

@@ -7,7 +7,8 @@ which the tests validate against), the common ground of JUnit consumers:
       <testsuite name tests failures errors skipped time timestamp hostname>   one per RunResult
         <properties> board, firmware, status, virtual_ns (when set) </properties>
         <testcase classname="virsim.<board>" name=<check name> time>            one per CheckResult
-          <failure type="failure"|"timeout" message>  /  <error type="error" message>  /  <skipped message/>
+          <failure type="failure"|"timeout"|"fault" message>  /  <error type="error"|"interrupted" message>
+          /  <skipped message/>
         </testcase>
         <system-out> the run's serial log (last 64 KiB) </system-out>
       </testsuite>
@@ -38,7 +39,7 @@ from virsim.ci.result import CheckResult, RunResult, Status
 SERIAL_LOG_LIMIT = 64 * 1024  # bytes of the serial log kept in <system-out> (the last ones)
 RUN_CASE = "virsim run"  # name of the test case added for a run that failed outside any check
 
-_FAILING = (Status.FAILED, Status.TIMEOUT, Status.ERROR)
+_FAILING = (Status.FAILED, Status.TIMEOUT, Status.ERROR, Status.INTERRUPTED)
 
 # ANSI/VT100 escape sequences (colours, cursor moves) that firmware prints on the console: CSI
 # sequences (ESC [ ... final byte), OSC sequences (ESC ] ... BEL or ESC \), and two-byte escapes.
@@ -112,6 +113,7 @@ def _add_testcase(suite: ET.Element, board: str, check: CheckResult) -> None:
         Status.TIMEOUT: "timed out",
         Status.ERROR: "could not be carried out",
         Status.SKIPPED: "not reached",
+        Status.INTERRUPTED: "interrupted",
     }.get(status, "")
     if status is Status.PASSED:
         return
@@ -122,7 +124,10 @@ def _add_testcase(suite: ET.Element, board: str, check: CheckResult) -> None:
         Status.FAILED: ("failure", "failure"),
         Status.TIMEOUT: ("failure", "timeout"),
         Status.ERROR: ("error", "error"),
+        Status.INTERRUPTED: ("error", "interrupted"),  # not the firmware's doing: an error, not a failure
     }[status]
+    if status is Status.FAILED and check.fault:
+        kind = "fault"
     element = ET.SubElement(case, tag, {"message": clean_text(message), "type": kind})
     element.text = _detail(message, check.virtual_ns, check.console_excerpt)
 
@@ -150,7 +155,7 @@ def _counts(checks: list[CheckResult]) -> dict[str, int]:
     return {
         "tests": len(statuses),
         "failures": sum(s in (Status.FAILED, Status.TIMEOUT) for s in statuses),
-        "errors": statuses.count(Status.ERROR),
+        "errors": statuses.count(Status.ERROR) + statuses.count(Status.INTERRUPTED),
         "skipped": statuses.count(Status.SKIPPED),
     }
 

@@ -326,7 +326,9 @@ def virsim_daemon(pytestconfig: pytest.Config) -> Iterator[Client]:
     pytestconfig.stash[_HOME] = home
     saved = os.environ.get("VIRSIM_HOME")
     os.environ["VIRSIM_HOME"] = str(home)
-    client = Client(get_paths())
+    # The daemon dies with this pytest process, however it ends (SIGKILL included: virsim.private),
+    # unless it is to be kept for inspection.
+    client = Client(get_paths(), lifeline=not keep)
     try:
         client.connect()
         yield client

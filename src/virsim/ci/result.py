@@ -1,8 +1,9 @@
 """The outcome of a `virsim run`: one result per check (an expectation or a scenario step).
 
 Exit codes of `virsim run` (stable, docs/exit-codes.md): 0 every check passed; 1 a check failed
-(fail text seen, scenario step failed); 42 the run timed out; 2 infrastructure (bad board,
-firmware or scenario, emulator missing, daemon trouble).
+(fail text seen, scenario step failed, the firmware faulted); 42 the run timed out; 2
+infrastructure (bad board, firmware or scenario, emulator missing, daemon trouble); 128 + the
+signal when SIGINT (130) or SIGTERM (143) interrupted it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     ERROR = "error"  # infrastructure: the check could not be carried out
     SKIPPED = "skipped"  # not reached because an earlier check ended the run
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM (a cancelled CI job) ended the run
 
     def __str__(self) -> str:
         return self.value
 
 
-EXIT_CODES = {Status.PASSED: 0, Status.FAILED: 1, Status.TIMEOUT: 42, Status.ERROR: 2, Status.SKIPPED: 0}
+EXIT_CODES = {Status.PASSED: 0, Status.FAILED: 1, Status.TIMEOUT: 42, Status.ERROR: 2, Status.SKIPPED: 0,
+              Status.INTERRUPTED: 130}
 
 
 @dataclass
@@ -33,6 +36,7 @@ class CheckResult:
     message: str = ""  # why it failed / timed out / errored
     virtual_ns: int | None = None  # virtual time when the check ended (deterministic runs)
     console_excerpt: str = ""  # the last console bytes when it failed (for the report)
+    fault: dict[str, object] | None = None  # the decoded fault, when a fault failed the check
 
 
 @dataclass
@@ -49,7 +53,12 @@ class RunResult:
     coverage: str | None = None  # the coverage file written (virsim run --coverage)
     message: str = ""
     error: dict[str, object] | None = None  # the {error, code, details} of an infrastructure error
+    signal: int | None = None  # the signal that interrupted the run
+    fault: dict[str, object] | None = None  # the decoded fault that failed the run
+    instructions_per_s: float | None = None  # the emulator's speed over the run, where it counts instructions
 
     @property
     def exit_code(self) -> int:
+        if self.status == Status.INTERRUPTED and self.signal:
+            return 128 + self.signal  # as a shell reports a command a signal ended: 130 SIGINT, 143 SIGTERM
         return EXIT_CODES[self.status]

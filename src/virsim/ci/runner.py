@@ -15,22 +15,75 @@ same log, byte for byte.
 from __future__ import annotations
 
 import codecs
+import os
 import re
-import shutil
-import tempfile
+import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from virsim.ci.result import CheckResult, RunResult, Status
 from virsim.ci.scenario import MemoryAt, Pattern, Scenario, Step
 from virsim.client import Client
 from virsim.errors import InvalidInput, NotSupported, VirsimError
-from virsim.paths import get_paths, paths_for_home
+from virsim.paths import get_paths
+from virsim.private import PrivateDaemon
 
 CLOCK_SAMPLE = 0.01  # seconds of host time between virtual clock samples
 DEFAULT_TIMEOUT = 10.0
+INTERRUPT_GRACE = 1.0  # s the emulators and the run's daemon get to stop after SIGINT/SIGTERM
+STOP_GRACE = 10.0  # s they get at the end of a run that was not interrupted
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (a cancelled CI job): the run stops, cleans up and exits with
+    128 + the signal. A BaseException, like KeyboardInterrupt: no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    shielded = False
+    held: int | None = None
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    if _Signals.shielded:
+        _Signals.held = _Signals.held or signum
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block (main thread only), SIGINT and SIGTERM raise Interrupted, which
+    `Runner.run` turns into an `interrupted` result after cleaning up."""
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _shielded() -> Iterator[list[int]]:
+    """Clean-up must finish: a signal arriving in the block is held, and reported in the list."""
+    was, _Signals.shielded = _Signals.shielded, True
+    held: list[int] = []
+    try:
+        yield held
+    finally:
+        _Signals.shielded = was
+        if _Signals.held is not None:
+            held.append(_Signals.held)
+            _Signals.held = None
 
 
 @dataclass
@@ -38,15 +91,18 @@ class RunOptions:
     firmware: Path
     board: str = "mps2-an385"
     backend: str | None = None
-    expect_text: list[str] = field(default_factory=list)
-    fail_text: list[str] = field(default_factory=list)
+    expect_text: list[str | Pattern] = field(default_factory=list)  # texts (C escapes) or regexes, in order
+    fail_text: list[str | Pattern] = field(default_factory=list)
     timeout: float | None = None  # seconds; per run (expectations) or per step default (scenario)
     timeout_is: str | None = None  # "virtual" | "wall"; default virtual when deterministic
     deterministic: bool = True
     scenario: Scenario | None = None
     keep: bool = False
     name: str | None = None
-    on_output: Callable[[bytes], None] | None = None  # live console bytes (the CLI's --verbose)
+    on_output: Callable[[bytes], None] | None = None  # live console bytes (the CLI streams them)
+    on_progress: Callable[[str], None] | None = None  # what the run is doing while it starts up
+    allow_faults: bool = False  # a firmware fault does not end the run (firmware that handles its own)
+    interactive: bool = False  # stdin goes to the console UART
     coverage: Path | None = None  # write the run's coverage here (lcov; .json -> json, .drcov -> drcov)
     node_firmware: dict[str, Path] = field(default_factory=dict)  # multi-node boards: node -> image
     sync: str = "timeslice"
@@ -70,8 +126,8 @@ def unescape(text: str) -> bytes:
 class Monitor:
     """The console of one running session, its fail patterns, and the clock checks are timed by."""
 
-    def __init__(self, client: Client, session: str, virtual: bool, fail_text: list[str],
-                 on_output: Callable[[bytes], None] | None) -> None:
+    def __init__(self, client: Client, session: str, virtual: bool, fail_text: list[str | Pattern],
+                 on_output: Callable[[bytes], None] | None, stdin: bool = False) -> None:
         self.client = client
         self.session = session
         self.virtual = virtual
@@ -81,11 +137,17 @@ class Monitor:
         # (name, pattern, where it starts to count): a fail text counts from the start, an
         # expect-not from the step that declared it.
         self.forbidden: list[tuple[str, re.Pattern[bytes], int]] = [
-            (f"fail-text {t!r}", re.compile(re.escape(unescape(t))), 0) for t in fail_text]
+            (f"fail-text {shown}", pattern, 0) for pattern, shown in map(_pattern, fail_text)]
         self.on_output = on_output
         self.sub = client.subscribe(session)
         self._clock_at = 0.0
         self._clock = 0.0
+        self.instructions: int | None = None  # at the last clock sample
+        self._first_sample: tuple[float, int] | None = None  # (host time, instructions) of the first
+        self._last_sample: tuple[float, int] | None = None
+        self.stdin: int | None = sys.stdin.fileno() if stdin else None  # --interactive: typed bytes go to the UART
+        if self.stdin is not None:
+            os.set_blocking(self.stdin, False)
 
     def close(self) -> None:
         self.sub.close()
@@ -104,7 +166,35 @@ class Monitor:
                 self._emulator_gone()
             self._clock = (clock.virtual_ns or 0) / 1e9
             self._clock_at = time.monotonic()
+            self._sampled(clock.instructions)
         return self._clock
+
+    def _sampled(self, instructions: int | None) -> None:
+        if instructions is None:
+            return
+        self.instructions = instructions
+        self._last_sample = (time.monotonic(), instructions)
+        if self._first_sample is None:
+            self._first_sample = self._last_sample
+
+    def instructions_per_s(self) -> float | None:
+        """The emulator's speed between the first and the last clock sample (None if unknown)."""
+        if self._first_sample is None or self._last_sample is None:
+            return None
+        seconds = self._last_sample[0] - self._first_sample[0]
+        return (self._last_sample[1] - self._first_sample[1]) / seconds if seconds > 0.05 else None
+
+    def _forward_stdin(self) -> None:
+        if self.stdin is None:
+            return
+        try:
+            data = os.read(self.stdin, 4096)
+        except BlockingIOError:
+            return
+        if not data:
+            self.stdin = None  # end of input: nothing more to send
+            return
+        self.client.console_send(self.session, data)
 
     def _emulator_gone(self, wait: float = 1.0) -> None:
         """Raise CheckFailed if the emulator died (the firmware crashed it, e.g. a lockup). The
@@ -144,6 +234,7 @@ class Monitor:
     def pump(self, wait: float) -> None:
         """Take new console bytes, waiting up to `wait` s for some (events only wake us: the
         log, read by offset, is the record); notice an emulator that died."""
+        self._forward_stdin()
         got = self.sub.recv(wait)
         chunk = self.client.console_read(self.session, offset=len(self.console))
         if chunk.data:
@@ -200,7 +291,7 @@ class Runner:
             raise InvalidInput("virtual-time timeouts need a deterministic run (drop --no-deterministic or use "
                                "--timeout-is wall)", field="timeout-is")
         self.opts = opts
-        self.home: Path | None = None
+        self.private: PrivateDaemon | None = None
         self.client: Client | None = None
         self.session: str | None = None
         self.monitor: Monitor | None = None
@@ -213,10 +304,17 @@ class Runner:
 
     def _start(self) -> None:
         if self.opts.keep:
-            self.client = Client(get_paths()).connect()
+            self.client = Client(get_paths())
         else:
-            self.home = Path(tempfile.mkdtemp(prefix="vsr-"))  # honours TMPDIR; long paths are handled
-            self.client = Client(paths_for_home(self.home)).connect()
+            # A home of its own (honours TMPDIR; long paths are handled) and a daemon that dies with
+            # this process, however it dies. Assigned before connecting, so that clean-up finds it
+            # even when a signal arrives while the daemon is still starting.
+            self.private = PrivateDaemon("vsr-")
+            self.client = Client(self.private.paths, lifeline=True)
+        self._progress("starting the run's daemon" if self.private else "connecting to the daemon")
+        self.client.connect()
+        what = "the built-in engine" if self.opts.backend == "builtin" else (self.opts.backend or "the emulator")
+        self._progress(f"starting {what} for {self.opts.board}")
         multi = {"node_firmware": {n: str(f) for n, f in self.opts.node_firmware.items()}, "sync": self.opts.sync,
                  "quantum": self.opts.quantum} if self.opts.node_firmware else {}
         info = self.client.session_create(self.opts.board, None if multi else self.opts.firmware,
@@ -228,26 +326,29 @@ class Runner:
         if self.virtual and "virtual-time" not in info.capabilities:
             raise NotSupported(f"backend {info.backend} has no virtual clock: use --timeout-is wall",
                                backend=info.backend, capability="virtual-time")
-        self.monitor = Monitor(self.client, info.id, self.virtual, self.opts.fail_text, self.opts.on_output)
+        self.monitor = Monitor(self.client, info.id, self.virtual, self.opts.fail_text, self.opts.on_output,
+                               stdin=self.opts.interactive)
+        self._progress(f"session {info.id} on {info.backend}: running")
         try:
             self.client.session("resume", info.id)
         except VirsimError:
             self.monitor._emulator_gone()  # the firmware crashed the emulator at once: a failure
             raise
 
-    def _finish(self) -> None:
+    def _progress(self, text: str) -> None:
+        if self.opts.on_progress is not None:
+            self.opts.on_progress(text)
+
+    def _finish(self, interrupted: bool) -> list[str]:
+        """Close the subscription and, for a private run, stop its daemon (which powers its
+        emulators off) and remove its home; returns what had to be killed."""
         if self.monitor is not None:
             self.monitor.close()
         if self.client is not None:
-            try:
-                if self.session is not None and not self.opts.keep:
-                    self.client.session_delete(self.session, purge=True)
-            finally:
-                if self.home is not None:
-                    self.client.stop_daemon()
-                self.client.close()
-        if self.home is not None:
-            shutil.rmtree(self.home, ignore_errors=True)
+            self.client.close()
+        if self.private is None:
+            return []
+        return self.private.close(INTERRUPT_GRACE if interrupted else STOP_GRACE)
 
     def _write_coverage(self, result: RunResult) -> None:
         if self.opts.coverage is None or self.client is None or self.session is None:
@@ -275,7 +376,7 @@ class Runner:
                 self._run_expectations(result)
             for text in self.opts.fail_text:
                 if all(c.status == Status.PASSED for c in result.checks):
-                    result.checks.append(CheckResult(f"fail-text {text!r} never appeared", Status.PASSED))
+                    result.checks.append(CheckResult(f"fail-text {_pattern(text)[1]} never appeared", Status.PASSED))
         except VirsimError as err:
             result.status = Status.ERROR
             result.message = str(err)
@@ -284,27 +385,16 @@ class Runner:
         except CheckFailed as fail:  # the emulator died while starting
             result.status, result.message = fail.status, fail.message
             result.checks.append(CheckResult("start", fail.status, message=fail.message))
+        except Interrupted as intr:
+            self._interrupted(result, intr.signum)
         except Exception as err:  # a bug in virsim must still end as "could not run", not a traceback
             result.status, result.message = Status.ERROR, f"internal error: {type(err).__name__}: {err}"
             result.checks.append(CheckResult("run", Status.ERROR, message=result.message))
         finally:
-            if self.monitor is not None:
-                m = self.monitor
-                result.serial_log = bytes(m.console[:m.decided] if result.status in (Status.PASSED, Status.FAILED)
-                                          and m.decided else m.console)
-                result.virtual_ns = m.virtual_ns()
-            if self.opts.keep:
-                result.session = self.session
-            try:
-                self._write_coverage(result)
-            except VirsimError as err:
-                if result.status == Status.PASSED:
-                    result.status, result.message = Status.ERROR, f"writing coverage: {err}"
-            try:
-                self._finish()
-            except VirsimError as err:
-                if result.status == Status.PASSED:
-                    result.status, result.message = Status.ERROR, f"cleaning up: {err}"
+            with _shielded() as held:
+                self._conclude(result)
+            if held and result.status != Status.INTERRUPTED:
+                self._interrupted(result, held[0])
         result.seconds = time.perf_counter() - t0
         if result.status == Status.PASSED:
             for check in result.checks:
@@ -312,6 +402,34 @@ class Runner:
                     result.status, result.message = check.status, check.message
                     break
         return result
+
+    def _interrupted(self, result: RunResult, signum: int) -> None:
+        name = signal.Signals(signum).name
+        result.status, result.signal = Status.INTERRUPTED, signum
+        result.message = f"interrupted by {name}"
+        if not any(c.status == Status.INTERRUPTED for c in result.checks):
+            result.checks.append(CheckResult("run", Status.INTERRUPTED, message=result.message))
+
+    def _conclude(self, result: RunResult) -> None:
+        """After the run, whatever ended it: the serial log, coverage, clean-up."""
+        interrupted = result.status == Status.INTERRUPTED
+        if self.monitor is not None:
+            m = self.monitor
+            result.serial_log = bytes(m.console[:m.decided] if result.status in (Status.PASSED, Status.FAILED)
+                                      and m.decided else m.console)
+            result.virtual_ns = m.virtual_ns()
+            result.instructions_per_s = m.instructions_per_s()
+        if self.opts.keep:
+            result.session = self.session
+        if not interrupted:  # an interrupted run owes nothing but a quick, clean exit
+            try:
+                self._write_coverage(result)
+            except VirsimError as err:
+                if result.status == Status.PASSED:
+                    result.status, result.message = Status.ERROR, f"writing coverage: {err}"
+        killed = self._finish(interrupted)
+        if killed and result.status == Status.PASSED:
+            result.status, result.message = Status.ERROR, f"cleaning up: had to kill {', '.join(killed)[:300]}"
 
     def _check(self, result: RunResult, name: str, body: Callable[[], str | None]) -> bool:
         """Run one check into `result`; False once the run is decided (failed or timed out)."""

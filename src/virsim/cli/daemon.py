@@ -17,11 +17,14 @@ from virsim.paths import get_paths
 app = typer.Typer(help="The per-user daemon: status, start, stop, logs, schema.", no_args_is_help=True)
 
 
-def _show(info: protocol.DaemonInfo) -> None:
+def _show(info: protocol.DaemonInfo, mismatch: str | None = None) -> None:
     out.print(f"daemon [green]running[/]: pid {info.pid}, virsim {info.version}, protocol {info.protocol}, "
               f"up {duration(info.uptime_s)}")
     out.print(f"  sessions: {info.sessions_active} active, {info.sessions_total} total")
     out.print(f"  control:  {info.control_socket}\n  events:   {info.events_socket}\n  data:     {info.data_dir}")
+    out.print(f"  install:  {info.install or '(not reported: an older virsim)'}")
+    if mismatch:
+        out.print(f"[yellow]warning[/]: {mismatch}: 'virsim daemon stop' (the next command starts this install's)")
 
 
 @app.command("status")
@@ -35,8 +38,10 @@ def status(as_json: JsonOpt = False) -> None:
         emit({"running": False, "control_socket": str(paths.control_socket)}, as_json,
              lambda: out.print("daemon not running (the first command that needs it starts it)"))
         return
-    info = Client(autostart=False).connect().status()
-    emit({"running": True, **info.model_dump()}, as_json, lambda: _show(info))
+    client = Client(autostart=False, check_install=False).connect()
+    info = client.status()
+    emit({"running": True, **info.model_dump(), "mismatch": client.mismatch}, as_json,
+         lambda: _show(info, client.mismatch))
 
 
 @app.command("start")
@@ -64,7 +69,7 @@ def stop(as_json: JsonOpt = False) -> None:
     if daemon_pid(paths) is None:
         emit({"running": False, "stopped": False}, as_json, lambda: out.print("daemon not running"))
         return
-    info = Client(autostart=False).connect().stop_daemon()
+    info = Client(autostart=False, check_install=False).connect().stop_daemon()
     emit({"running": False, "stopped": True, "pid": info.pid}, as_json,
          lambda: out.print(f"daemon (pid {info.pid}) stopped"))
 

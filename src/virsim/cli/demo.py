@@ -10,6 +10,8 @@ import typer
 
 from virsim.cli.common import JsonOpt, client
 from virsim.cli.render import emit, err, out
+from virsim.client import daemon_pid
+from virsim.paths import get_paths
 from virsim.errors import InvalidInput, Timeout
 
 
@@ -39,6 +41,7 @@ def demo(
 
     Example: virsim demo --backend qemu
     """
+    started = daemon_pid(get_paths()) is None  # a daemon demo starts, demo stops (unless --keep)
     c = client()
     t0 = time.perf_counter()
     info = c.session_create(board, firmware or _default_firmware(), backend=backend, name=None)
@@ -59,8 +62,11 @@ def demo(
     finally:
         if not keep:
             c.session_delete(info.id, purge=True)
+            if started:
+                c.stop_daemon()
     elapsed = time.perf_counter() - t0
     result = {"session": info.id, "board": info.board, "backend": info.backend, "until": until,
               "seconds": round(elapsed, 3), "kept": keep, "console": seen.decode("latin-1")}
     emit(result, as_json, lambda: err.print(f"[green]demo ok[/]: saw {until!r} after {elapsed:.2f}s; "
-                                            + (f"session {info.id} kept" if keep else "session deleted")))
+                                            + (f"session {info.id} kept" if keep else "session deleted")
+                                            + ("; the daemon it started is stopped" if started and not keep else "")))

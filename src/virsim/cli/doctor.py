@@ -72,13 +72,19 @@ def checks() -> tuple[list[ToolCheck], bool]:
                                  note="not running (starts on first use)"))
     else:
         try:
-            c = Client(autostart=False, timeout=5).connect()
+            c = Client(autostart=False, timeout=5, check_install=False).connect()
             t0 = time.perf_counter()
             c.status()
             rtt = (time.perf_counter() - t0) * 1000
-            results.append(ToolCheck("daemon", True, c.daemon.daemon_version if c.daemon else None,
-                                     str(paths.control_socket), note=f"pid {c.daemon.pid if c.daemon else '?'}, "
-                                     f"round trip {rtt:.2f} ms"))
+            if c.mismatch:
+                results.append(ToolCheck("daemon", False, c.daemon.daemon_version if c.daemon else None,
+                                         str(paths.control_socket), install="virsim daemon stop",
+                                         note=f"{c.mismatch} (the next command restarts it if it has no live "
+                                              "session)"))
+            else:
+                results.append(ToolCheck("daemon", True, c.daemon.daemon_version if c.daemon else None,
+                                         str(paths.control_socket), note=f"pid {c.daemon.pid if c.daemon else '?'}, "
+                                         f"round trip {rtt:.2f} ms, from {c.daemon.install if c.daemon else '?'}"))
             c.close()
         except VirsimError as err:
             results.append(ToolCheck("daemon", False, None, str(paths.control_socket),

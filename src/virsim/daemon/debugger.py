@@ -15,11 +15,9 @@ through `halted()`: interrupt, change, continue — invisible to the user except
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import select
-import signal
 import shutil
 import subprocess
 import time
@@ -28,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from virsim.backends.process import set_parent_death_signal
 from virsim.daemon.mi import parse_record
 from virsim.errors import DebugCommandFailed, EmulatorError, EmulatorMissing, Timeout
 
@@ -39,15 +38,6 @@ Record = dict[str, Any]
 
 
 GdbError = DebugCommandFailed  # what GDB's ^error becomes
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this child when the daemon dies, so no debugger outlives it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # elsewhere the next daemon's stray sweep stops it
 
 
 def gdb_binary() -> str:
@@ -84,7 +74,7 @@ class Debugger:
         self._log = log.open("ab") if log else None
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log or subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=set_parent_death_signal)  # no debugger outlives the daemon
         assert self.proc.stdout is not None and self.proc.stdin is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         try:

@@ -13,6 +13,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from typing import Any
 
 import zmq
 
-from virsim import __version__
+from virsim import INSTALL, __version__
 from virsim import protocol as p
+from virsim.backends import process
 from virsim.daemon.debug import DebugService
 from virsim.daemon.snapshots import SnapshotService
 from virsim.daemon.analysis import AnalysisService
@@ -40,9 +42,15 @@ class AlreadyRunning(Exception):
 
 
 class Daemon:
-    def __init__(self, paths: Paths) -> None:
+    def __init__(self, paths: Paths, lifeline: int | None = None) -> None:
         self.paths = paths.ensure()
         self._lock_fd = self._lock()
+        # A private daemon (virsim.private) watches its owner's pipe: end-of-file means the owner
+        # is gone, however it ended, and the daemon stops. Its emulators die with it if it is killed.
+        self.lifeline = lifeline
+        if lifeline is not None:
+            os.set_blocking(lifeline, False)
+            process.die_with_parent(True)
         self.started_at = time.time()
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -142,14 +150,15 @@ class Daemon:
                             started_at=self.started_at, uptime_s=time.time() - self.started_at,
                             control_socket=str(self.paths.control_socket),
                             events_socket=str(self.paths.events_socket), data_dir=str(self.paths.data),
-                            sessions_active=active, sessions_total=total)
+                            sessions_active=active, sessions_total=total, install=INSTALL)
 
     def _hello(self, req: p.Hello) -> p.HelloReply:
         if p.major(req.protocol) != p.major(p.PROTOCOL_VERSION):
             raise VersionMismatch(f"client speaks protocol {req.protocol}, this daemon speaks {p.PROTOCOL_VERSION}: "
                                   "upgrade virsim so both match, then run 'virsim daemon stop'",
                                   theirs=req.protocol, ours=p.PROTOCOL_VERSION)
-        return p.HelloReply(protocol=p.PROTOCOL_VERSION, daemon_version=__version__, pid=os.getpid())
+        return p.HelloReply(protocol=p.PROTOCOL_VERSION, daemon_version=__version__, pid=os.getpid(), install=INSTALL,
+                            sessions_active=len(self.sessions.live))
 
     def _stop(self, _req: p.Empty) -> p.DaemonInfo:
         self.stopping = True
@@ -218,6 +227,8 @@ class Daemon:
         log.info("daemon %s listening on %s (pid %d)", __version__, self.paths.control_socket, os.getpid())
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self.lifeline is not None:
+            poller.register(self.lifeline, zmq.POLLIN)
         registered: set[int] = set()
         last_tick = 0.0
         while not self.stopping:
@@ -237,6 +248,8 @@ class Daemon:
                 if err.errno == zmq.EINTR:
                     continue
                 raise
+            if self.lifeline is not None and events.pop(self.lifeline, None):
+                self._check_lifeline()
             if events.pop(self.router, None):
                 self._serve_requests()
                 self.debug.flush()
@@ -252,6 +265,17 @@ class Daemon:
             if self.sessions.hot() or now - last_tick >= 0.1:
                 self.sessions.tick()
                 last_tick = now
+
+    def _check_lifeline(self) -> None:
+        assert self.lifeline is not None
+        try:
+            data = os.read(self.lifeline, 64)
+        except BlockingIOError:
+            return
+        if not data:
+            log.info("the process that owns this private daemon is gone: stopping")
+            self.router.setsockopt(zmq.LINGER, 0)  # no one is left to read a reply: do not wait for one
+            self.stopping = True
 
     def _serve_requests(self) -> None:
         while self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -285,16 +309,17 @@ def _detach() -> None:
 
 
 def run(argv: list[str]) -> int:
-    """Entry point of `python -m virsim.daemon [--detach]`."""
+    """Entry point of `python -m virsim.daemon [--detach] [--lifeline FD]`."""
     from virsim.paths import get_paths
 
+    lifeline = int(argv[argv.index("--lifeline") + 1]) if "--lifeline" in argv else None
     if "--detach" in argv:
         _detach()
     paths = get_paths().ensure()
     logging.basicConfig(filename=paths.daemon_log, level=os.environ.get("VIRSIM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     try:
-        daemon = Daemon(paths)
+        daemon = Daemon(paths, lifeline)
     except AlreadyRunning as err:
         log.info("not starting: %s", err)
         return 0
@@ -313,4 +338,10 @@ def run(argv: list[str]) -> int:
         raise
     finally:
         daemon.close()
+        if lifeline is not None and paths.home is not None:
+            # A private daemon's home is its owner's scratch space: whoever ends first removes it,
+            # so that an owner killed by SIGKILL leaves nothing behind either.
+            shutil.rmtree(paths.home, ignore_errors=True)
+            if paths.runtime != paths.home / "run":
+                shutil.rmtree(paths.runtime, ignore_errors=True)
     return 0
