@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from abc import abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from virsim.backends.base import Instance, InstanceSpec
@@ -30,6 +31,9 @@ class SupervisedInstance(Instance):
     def __init__(self, spec: InstanceSpec) -> None:
         super().__init__(spec)
         self.proc: EmulatorProcess | None = None
+        # Processes that run beside the emulator for as long as it runs (QEMU's console keeper):
+        # saved in the handle, re-attached, counted as the instance's, stopped after it.
+        self.companions: dict[str, EmulatorProcess] = {}
         self.console: socket.socket | None = None
         self.command: list[str] = []
 
@@ -59,16 +63,37 @@ class SupervisedInstance(Instance):
     def _console_written(self) -> None:
         """After console input was written (QEMU nudges its main loop here)."""
 
+    def _after_launch(self) -> None:
+        """The emulator process was just started (or re-attached): start what runs beside it and
+        is not running (QEMU's console keeper), into `self.companions`."""
+
+    def _console_path(self) -> Path | None:
+        """The console socket the daemon connects to; None: this instance has no console channel."""
+        return self.spec.rundir / "console.sock"
+
     # ---------------------------------------------------------------- supervision
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def pids(self) -> list[int]:
+        return ([self.proc.pid] if self.proc else []) + [c.pid for c in self.companions.values()]
+
     def handle(self) -> dict[str, Any]:
-        return {"process": self.proc.info() if self.proc else None, "command": self.command}
+        return {"process": self.proc.info() if self.proc else None, "command": self.command,
+                "companions": {name: c.info() for name, c in self.companions.items()}}
 
     def exit_status(self) -> ExitStatus | None:
-        return self.proc.poll() if self.proc else None
+        if self.proc is None:
+            return None
+        status = self.proc.poll()
+        if status is not None:
+            return status
+        for name, companion in self.companions.items():
+            gone = companion.poll()
+            if gone is not None:  # the emulator lives on, but without it (e.g. its console unlogged)
+                return ExitStatus(gone.returncode, f"lost its {name}: it {gone.reason}", gone.stderr_tail)
+        return None
 
     def poll_fds(self) -> list[int]:
         return [self.console.fileno()] if self.console is not None else []
@@ -95,8 +120,22 @@ class SupervisedInstance(Instance):
                                     f"{status.stderr_tail or 'no output'}", stderr_tail=status.stderr_tail,
                                     returncode=status.returncode) from err
             raise
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(self.spec.rundir / "console.sock"))
+        path = self._console_path()
+        if path is None:
+            return
+        while True:  # the console's listener may come up a moment after the control channel
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                status = self.exit_status()
+                if status is not None or time.monotonic() > deadline:
+                    raise EmulatorError(f"the console of {self.emulator} ({path}) did not come up"
+                                        + (f": {status.reason}" if status else ""),
+                                        stderr_tail=status.stderr_tail if status else None)
+                time.sleep(0.002)
         sock.setblocking(False)
         self.console = sock
 
@@ -118,12 +157,18 @@ class SupervisedInstance(Instance):
         inst = cls(spec)
         inst.proc = proc
         inst.command = list(handle.get("command") or [])
+        for name, info in (handle.get("companions") or {}).items():
+            companion = EmulatorProcess.attach(info, spec.stderr_log)
+            if companion is not None:
+                inst.companions[name] = companion
         try:
+            inst._after_launch()  # a companion that died with the old daemon is started again
             inst._connect(time.monotonic() + 3.0)
         except (EmulatorError, OSError):
             # Alive but unreachable: an orphan we cannot control. Stop it rather than leak it.
             inst._close_channels()
             proc.stop()
+            inst._stop_companions()
             return None
         return inst
 
@@ -136,6 +181,7 @@ class SupervisedInstance(Instance):
         self.command = self._command()
         self.proc = EmulatorProcess.launch(self.command, self.spec.stderr_log, self.spec.workdir)
         try:
+            self._after_launch()
             self._connect(time.monotonic() + self.start_timeout)
         except BaseException:
             self.power_off()
@@ -162,6 +208,13 @@ class SupervisedInstance(Instance):
             self.proc.wait(2.0)
         self._close_channels()
         self.proc.stop()
+        self._stop_companions()
+
+    def _stop_companions(self) -> None:
+        for companion in self.companions.values():
+            if not companion.wait(1.0):  # they end on their own once the emulator is gone
+                companion.stop()
+        self.companions.clear()
 
     def destroy(self) -> None:
         self.power_off()

@@ -15,6 +15,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,7 @@ from virsim.backends.base import (
 from virsim.backends.qemu import plugins
 from virsim.backends.qemu.qmp import QMPClient
 from virsim.backends.qemu.replay import RAW_CONSOLE, ReplayConsole, icount_args, prepare_replay_disk
+from virsim.backends.process import EmulatorProcess
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import UART_TYPES, Node
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, VirsimError
@@ -43,6 +45,8 @@ SNAPSHOT_DISK = "vm.qcow2"
 NO_SNAPSHOTS = {"lm3s6965evb": "QEMU 7.2 aborts in the lm3s6965evb SD card model when loading a snapshot"}
 _BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
 COVERAGE_MAP = "coverage.map"  # the vcov plugin's block table (backends/qemu/plugins)
+KEEPER_SOCKET = "qemu-console.sock"  # QEMU's side of the console; the keeper listens on console.sock
+KEEPER = Path(__file__).resolve().parent / "keeper.py"
 _START_TIMEOUT = 10.0
 _INPUT_NUDGE_SECONDS = 10.0
 # Under rr=record QEMU hands console input to the UART at its next checkpoint, all bytes read so far
@@ -99,10 +103,18 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     console = spec.board.console_peripheral(node)
     if console is not None:
         console_index = int(console.options.get("qemu_serial", 0))
+    if spec.lockstep:
+        # A lockstep node's console is read by the vsync plugin at each barrier, from QEMU's own log
+        # (it must be written synchronously with the guest). No one connects to this socket, so
+        # QEMU never meets EAGAIN there, which is what makes `logfile=` double bytes.
+        console_dev = f"socket,id=console,path={run / 'console.sock'},{srv},logfile={console_file(spec)},logappend=on"
+    else:
+        # The console keeper (keeper.py) is this socket's one reader and writes the log.
+        console_dev = f"socket,id=console,path={run / KEEPER_SOCKET},{srv}"
     args += [
         "-S", "-nodefaults", "-display", "none", "-monitor", "none",
         "-qmp", f"unix:{run / 'qmp.sock'},{srv}",
-        "-chardev", f"socket,id=console,path={run / 'console.sock'},{srv},logfile={console_file(spec)},logappend=on",
+        "-chardev", console_dev,
     ]
     serials = {console_index: "chardev:console"}
     for _slot, chardev, index, _target, _target_slot, tx in uart_links(spec):
@@ -187,7 +199,7 @@ def console_file(spec: InstanceSpec) -> Path:
 
 class QemuInstance(SupervisedInstance):
     emulator = "QEMU"
-    sockets = ("qmp.sock", "console.sock", "gdbstub.sock")
+    sockets = ("qmp.sock", "console.sock", KEEPER_SOCKET, "gdbstub.sock")
 
     def __init__(self, spec: InstanceSpec) -> None:
         super().__init__(spec)
@@ -212,6 +224,21 @@ class QemuInstance(SupervisedInstance):
         if self.spec.coverage:  # counts start from zero at every power-on
             plugins.CoverageMap(self.spec.workdir / COVERAGE_MAP).create()
         return command
+
+    def _after_launch(self) -> None:
+        if self.spec.lockstep:
+            return
+        keeper = self.companions.get("console keeper")
+        if keeper is not None and keeper.poll() is None:
+            return
+        run = self.spec.rundir
+        # -I -S: the standard library only, no site-packages to scan: it is up in milliseconds.
+        self.companions["console keeper"] = EmulatorProcess.launch(
+            [sys.executable, "-I", "-S", str(KEEPER), str(run / KEEPER_SOCKET), str(run / "console.sock"),
+             str(console_file(self.spec))], self.spec.stderr_log, self.spec.workdir)
+
+    def _console_path(self) -> Path | None:
+        return None if self.spec.lockstep else super()._console_path()
 
     def _open_control(self, deadline: float) -> None:
         self.qmp = QMPClient(self.spec.rundir / "qmp.sock")
@@ -415,6 +442,10 @@ class QemuInstance(SupervisedInstance):
 
     # ----------------------------------------------------------------------------- console
     def console_write(self, data: bytes) -> int:
+        if self.spec.lockstep:
+            raise NotSupported("console input to a QEMU node of a multi-node board is not supported: QEMU logs "
+                               "that console itself for the barrier and no channel carries input (put the "
+                               "console UART on a built-in node)", capability=str(Capability.CONSOLE))
         if self.spec.record is None:
             return super().console_write(data)
         if self.console is None:
