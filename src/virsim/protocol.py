@@ -26,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.6"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.7"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
-# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards)
+# 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
+# 1.7: CoverageRow.inlined
 MAX_FRAME = 1024 * 1024
 
 
@@ -384,9 +385,12 @@ class CoverageRow(Message):
     file: str
     function: str
     line: int
-    calls: int = Field(description="times the function's first instruction ran")
+    calls: int = Field(description="times the function was entered: the count at each copy's entry, its inlined "
+                       "copies included")
     lines_hit: int
     lines_total: int
+    inlined: int = Field(0, description="copies of the function inlined into callers (their lines are the "
+                         "function's, not the callers')")
 
 
 class CoverageReport(Message):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from virsim import protocol as p
 from virsim.cli.common import JsonOpt, SessionArg, client
@@ -31,7 +32,8 @@ def show_report(r: p.CoverageReport) -> None:
     rows = sorted(r.rows, key=lambda row: (row.lines_hit / row.lines_total if row.lines_total else 0, row.file,
                                            row.line))
     for row in rows:
-        t.add_row(_short(row.file), row.function, f"{row.calls:,}", f"{row.lines_hit}/{row.lines_total}",
+        name = escape(row.function) + (f" [dim](inlined ×{row.inlined})[/]" if row.inlined else "")
+        t.add_row(_short(row.file), name, f"{row.calls:,}", f"{row.lines_hit}/{row.lines_total}",
                   _pct(row.lines_hit, row.lines_total))
     t.add_row("[bold]total[/]", f"{r.functions_hit}/{r.functions_found} functions", "",
               f"{r.lines_hit}/{r.lines_found}", f"[bold]{_pct(r.lines_hit, r.lines_found)}[/]")
