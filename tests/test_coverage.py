@@ -1,7 +1,7 @@
 """Coverage and traces: line coverage from the DWARF line table on both backends (QEMU through the
 vcov TCG plugin, the built-in engine through block hooks), lines charged to the function they came
-from under inlining, lcov that genhtml renders, drcov read back, symbolised traces and a Chrome
-trace whose nesting is checked."""
+from under inlining, stopping and resuming the built-in engine's counting, lcov that genhtml
+renders, drcov read back, symbolised traces and a Chrome trace whose nesting is checked."""
 
 from __future__ import annotations
 
@@ -160,6 +160,35 @@ def test_hello_on_tick_is_covered_in_full_after_a_tick(cli: CLI, client: Client)
     assert rows["poll_rx"]["lines_hit"] < rows["poll_rx"]["lines_total"]
 
 
+def test_builtin_coverage_stop_keeps_counts_and_start_adds_to_them(cli: CLI, client: Client,
+                                                                  tmp_path: Path) -> None:
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO_SYSTICK), "--backend", "builtin",
+                   "--coverage")["id"]
+    wait_for(console_contains(client, sid, b"tick 2\n"), timeout=60)
+    stopped = cli.json("coverage", "stop", sid)
+    assert not stopped["active"]
+    calls = {r["function"]: r["calls"] for r in stopped["rows"]}
+    ticks = client.console_text(sid).count(b"tick ")
+    # the firmware runs on, three more ticks, and nothing of it is counted
+    wait_for(console_contains(client, sid, b"tick %d\n" % (ticks + 3)), timeout=60)
+    later = cli.json("coverage", "report", sid)
+    assert not later["active"] and later["rows"] == stopped["rows"] and later["blocks"] == stopped["blocks"]
+    info = tmp_path / "cov.info"  # the kept counts export as before
+    done = cli.json("coverage", "export", sid, "--format", "lcov", "--out", str(info))
+    assert done["result"]["lines_hit"] == stopped["lines_hit"]
+    assert re.search(r"^FNDA:%d,on_tick$" % calls["on_tick"], info.read_text(), re.M)
+    # start again (paused, so the tick count is exact): counting adds to the counts kept, from now on
+    client.session("pause", sid)
+    ticks = client.console_text(sid).count(b"tick ")
+    assert cli.json("coverage", "start", sid)["active"]
+    client.session("resume", sid)
+    wait_for(console_contains(client, sid, b"tick %d\n" % (ticks + 2)), timeout=60)
+    client.session("pause", sid)
+    resumed = {r["function"]: r["calls"] for r in cli.json("coverage", "report", sid)["rows"]}
+    since = client.console_text(sid).count(b"tick ") - ticks  # on_tick calls since the start, give or take
+    assert calls["on_tick"] + since - 1 <= resumed["on_tick"] <= calls["on_tick"] + since + 1  # one cut short
+
+
 def test_both_backends_cover_the_same_code(cli: CLI, client: Client) -> None:
     need_tool("qemu-system-arm")
     qemu = cli.json("coverage", "report", paused_after_ticks(cli, client, "qemu"))
@@ -173,12 +202,18 @@ def test_coverage_refusals(cli: CLI, client: Client) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend="qemu").id
     err = cli.json("coverage", "start", sid, check=5)
     assert err["code"] == "NOT_SUPPORTED" and "--coverage" in err["error"]
+    counting = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--coverage", "--paused")["id"]
+    err = cli.json("coverage", "stop", counting, check=5)  # the vcov plugin counts until QEMU exits
+    assert err["code"] == "NOT_SUPPORTED" and "cannot be stopped" in err["error"]
+    assert cli.json("coverage", "report", counting)["active"]
     err = cli.json("coverage", "report", sid, check=3)
     assert err["code"] == "NOT_FOUND" and "coverage start" in err["error"]
     err = cli.json("trace", "start", sid, check=5)  # QEMU has no trace capability
     assert err["code"] == "NOT_SUPPORTED"
     plain = client.session_create("mps2-an385", HELLO, backend="builtin").id
     err = cli.json("coverage", "report", plain, check=3)  # nothing collected yet
+    assert err["code"] == "NOT_FOUND" and f"virsim coverage start {plain}" in err["error"]
+    err = cli.json("coverage", "stop", plain, check=3)  # nothing to stop
     assert err["code"] == "NOT_FOUND" and f"virsim coverage start {plain}" in err["error"]
     assert cli.json("coverage", "start", plain)["active"]
 

@@ -29,7 +29,7 @@ from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 PROTOCOL_VERSION = "1.7"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
-# 1.7: CoverageRow.inlined
+# 1.7: coverage.stop, CoverageRow.inlined
 MAX_FRAME = 1024 * 1024
 
 
@@ -538,6 +538,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "debug.disasm": (DebugDisasm, Disassembly),
     "debug.gdb": (DebugGdb, GdbEndpoint),
     "coverage.start": (SessionRef, CoverageReport),
+    "coverage.stop": (SessionRef, CoverageReport),
     "coverage.reset": (SessionRef, CoverageReport),
     "coverage.report": (SessionRef, CoverageReport),
     "coverage.export": (CoverageExport, JobInfo),

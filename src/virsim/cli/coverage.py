@@ -54,6 +54,18 @@ def start(session: SessionArg, as_json: JsonOpt = False) -> None:
                                        "so far)"))
 
 
+@app.command("stop")
+def stop(session: SessionArg, as_json: JsonOpt = False) -> None:
+    """Stop counting and keep the counts: report and export still work, `coverage start` adds to
+    them again. The built-in engine then runs at full speed; QEMU cannot stop (NOT_SUPPORTED).
+
+    Example: virsim coverage stop 3fa9c2d1
+    """
+    r = client().request("coverage.stop", session)
+    emit(r, as_json, lambda: out.print(f"coverage of session {r.session}: stopped ({r.lines_hit}/{r.lines_found} "
+                                       "lines kept)"))
+
+
 @app.command("report")
 def report(session: SessionArg, as_json: JsonOpt = False) -> None:
     """Per function: calls, lines hit/total and %, least covered first, with the total.
@@ -66,7 +78,7 @@ def report(session: SessionArg, as_json: JsonOpt = False) -> None:
 
 @app.command("reset")
 def reset(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """Zero the counts (collection goes on).
+    """Zero the counts (collection goes on, or stays stopped).
 
     Example: virsim coverage reset 3fa9c2d1
     """
