@@ -41,6 +41,18 @@ def test_program_maps_addresses_to_functions_and_lines() -> None:
     assert prog.resolve("main") == prog.function_named("main").start and prog.resolve("0x40") == 0x40
 
 
+def test_code_the_linker_dropped_has_no_lines() -> None:
+    """hello-systick.elf never calls uart_getc: --gc-sections drops it but leaves its line table
+    and DIE at address 0, over the vector table. Neither may count as code."""
+    prog = Program.load(HELLO_SYSTICK)
+    assert prog.function_named("uart_getc") is None
+    assert [r for r in prog.rows if r.file.endswith("uart.c") and r.line in (51, 53)] == []
+    assert "uart_getc" not in {f.name for f in prog.sources}
+    cov = Coverage.compute(prog, [], HELLO_SYSTICK.parent)
+    uart_c = str((HELLO_SYSTICK.parent / "uart.c").resolve())
+    assert 51 not in cov.files[uart_c].lines and 20 in cov.files[uart_c].lines
+
+
 def test_lcov_and_drcov_from_blocks(tmp_path: Path) -> None:
     prog = Program.load(HELLO)
     on_tick = prog.function_named("on_tick")

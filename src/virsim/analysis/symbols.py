@@ -15,9 +15,11 @@ own lines even where the compiler mixed the helper's instructions into them. An 
 DW_AT_entry_pc is at a row's address is around it too (GCC puts the row of the helper's first line
 there, a few instructions before the helper's own code). The caller also keeps the line of each
 call it inlined (DW_AT_call_file/line), as a row at the inlined copy's entry (`Program.call_sites`).
-Code DWARF describes no function for (assembly) belongs to the ELF symbol that holds it. A
-subprogram whose entry is not where an ELF function symbol starts was discarded by the linker
-(--gc-sections leaves its DWARF at address 0) and is ignored, with everything inside it."""
+Code DWARF describes no function for (assembly) belongs to the ELF symbol that holds it.
+
+Code the linker discarded (--gc-sections) keeps its DWARF, relocated to address 0: a subprogram
+whose entry is not where an ELF function symbol starts is ignored with everything inside it, and
+so is a line-table sequence at 0 unless a function or the entry point is there."""
 
 from __future__ import annotations
 
@@ -141,6 +143,9 @@ class Program:
         rows: dict[int, LineRow] = {}
         row_end: dict[int, int] = {}  # a row's code runs up to the next row of its sequence
         scopes = _Scopes(dwarf, {f.start for f in self.functions})
+        # --gc-sections leaves the line table of the code it dropped in place, relocated to address
+        # 0: a sequence there is dropped code unless a function (or the entry point) is at 0.
+        code_at_0 = e.header["e_entry"] & ~1 == 0 or any(f.start == 0 for f in self.functions)
         for cu in dwarf.iter_CUs():
             prog = dwarf.line_program_for_CU(cu)
             if prog is None:
@@ -152,7 +157,8 @@ class Program:
                 if state is None:
                     continue
                 if state.end_sequence:
-                    _close_sequence(sequence, state.address & ~1, rows, row_end)
+                    if code_at_0 or not sequence or sequence[0][0] != 0:
+                        _close_sequence(sequence, state.address & ~1, rows, row_end)
                     sequence = []
                 elif state.is_stmt:
                     sequence.append((state.address & ~1, scopes.file(cu, state.file), state.line))
