@@ -2,7 +2,9 @@
 
 QEMU: the QEMU backend's instance (--deterministic) from power-on until the console shows "tick T"
 (a fixed instruction count), with the vcov plugin (--coverage) vs without.
-Built-in engine: `Machine.run(N)` in this process with coverage on (Unicorn block hook) vs off.
+Built-in engine: `Machine.run(N)` in this process with coverage on (Unicorn block hook) vs off,
+and after `coverage stop` (on for a first stretch, then stopped) vs never on: the same N cycles
+after the same first stretch, so both run the same code.
 Both for examples/hello/hello.elf (a busy-wait loop of 4-instruction blocks: the worst case for a
 per-block hook) and examples/hello/hello-systick.elf (sleeps in WFI between SysTick interrupts).
 Traces (built-in engine): events recorded per second of host time at each level, and bytes per
@@ -52,6 +54,21 @@ def builtin_run(elf: Path, cycles: int, coverage: bool) -> float:
     return time.perf_counter() - t0
 
 
+def builtin_after_stop(elf: Path, cycles: int, stopped: bool) -> float:
+    """Seconds to run `cycles` after a first cycles/10 with coverage on and then stopped (`stopped`)
+    or with coverage never on."""
+    m = machine(elf)
+    if stopped:
+        m.probes.coverage_start()
+    m.run(cycles // 10, idle_to_end=True)
+    if stopped:
+        m.probes.coverage_stop()
+        assert m.probes.counts, "coverage counted nothing before the stop"
+    t0 = time.perf_counter()
+    m.run(cycles, idle_to_end=True)
+    return time.perf_counter() - t0
+
+
 def row(label: str, unit: str, ours: float, base: float) -> None:
     print(f"{label:<52}  {unit:>4}  {ours:>9.3f}  {base:>9.3f}  {ours / base:>6.2f}x")
 
@@ -78,6 +95,11 @@ def main() -> int:
             ours, base = side_by_side(args.runs, lambda: builtin_run(elf, args.instructions, True),
                                       lambda: builtin_run(elf, args.instructions, False))
             row(f"builtin: {name}, {args.instructions:,} cycles", "s", ours, base)
+        print(f"{'':<52}  {'':>4}  {'stopped':>9}  {'never on':>9}")
+        for name, elf in FIRMWARE.items():
+            ours, base = side_by_side(args.runs, lambda: builtin_after_stop(elf, args.instructions, True),
+                                      lambda: builtin_after_stop(elf, args.instructions, False))
+            row(f"builtin: {name} after coverage stop", "s", ours, base)
         print("trace (built-in engine)                              events   events/s   raw bytes per M instr")
         for name, elf in FIRMWARE.items():
             functions = [f.start for f in Program.load(elf).functions]

@@ -1,6 +1,7 @@
 """Coverage and traces: line coverage from the DWARF line table on both backends (QEMU through the
-vcov TCG plugin, the built-in engine through block hooks), lcov that genhtml renders, drcov read
-back, symbolised traces and a Chrome trace whose nesting is checked."""
+vcov TCG plugin, the built-in engine through block hooks), lines charged to the function they came
+from under inlining, stopping and resuming the built-in engine's counting, lcov that genhtml
+renders, drcov read back, symbolised traces and a Chrome trace whose nesting is checked."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ from virsim.analysis.symbols import Program
 from virsim.client import Client
 
 RTOS = HELLO.parents[1] / "rtos" / "rtos.elf"
+INLINE = Path(__file__).parent / "firmware" / "inline.elf"
+
+# tests/firmware/inline.c run to "done": (lines hit, lines total) of each function, read off the
+# source and `arm-none-eabi-objdump -dl tests/firmware/inline.elf`. clamp, inlined into first and
+# second, has the statement lines 9-12 (13 and 15 have no statement of their own): its branch ran
+# in first's copy only, so all 4 hit. first: 27 (its call of clamp), 28, 29; second: 34, 35, 36 —
+# clamp's lines are in neither. warn, inlined into a branch of main that never ran: 20-22, none
+# hit. main: 43-51; 48 (the call of warn) and 50 (the jump back to the wfi, which never wakes) not.
+INLINE_LINES = {"clamp": (4, 4), "first": (3, 3), "second": (3, 3), "warn": (0, 3), "main": (7, 9)}
 
 
 # ----------------------------------------------------------------------------- the ELF side
@@ -29,6 +39,18 @@ def test_program_maps_addresses_to_functions_and_lines() -> None:
     row = prog.line_at(on_tick.start)
     assert row is not None and (row.file, row.line) == ("hello.c", 24)
     assert prog.resolve("main") == prog.function_named("main").start and prog.resolve("0x40") == 0x40
+
+
+def test_code_the_linker_dropped_has_no_lines() -> None:
+    """hello-systick.elf never calls uart_getc: --gc-sections drops it but leaves its line table
+    and DIE at address 0, over the vector table. Neither may count as code."""
+    prog = Program.load(HELLO_SYSTICK)
+    assert prog.function_named("uart_getc") is None
+    assert [r for r in prog.rows if r.file.endswith("uart.c") and r.line in (51, 53)] == []
+    assert "uart_getc" not in {f.name for f in prog.sources}
+    cov = Coverage.compute(prog, [], HELLO_SYSTICK.parent)
+    uart_c = str((HELLO_SYSTICK.parent / "uart.c").resolve())
+    assert 51 not in cov.files[uart_c].lines and 20 in cov.files[uart_c].lines
 
 
 def test_lcov_and_drcov_from_blocks(tmp_path: Path) -> None:
@@ -73,7 +95,7 @@ def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_pa
     assert rows["on_tick"]["calls"] - ticks in (0, 1)
     assert rows["main"]["lines_hit"] > 0 and rows["uart_putc"]["calls"] > 0
     assert rows["SysTick_Handler"]["calls"] >= ticks
-    assert rows["DebugMon_Handler"]["lines_hit"] == 0  # never ran: no fault, no unexpected interrupt
+    assert rows["Default_Handler"]["lines_hit"] == 0  # never ran: no fault, no unexpected interrupt
     assert rows["Reset_Handler"]["calls"] == 1  # counted from the first instruction
     assert report["lines_hit"] < report["lines_found"] and report["functions_hit"] >= 5
     # lcov that genhtml renders without errors
@@ -101,6 +123,84 @@ def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_pa
     wait_for(lambda: cli.json("coverage", "report", sid)["lines_hit"] > 0, timeout=60)
 
 
+@pytest.mark.parametrize("backend", ["qemu", "builtin"])
+def test_inlined_code_counts_for_the_function_it_came_from(cli: CLI, client: Client, backend: str,
+                                                           tmp_path: Path) -> None:
+    need_tool("qemu-system-arm" if backend == "qemu" else "python3")
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(INLINE), "--backend", backend,
+                   "--coverage")["id"]
+    wait_for(console_contains(client, sid, b"done\n"), timeout=60)
+
+    def main_done() -> bool:  # main's last line (the wfi) ran: nothing runs after it
+        row = next(r for r in client.request("coverage.report", sid).rows if r.function == "main")
+        return row.lines_hit == INLINE_LINES["main"][0]
+
+    wait_for(main_done, timeout=30, what="main to reach its wfi")
+    report = cli.json("coverage", "report", sid)
+    rows = {r["function"]: r for r in report["rows"] if r["file"].endswith("inline.c")}
+    assert {name: (r["lines_hit"], r["lines_total"]) for name, r in rows.items()} == INLINE_LINES
+    assert {name: r["inlined"] for name, r in rows.items()} == {"clamp": 2, "first": 0, "second": 0, "warn": 1,
+                                                                 "main": 0}
+    assert {name: r["calls"] for name, r in rows.items()} == {"clamp": 2, "first": 1, "second": 1, "warn": 0,
+                                                               "main": 1}
+    # lcov: an inlined line counts every copy (9: the test in both), the function is an FN of its own
+    info = tmp_path / "cov.info"
+    cli.json("coverage", "export", sid, "--format", "lcov", "--out", str(info))
+    text = info.read_text()
+    record = text[text.index("inline.c\n"):]
+    record = record[:record.index("end_of_record")]
+    assert re.search(r"^DA:9,2$", record, re.M) and re.search(r"^DA:10,1$", record, re.M)
+    assert re.search(r"^FN:9,clamp$", record, re.M) and re.search(r"^FNDA:2,clamp$", record, re.M)
+    assert re.search(r"^FNDA:0,warn$", record, re.M) and re.search(r"^DA:48,0$", record, re.M)
+    need_tool("genhtml")
+    html = subprocess.run(["genhtml", str(info), "-o", str(tmp_path / "html")], capture_output=True, text=True)
+    assert html.returncode == 0, html.stderr
+
+
+def test_hello_on_tick_is_covered_in_full_after_a_tick(cli: CLI, client: Client) -> None:
+    """hello.elf's main inlines poll_rx and delay, whose lines come after on_tick's in hello.c: they
+    are theirs, not on_tick's (before: on_tick 5/14 although it ran in full)."""
+    need_tool("qemu-system-arm")
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--coverage")["id"]
+    wait_for(console_contains(client, sid, b"tick 1\n"), timeout=60)
+    rows = {r["function"]: r for r in cli.json("coverage", "report", sid)["rows"]}
+    assert (rows["on_tick"]["lines_hit"], rows["on_tick"]["lines_total"]) == (3, 3)  # hello.c:24-26
+    assert rows["on_tick"]["calls"] >= 1
+    assert rows["poll_rx"]["inlined"] == 1 and rows["delay"]["inlined"] == 1
+    assert rows["delay"]["lines_hit"] == rows["delay"]["lines_total"] == 1
+    assert rows["poll_rx"]["lines_hit"] >= 1  # its receive loop's test; no input, so not the rest
+    assert rows["poll_rx"]["lines_hit"] < rows["poll_rx"]["lines_total"]
+
+
+def test_builtin_coverage_stop_keeps_counts_and_start_adds_to_them(cli: CLI, client: Client,
+                                                                  tmp_path: Path) -> None:
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO_SYSTICK), "--backend", "builtin",
+                   "--coverage")["id"]
+    wait_for(console_contains(client, sid, b"tick 2\n"), timeout=60)
+    stopped = cli.json("coverage", "stop", sid)
+    assert not stopped["active"]
+    calls = {r["function"]: r["calls"] for r in stopped["rows"]}
+    ticks = client.console_text(sid).count(b"tick ")
+    # the firmware runs on, three more ticks, and nothing of it is counted
+    wait_for(console_contains(client, sid, b"tick %d\n" % (ticks + 3)), timeout=60)
+    later = cli.json("coverage", "report", sid)
+    assert not later["active"] and later["rows"] == stopped["rows"] and later["blocks"] == stopped["blocks"]
+    info = tmp_path / "cov.info"  # the kept counts export as before
+    done = cli.json("coverage", "export", sid, "--format", "lcov", "--out", str(info))
+    assert done["result"]["lines_hit"] == stopped["lines_hit"]
+    assert re.search(r"^FNDA:%d,on_tick$" % calls["on_tick"], info.read_text(), re.M)
+    # start again (paused, so the tick count is exact): counting adds to the counts kept, from now on
+    client.session("pause", sid)
+    ticks = client.console_text(sid).count(b"tick ")
+    assert cli.json("coverage", "start", sid)["active"]
+    client.session("resume", sid)
+    wait_for(console_contains(client, sid, b"tick %d\n" % (ticks + 2)), timeout=60)
+    client.session("pause", sid)
+    resumed = {r["function"]: r["calls"] for r in cli.json("coverage", "report", sid)["rows"]}
+    since = client.console_text(sid).count(b"tick ") - ticks  # on_tick calls since the start, give or take
+    assert calls["on_tick"] + since - 1 <= resumed["on_tick"] <= calls["on_tick"] + since + 1  # one cut short
+
+
 def test_both_backends_cover_the_same_code(cli: CLI, client: Client) -> None:
     need_tool("qemu-system-arm")
     qemu = cli.json("coverage", "report", paused_after_ticks(cli, client, "qemu"))
@@ -114,12 +214,18 @@ def test_coverage_refusals(cli: CLI, client: Client) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend="qemu").id
     err = cli.json("coverage", "start", sid, check=5)
     assert err["code"] == "NOT_SUPPORTED" and "--coverage" in err["error"]
+    counting = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--coverage", "--paused")["id"]
+    err = cli.json("coverage", "stop", counting, check=5)  # the vcov plugin counts until QEMU exits
+    assert err["code"] == "NOT_SUPPORTED" and "cannot be stopped" in err["error"]
+    assert cli.json("coverage", "report", counting)["active"]
     err = cli.json("coverage", "report", sid, check=3)
     assert err["code"] == "NOT_FOUND" and "coverage start" in err["error"]
     err = cli.json("trace", "start", sid, check=5)  # QEMU has no trace capability
     assert err["code"] == "NOT_SUPPORTED"
     plain = client.session_create("mps2-an385", HELLO, backend="builtin").id
     err = cli.json("coverage", "report", plain, check=3)  # nothing collected yet
+    assert err["code"] == "NOT_FOUND" and f"virsim coverage start {plain}" in err["error"]
+    err = cli.json("coverage", "stop", plain, check=3)  # nothing to stop
     assert err["code"] == "NOT_FOUND" and f"virsim coverage start {plain}" in err["error"]
     assert cli.json("coverage", "start", plain)["active"]
 

@@ -30,7 +30,7 @@ PROTOCOL_VERSION = "1.7"  # 1.1: debug.* requests, stop events, SessionInfo.debu
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
-# and SessionInfo.fault, SessionInfo.clock
+# and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined
 MAX_FRAME = 1024 * 1024
 
 
@@ -392,9 +392,12 @@ class CoverageRow(Message):
     file: str
     function: str
     line: int
-    calls: int = Field(description="times the function's first instruction ran")
+    calls: int = Field(description="times the function was entered: the count at each copy's entry, its inlined "
+                       "copies included")
     lines_hit: int
     lines_total: int
+    inlined: int = Field(0, description="copies of the function inlined into callers (their lines are the "
+                         "function's, not the callers')")
 
 
 class CoverageReport(Message):
@@ -542,6 +545,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "debug.disasm": (DebugDisasm, Disassembly),
     "debug.gdb": (DebugGdb, GdbEndpoint),
     "coverage.start": (SessionRef, CoverageReport),
+    "coverage.stop": (SessionRef, CoverageReport),
     "coverage.reset": (SessionRef, CoverageReport),
     "coverage.report": (SessionRef, CoverageReport),
     "coverage.export": (CoverageExport, JobInfo),

@@ -2,9 +2,15 @@
 
 A backend reports executed blocks as (start address, size in bytes, times entered). An address's
 execution count is the sum of the counts of the blocks that contain it (blocks of one run are
-disjoint executions, so overlapping translations add up). A source line's count is the largest
-count among its statement rows; a line is "found" when the line table has code for it, "hit" when
-that count is non-zero. A function's count is the count at its first instruction.
+disjoint executions, so overlapping translations add up). Lines are charged to the source function
+their code came from (virsim.analysis.symbols: DWARF subprograms and inlined subroutines), one copy
+of it at a time: within one copy (the out-of-line code, or one inlined instance) a source line's
+count is the largest count among its statement rows; a line's count is the sum over the copies that
+have it, so a `static inline` helper inlined in two places counts both, and its callers count
+neither. A line is "found" when the line table has code for it, "hit" when that count is non-zero.
+A function's count (calls) is the sum over its copies of the count at each copy's entry: a function
+whose code is only inlined is still a function (lcov FN/FNDA at its first line), entered as often as
+its inlined copies were.
 
 Formats:
 - lcov (`geninfo` tracefile: TN/SF/FN/FNDA/FNF/FNH/DA/LF/LH/end_of_record), what genhtml renders;
@@ -45,10 +51,21 @@ class FileCoverage:
 
 
 @dataclass
+class FunctionCoverage:
+    name: str
+    file: str
+    line: int
+    calls: int
+    inlined: int  # how many of its copies are inlined into callers
+    lines: dict[tuple[str, int], int] = field(default_factory=dict)  # its own (file, line) -> count
+
+
+@dataclass
 class Coverage:
     program: Program
     blocks: list[Block]
     files: dict[str, FileCoverage] = field(default_factory=dict)
+    functions: list[FunctionCoverage] = field(default_factory=list)
 
     @classmethod
     def compute(cls, program: Program, blocks: Iterable[Block], source_dir: Path | None = None,
@@ -59,18 +76,32 @@ class Coverage:
                 merged[(start, size)] = merged.get((start, size), 0) + count
         cov = cls(program, sorted((s, z, c) for (s, z), c in merged.items()))
         counter = _AddressCounts(cov.blocks)
-        total = len(program.rows)
-        for i, row in enumerate(program.rows):
-            fc = cov._file(_source_path(row.file, source_dir))
-            fc.lines[row.line] = max(fc.lines.get(row.line, 0), counter.at(row.address))
+        paths: dict[str, str] = {}
+
+        def path(name: str) -> str:
+            if name not in paths:
+                paths[name] = _source_path(name, source_dir)
+            return paths[name]
+
+        per_copy: dict[tuple[int, int, str, int], int] = {}  # (function, copy, file, line) -> count
+        rows = program.rows + program.call_sites
+        for i, row in enumerate(rows):
+            key = (row.function, row.copy, path(row.file), row.line)
+            per_copy[key] = max(per_copy.get(key, 0), counter.at(row.address))
             if progress and i % 512 == 0:
-                progress(i, total)
-        for fn in program.functions:
-            if fn.file is None or fn.line is None:
-                continue
-            cov._file(_source_path(fn.file, source_dir)).functions.append((fn.name, fn.line, counter.at(fn.start)))
+                progress(i, len(rows))
+        cov.functions = [FunctionCoverage(fn.name, path(fn.file), fn.line, sum(counter.at(e) for e in fn.entries),
+                                          fn.inlined) for fn in program.sources]
+        for (function, _, file, line), count in per_copy.items():
+            fc = cov._file(file)
+            fc.lines[line] = fc.lines.get(line, 0) + count
+            if function >= 0:
+                own = cov.functions[function].lines
+                own[(file, line)] = own.get((file, line), 0) + count
+        for fn in cov.functions:
+            cov._file(fn.file).functions.append((fn.name, fn.line, fn.calls))
         if progress:
-            progress(total, total)
+            progress(len(rows), len(rows))
         return cov
 
     def _file(self, path: str) -> FileCoverage:
@@ -80,23 +111,16 @@ class Coverage:
 
     # --------------------------------------------------------------------------------- summary
     def rows(self) -> list[dict[str, Any]]:
-        """One row per (file, function): lines found/hit inside the function's line span."""
-        out = []
-        for path, fc in sorted(self.files.items()):
-            fns = sorted(fc.functions, key=lambda f: f[1])
-            for i, (name, line, count) in enumerate(fns):
-                last = fns[i + 1][1] if i + 1 < len(fns) else 1 << 30
-                lines = {ln: c for ln, c in fc.lines.items() if line <= ln < last}
-                hit = sum(1 for c in lines.values() if c)
-                out.append({"file": path, "function": name, "line": line, "calls": count,
-                            "lines_hit": hit, "lines_total": len(lines)})
-        return out
+        """One row per source function: its calls and its own lines found/hit."""
+        return [{"file": fn.file, "function": fn.name, "line": fn.line, "calls": fn.calls, "inlined": fn.inlined,
+                 "lines_hit": sum(1 for c in fn.lines.values() if c), "lines_total": len(fn.lines)}
+                for fn in sorted(self.functions, key=lambda f: (f.file, f.line, f.name))]
 
     def totals(self) -> dict[str, int]:
         return {"lines_found": sum(f.found for f in self.files.values()),
                 "lines_hit": sum(f.hit for f in self.files.values()),
-                "functions_found": sum(len(f.functions) for f in self.files.values()),
-                "functions_hit": sum(1 for f in self.files.values() for fn in f.functions if fn[2]),
+                "functions_found": len(self.functions),
+                "functions_hit": sum(1 for fn in self.functions if fn.calls),
                 "blocks": len(self.blocks)}
 
     # ---------------------------------------------------------------------------------- formats
@@ -117,7 +141,8 @@ class Coverage:
         doc = {"format": "virsim-coverage", "version": 1, "program": str(self.program.path),
                "summary": self.totals(),
                "files": [{"path": p, "lines": {str(k): v for k, v in sorted(fc.lines.items())},
-                          "functions": [{"name": n, "line": ln, "count": c} for n, ln, c in fc.functions]}
+                          "functions": [{"name": fn.name, "line": fn.line, "count": fn.calls, "inlined": fn.inlined}
+                                        for fn in self.functions if fn.file == p]}
                          for p, fc in sorted(self.files.items())],
                "blocks": [list(b) for b in self.blocks]}
         return json.dumps(doc, indent=1) + "\n"

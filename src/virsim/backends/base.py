@@ -256,8 +256,10 @@ class Instance(ABC):
 
     # ---- analysis (Capability.COVERAGE / TRACE); virsim.analysis turns the raw data into files
     def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
-        """action "start" | "stop" | "reset": switch block counting / zero the counts (returns None);
-        "blocks": the executed blocks so far as (start address, size in bytes, times entered)."""
+        """action "start" | "stop" | "reset": switch block counting on / off (the counts so far are
+        kept; a start adds to them) / zero the counts (returns None); "blocks": the executed blocks so
+        far as (start address, size in bytes, times entered). A backend that cannot do an action
+        raises NotSupported saying why."""
         raise NotSupported("coverage is not supported by this backend", capability=str(Capability.COVERAGE))
 
     def trace(self, action: str, **options: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from virsim import protocol as p
 from virsim.cli.common import JsonOpt, SessionArg, client
@@ -31,7 +32,8 @@ def show_report(r: p.CoverageReport) -> None:
     rows = sorted(r.rows, key=lambda row: (row.lines_hit / row.lines_total if row.lines_total else 0, row.file,
                                            row.line))
     for row in rows:
-        t.add_row(_short(row.file), row.function, f"{row.calls:,}", f"{row.lines_hit}/{row.lines_total}",
+        name = escape(row.function) + (f" [dim](inlined ×{row.inlined})[/]" if row.inlined else "")
+        t.add_row(_short(row.file), name, f"{row.calls:,}", f"{row.lines_hit}/{row.lines_total}",
                   _pct(row.lines_hit, row.lines_total))
     t.add_row("[bold]total[/]", f"{r.functions_hit}/{r.functions_found} functions", "",
               f"{r.lines_hit}/{r.lines_found}", f"[bold]{_pct(r.lines_hit, r.lines_found)}[/]")
@@ -52,6 +54,18 @@ def start(session: SessionArg, as_json: JsonOpt = False) -> None:
                                        "so far)"))
 
 
+@app.command("stop")
+def stop(session: SessionArg, as_json: JsonOpt = False) -> None:
+    """Stop counting and keep the counts: report and export still work, `coverage start` adds to
+    them again. The built-in engine then runs at full speed; QEMU cannot stop (NOT_SUPPORTED).
+
+    Example: virsim coverage stop 3fa9c2d1
+    """
+    r = client().request("coverage.stop", session)
+    emit(r, as_json, lambda: out.print(f"coverage of session {r.session}: stopped ({r.lines_hit}/{r.lines_found} "
+                                       "lines kept)"))
+
+
 @app.command("report")
 def report(session: SessionArg, as_json: JsonOpt = False) -> None:
     """Per function: calls, lines hit/total and %, least covered first, with the total.
@@ -64,7 +78,7 @@ def report(session: SessionArg, as_json: JsonOpt = False) -> None:
 
 @app.command("reset")
 def reset(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """Zero the counts (collection goes on).
+    """Zero the counts (collection goes on, or stays stopped).
 
     Example: virsim coverage reset 3fa9c2d1
     """

@@ -4,7 +4,11 @@ The emulator collects raw data (Instance.coverage / Instance.trace); this servic
 session's ELF (virsim.analysis.symbols) and turns the data into a report or a file. Exports run as
 daemon jobs (daemon/jobs.py) on a copy of the data taken on the event loop, so a long
 symbolisation never blocks the daemon. When an emulator stops, its coverage blocks and trace are
-saved in the session dir (coverage-blocks.json, trace.bin) so reports and exports still work."""
+saved in the session dir (coverage-blocks.json, trace.bin) so reports and exports still work.
+
+A session's `coverage` column says where its coverage stands: COVERAGE_OFF (never collected),
+COVERAGE_ON (counting; a power-on counts from the first instruction) or COVERAGE_STOPPED (`coverage
+stop`: the emulator keeps the counts so far but adds nothing, and a power-on does not count)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 SAVED_BLOCKS = "coverage-blocks.json"
 SAVED_TRACE = "trace.bin"
+COVERAGE_OFF, COVERAGE_ON, COVERAGE_STOPPED = 0, 1, 2  # the sessions table's `coverage` column
 
 
 class AnalysisService:
@@ -91,8 +96,16 @@ class AnalysisService:
         row = self._live(req.session, Capability.COVERAGE)
         self._program(row)  # refuse before switching anything on
         self.sessions.live[row["id"]].instance.coverage("start")
-        row = self.store.update_session(row["id"], coverage=1)  # a power cycle keeps collecting
+        row = self.store.update_session(row["id"], coverage=COVERAGE_ON)  # a power cycle keeps collecting
         return self.coverage_report(p.SessionRef(session=row["id"]))
+
+    def coverage_stop(self, req: p.SessionRef) -> p.CoverageReport:
+        """Stop counting and keep the counts (the backend refuses if it cannot stop)."""
+        row = self._live(req.session, Capability.COVERAGE)
+        self.sessions.live[row["id"]].instance.coverage("stop")
+        if row.get("coverage"):
+            row = self.store.update_session(row["id"], coverage=COVERAGE_STOPPED)
+        return self.coverage_report(p.SessionRef(session=row["id"]))  # NOT_FOUND if nothing was collected
 
     def coverage_reset(self, req: p.SessionRef) -> p.CoverageReport:
         row = self._live(req.session, Capability.COVERAGE)
@@ -104,7 +117,7 @@ class AnalysisService:
         self.sessions.need(row, Capability.COVERAGE)
         program, source = self._program(row)
         c = cov.Coverage.compute(program, self._blocks(row), source)
-        return p.CoverageReport(session=row["id"], active=bool(row.get("coverage")), program=str(program.path),
+        return p.CoverageReport(session=row["id"], active=row.get("coverage") == COVERAGE_ON, program=str(program.path),
                                 rows=[p.CoverageRow(**r) for r in c.rows()], **c.totals())
 
     def coverage_export(self, req: p.CoverageExport) -> p.JobInfo:

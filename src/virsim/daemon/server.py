@@ -114,6 +114,7 @@ class Daemon:
             "debug.disasm": self.debug.disasm,
             "debug.gdb": self.debug.gdb,
             "coverage.start": self.analysis.coverage_start,
+            "coverage.stop": self.analysis.coverage_stop,
             "coverage.reset": self.analysis.coverage_reset,
             "coverage.report": self.analysis.coverage_report,
             "coverage.export": self.analysis.coverage_export,

@@ -28,6 +28,7 @@ from virsim.backends import get_backend
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
 from virsim.backends.process import tail
 from virsim.board import BoardConfig, Node, resolve_board
+from virsim.daemon.analysis import COVERAGE_ON
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
 from virsim.daemon.states import LIVE, SessionState, require
 from virsim.daemon.store import Store
@@ -92,7 +93,7 @@ class SessionService:
             deterministic=bool(row["deterministic"]), start_paused=paused,
             record=workdir / RECORD_DATA if row.get("record") else None,
             replay=Path(row["replay"]).with_name(RECORD_DATA) if row.get("replay") else None,
-            replay_until=row.get("replay_until"), coverage=bool(row.get("coverage")), system=self._system(row))
+            replay_until=row.get("replay_until"), coverage=row.get("coverage") == COVERAGE_ON, system=self._system(row))
 
     def _system(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """InstanceSpec.system of a multi-node session: each node's program file and the sync settings."""

@@ -359,7 +359,7 @@ class Engine:
             probes.coverage_reset()
         elif action != "blocks":
             return {"error": f"unknown coverage action {action!r}"}
-        return {"active": probes.counts is not None, "blocks": probes.coverage_blocks() if action == "blocks" else None}
+        return {"active": probes.counting, "blocks": probes.coverage_blocks() if action == "blocks" else None}
 
     def _trace(self, req: dict[str, Any]) -> dict[str, Any]:
         probes = self.machine.probes

@@ -1,6 +1,8 @@
 """Coverage and trace collection in the built-in engine: Unicorn hooks that exist only while on.
 
-Coverage counts how often each translated block (start, size) is entered (UC_HOOK_BLOCK). A trace
+Coverage counts how often each translated block (start, size) is entered (UC_HOOK_BLOCK). Stopping
+it removes the hook and keeps the counts (for reports and exports); starting it again adds to them,
+and only a reset zeroes them. A trace
 records (cycle, address, size) per block — or per instruction at level "instruction"
 (UC_HOOK_CODE) — into a flat array, up to a limit, optionally only inside address ranges. At level
 "function" only blocks that change function are kept (the caller passes the functions' start
@@ -36,7 +38,8 @@ LEVELS = ("block", "instruction", "function")
 class Probes:
     def __init__(self, machine: Machine) -> None:
         self.m = machine
-        self.counts: dict[tuple[int, int], int] | None = None  # coverage, while on
+        self.counts: dict[tuple[int, int], int] = {}  # coverage: times each block was entered
+        self.counting = False  # coverage on now (the block hook adds to counts)
         self.events: array | None = None  # trace: cycle, address, size, cycle, ...
         self.level = "block"
         self.ranges: list[tuple[int, int]] = []
@@ -49,20 +52,19 @@ class Probes:
 
     # ------------------------------------------------------------------------------ coverage
     def coverage_start(self) -> None:
-        if self.counts is None:
-            self.counts = {}
+        self.counting = True
         self._hooks()
 
     def coverage_stop(self) -> None:
-        self.counts = None
+        """Stop counting (the block hook goes, and with it the cost); the counts stay."""
+        self.counting = False
         self._hooks()
 
     def coverage_reset(self) -> None:
-        if self.counts is not None:
-            self.counts = {}
+        self.counts = {}
 
     def coverage_blocks(self) -> list[list[int]]:
-        return [[start, size, count] for (start, size), count in sorted((self.counts or {}).items())]
+        return [[start, size, count] for (start, size), count in sorted(self.counts.items())]
 
     # --------------------------------------------------------------------------------- trace
     def trace_start(self, level: str, ranges: list[tuple[int, int]], limit: int,
@@ -103,7 +105,7 @@ class Probes:
     def _hooks(self) -> None:
         """Install exactly the hooks that what is on needs; none when nothing is."""
         uc = self.m.uc
-        want_block = self.counts is not None or (self.tracing and self.level != "instruction")
+        want_block = self.counting or (self.tracing and self.level != "instruction")
         want_code = self.tracing and self.level == "instruction"
         changed = False
         if want_block != (self._block_hook is not None):
@@ -150,8 +152,8 @@ class Probes:
     def _on_block(self, uc: Uc, address: int, size: int, ud: Any) -> None:
         if self.suspended:
             return
-        counts = self.counts
-        if counts is not None:
+        if self.counting:
+            counts = self.counts
             key = (address, size)
             counts[key] = counts.get(key, 0) + 1
         if self.tracing and self.level != "instruction":

@@ -334,6 +334,11 @@ class QemuInstance(SupervisedInstance):
             self.replay_console.pump()  # what it printed last, before the log is closed
 
     def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
+        if action == "stop":
+            raise NotSupported("QEMU coverage cannot be stopped: the vcov plugin is loaded at launch and counts "
+                               "every block until QEMU exits (`virsim coverage reset` zeroes the counts; the built-in "
+                               "engine, --backend builtin, can stop)", capability=str(Capability.COVERAGE),
+                               action=action)
         if not self.spec.coverage:
             raise NotSupported("QEMU loads its coverage plugin at launch: create the session with --coverage "
                                "(or use `virsim run --coverage FILE`)", capability=str(Capability.COVERAGE))
