@@ -110,16 +110,21 @@ def create(
 @app.command("replay")
 def replay(
     recording: Annotated[Path, typer.Argument(help="A recording.vrec (session show: recording).")],
-    until: Annotated[Optional[str], typer.Option(help="Pause there: an instruction count (5000000) or a virtual "
-                                                      "time (250ms).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Pause there: an instruction count (5000000), or on the "
+                                                      "built-in engine also a virtual time (250ms).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name for the new session.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Start halted.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay a recorded execution in a new session: same board, backend and program, the recorded
-    inputs instead of live ones, so the console shows the same bytes; --until pauses it there.
+    """Replay a recording in a new session.
 
-    Example: virsim session replay ~/.local/share/virsim/sessions/3fa9c2d1/recording.vrec --until 250ms
+    Same board, backend and program, the recorded inputs instead of live ones, so the console shows
+    the same bytes; --until pauses it there. A recording still being written (its session is live)
+    is refused: power that session off first.
+
+    Example: virsim session replay ~/.local/share/virsim/sessions/3fa9c2d1/recording.vrec --until 5000000
+
+    Example: virsim session replay RECORDING --until 250ms   # built-in engine: a virtual time too
     """
     info = client().session_replay(recording, until=until, name=name, paused=paused)
 
