@@ -27,7 +27,7 @@ from virsim import snapshot
 from virsim.backends import get_backend
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
 from virsim.backends.process import tail
-from virsim.board import BoardConfig, Node, resolve_board
+from virsim.board import SYSTEM_BACKEND, BoardConfig, Node, resolve_board
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
 from virsim.daemon.states import LIVE, SessionState, require
 from virsim.daemon.store import Store
@@ -341,7 +341,7 @@ class SessionService:
             if value:
                 raise NotSupported(f"{flag} is not supported for multi-node boards yet", field=flag.strip("-"),
                                    board=board.system_id)
-        adapter = get_backend("system")
+        adapter = get_backend(SYSTEM_BACKEND)
         for node in board.nodes:
             adapter.check_node(node)
             check_fits(inspect(Path(req.node_firmware[node.id])), node)
@@ -354,7 +354,7 @@ class SessionService:
         self.store.insert_session({
             "id": sid, "name": req.name or f"{board.system_id}-{sid[:4]}", "board": board.system_id,
             "board_source": source, "board_json": board.model_dump_json(), "node": board.nodes[0].id,
-            "backend": "system", "state": S.CREATED.value, "deterministic": 1, "program": None,
+            "backend": SYSTEM_BACKEND, "state": S.CREATED.value, "deterministic": 1, "program": None,
             "created_at": time.time(), "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
             "error": None, "stderr_tail": None, "record": 0, "replay": None, "replay_until": None, "coverage": 0})
         with self._undone_on_failure(sid):
