@@ -22,9 +22,10 @@ pytest refuses to register one module twice.
 
 Default resolution for a session's board, firmware and timeout_is: the factory's argument, then
 the test's `@pytest.mark.virsim(board=..., firmware=..., timeout_is=...)`, then the
-`--virsim-board/--virsim-firmware/--virsim-timeout-is` options, then the ini values. Relative paths are taken from where they were written: factory and marker arguments
-from the test file's directory, options from the invocation directory, ini values from the ini
-file's directory. Board names (e.g. mps2-an385) are passed as they are.
+`--virsim-board/--virsim-firmware/--virsim-timeout-is` options, then the ini values. Relative
+paths are taken from where they were written: factory and marker arguments from the test file's
+directory, options from the invocation directory, ini values from the ini file's directory. Board
+names (e.g. mps2-an385) are passed as they are.
 """
 
 from __future__ import annotations
