@@ -43,7 +43,10 @@ def list_(as_json: JsonOpt = False) -> None:
 @app.command("show")
 def show(board: Annotated[str, typer.Argument(help="Board name (see board list) or a .yaml/.json file.")],
          as_json: JsonOpt = False) -> None:
-    """Show a board's resolved BoardConfig (sizes and addresses as numbers, defaults filled in).
+    """Show a board's resolved BoardConfig.
+
+    Sizes and addresses as numbers, defaults filled in; for a multi-node board, which interconnect
+    each backend runs.
 
     Example: virsim board show mps2-an385
 
@@ -92,7 +95,9 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
 
 @app.command("validate")
 def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .json).")], as_json: JsonOpt = False) -> None:
-    """Validate a board file: errors name the file, line, field path, bad value and what was expected.
+    """Validate a board file.
+
+    Errors name the file, line, field path, bad value and what was expected.
 
     Example: virsim board validate my-board.yaml
     """
@@ -106,7 +111,9 @@ def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .js
 
 @app.command("schema")
 def schema(as_json: JsonOpt = True) -> None:
-    """Print the BoardConfig JSON Schema (for editors and validators); it is JSON with or without --json.
+    """Print the BoardConfig JSON Schema.
+
+    For editors and validators; it is JSON with or without --json.
 
     Example: virsim board schema > boardconfig.schema.json
     """
