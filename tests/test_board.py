@@ -323,7 +323,7 @@ def test_cli_board_list_json(cli: CLI) -> None:
     assert by_name["netduinoplus2"]["processor"] == "cortex-m4"
     assert by_name["virt-a15"]["processor"] == "cortex-a15"
     assert all(r["backend"] == "qemu" and r["nodes"] == 1 for r in rows if r["nodes"] == 1)
-    assert by_name["dual-core-mailbox"]["nodes"] == 2 and by_name["dual-core-mailbox"]["backend"] == "builtin"
+    assert by_name["dual-core-mailbox"]["nodes"] == 2 and by_name["dual-core-mailbox"]["backend"] == "system"
 
 
 def test_cli_board_show_json_has_numbers(cli: CLI) -> None:

@@ -1,19 +1,23 @@
 """The docs keep up with the code: every CLI command is in docs/cli.md, has an example in its help
-and takes --json; every error code is in docs/exit-codes.md; every board template is in
-docs/boardconfig.md.
+and takes --json; its --help shows every [bracketed] word of its help texts (not eaten as Rich
+markup) and its summary reads as one line of its group's listing; every error code is in
+docs/exit-codes.md; every board template is in docs/boardconfig.md.
 
-No daemon or emulator is needed: the command tree comes from the Typer app itself.
+No daemon or emulator is needed: the command tree comes from the Typer app itself, and --help is
+rendered in this process by Typer's CliRunner.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from virsim.cli.app import app
 from virsim.errors import error_codes
@@ -69,6 +73,66 @@ def test_every_command_accepts_json(name: str) -> None:
     # docs/cli.md promises it: scripts can add --json to any command.
     options = {opt for param in COMMANDS[name].params for opt in getattr(param, "opts", [])}
     assert "--json" in options, f"'{name}' has no --json option"
+
+
+def tree(command: Any, path: tuple[str, ...] = ("virsim",)) -> Iterator[tuple[str, Any]]:
+    """(full name, command) of every command and group, the root included."""
+    yield " ".join(path), command
+    subcommands = getattr(command, "commands", None)
+    if isinstance(subcommands, dict):
+        for name, sub in sorted(subcommands.items()):
+            yield from tree(sub, (*path, name))
+
+
+EVERYTHING = dict(tree(typer.main.get_command(app)))
+
+
+@lru_cache(maxsize=None)
+def rendered_help(name: str, columns: int = 80) -> str:
+    """`<name> --help` as a terminal of `columns` columns shows it (Rich panels and all)."""
+    result = CliRunner().invoke(app, [*name.split()[1:], "--help"], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize("name", sorted(EVERYTHING))
+def test_help_shows_every_bracketed_word(name: str) -> None:
+    # Rich reads "[node]" as a style tag and drops it: help texts must escape it as "\\[node]".
+    command = EVERYTHING[name]
+    texts = [command.help or ""] + [getattr(param, "help", None) or "" for param in command.params]
+    shown = flat(rendered_help(name, columns=200))
+    for bracketed in {" ".join(m.split()) for t in texts for m in re.findall(r"\\?\[[^\]]*\]", t)}:
+        assert bracketed.lstrip("\\") in shown, f"'{name} --help' lost {bracketed!r} to markup"
+    assert "\\[" not in shown
+
+
+def test_console_help_shows_the_node_prefix() -> None:
+    assert "prefixed [node]" in flat(rendered_help("virsim console"))
+
+
+def listed() -> list[Any]:
+    """(group, command name) of every command as its group's --help lists it."""
+    cases = []
+    for group, command in sorted(EVERYTHING.items()):
+        for sub in sorted(getattr(command, "commands", None) or {}):
+            marks = [pytest.mark.xfail(strict=True, reason="src/virsim/cli/run.py is being changed on another branch: "
+                                                           "shorten its summary there")] if sub == "run" else []
+            cases.append(pytest.param(group, sub, marks=marks, id=f"{group} {sub}"))
+    return cases
+
+
+@pytest.mark.parametrize(("group", "sub"), listed())
+def test_help_summary_is_one_sentence_on_one_line_of_the_listing(group: str, sub: str) -> None:
+    # The listing shows the first paragraph of the help; Typer keeps its line breaks.
+    first = (EVERYTHING[f"{group} {sub}"].help or "").strip().split("\n\n")[0]
+    assert "\n" not in first, f"'{group} {sub}': the summary spans lines: {first!r}"
+    assert first.endswith(".") and ". " not in first, f"'{group} {sub}': not one sentence: {first!r}"
+    rows = [line for line in rendered_help(group).splitlines() if flat(line).startswith(f"{sub} ")]
+    assert rows and first in flat(rows[0]), f"'{group} --help' wraps the summary of {sub}: {rows}"
 
 
 @pytest.mark.parametrize("code", sorted(error_codes()))

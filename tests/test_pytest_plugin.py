@@ -99,12 +99,12 @@ def test_expect_send_memory_and_breakpoint(pytester: pytest.Pytester) -> None:
         def test_hello(virsim_session):
             s = virsim_session(board="mps2-an385", firmware=HELLO)
             assert s.info.deterministic and s.info.state == "running"
-            assert s.expect("Hello from virsim on mps2-an385") == "Hello from virsim on mps2-an385"
-            assert s.expect("tick 2") == "tick 2"
+            assert s.expect("Hello from virsim on mps2-an385").group() == b"Hello from virsim on mps2-an385"
+            assert s.expect("tick 2")[0] == b"tick 2"
             s.send("hi\\n")
-            assert s.expect("echo: hi") == "echo: hi"
+            assert s.expect("echo: hi").group() == b"echo: hi"
             # ordered: the greeting was consumed by the first expect and is not matched again
-            assert s.expect(re.compile(r"tick (\\d+)"), timeout=5).startswith("tick ")
+            assert s.expect(re.compile(r"tick (\\d+)"), timeout=5).group().startswith("tick ")
             assert s.console().startswith(b"Hello from virsim on mps2-an385\\ntick 1\\n")
             assert s.read_u32("tick_count") > 0
             assert s.read_memory(0x20000054, 4) == s.read_memory("tick_count")
@@ -154,11 +154,129 @@ def test_expect_timeout_fails_with_the_console_excerpt(pytester: pytest.Pytester
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
     assert "VirsimExpectTimeout" in out
-    assert "text 'PANIC: watchdog' not seen on the console within 1.5s" in out
+    assert "/PANIC: watchdog/ not seen on the console within 1.5s of virtual time" in out
     assert "last 500 bytes of console" in out
     assert re.search(r"^E\s+Hello from virsim on mps2-an385$", out, re.M), out  # the excerpt
     assert re.search(r"^E\s+tick 2$", out, re.M), out
     assert re.search(r"virsim console [0-9a-f]+ \(last \d+ bytes\)", out), out  # the report section
+
+
+def test_expect_returns_matches_as_pytest_embedded_does(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(f'''
+        import re
+
+        import pytest
+
+        from virsim.ci.pytest_plugin import VirsimExpectFailed
+
+
+        def test_patterns_and_groups(virsim_session):
+            s = virsim_session(board="mps2-an385", firmware={str(HELLO)!r})
+            m = s.expect(r"Hello from (\\w+) on ([\\w-]+)\\n")  # a str is a regex on the console's bytes
+            assert isinstance(m, re.Match) and m.groups() == (b"virsim", b"mps2-an385")
+            m = s.expect(b"tick (?P<n>[0-9]+)")
+            assert m.group("n") == b"1" and int(m["n"]) == 1
+            m = s.expect(re.compile(rb"tick ([0-9]+)\\n"))  # compiled bytes: as it is
+            assert m.group(1) == b"2" and m.re.pattern == rb"tick ([0-9]+)\\n"
+            m = s.expect(re.compile(r"tick (\\d+)"))  # compiled str: str groups
+            assert m.group(1) == "3"
+            # A list: the pattern whose match ends first wins, whatever its place in the list.
+            panic = re.compile(rb"PANIC")
+            m = s.expect([panic, r"tick 5", r"tick 4"])
+            assert m.group() == b"tick 4" and m.re.pattern == b"tick 4"
+            m = s.expect([panic, rb"tick (\\d)"])
+            assert m.re.pattern == rb"tick (\\d)" and m.group(1) == b"5" and m.re is not panic
+            # expect_exact: literal text; "x+y" as a regex would need "xy"
+            s.send("x+y (z)\\n")
+            m = s.expect_exact("echo: x+y (z)")
+            assert m.group() == b"echo: x+y (z)"
+            s.send("a.b\\n")
+            assert s.expect_exact(["PANIC", b"echo: a.b"]).group() == b"echo: a.b"
+            with pytest.raises(ValueError):
+                s.expect([])
+
+
+        def test_a_halted_session_fails_at_once(virsim_session):
+            s = virsim_session(board="mps2-an385", firmware={str(HELLO)!r})
+            assert s.break_at("on_tick").function == "on_tick"
+            # virtual time stands still while halted: expect says so instead of waiting for the guard
+            with pytest.raises(VirsimExpectFailed, match=r"the session is paused \\(breakpoint\\)"):
+                s.expect("tick 99")
+            s.client.debug("delete", s.id, all=True)
+            s.cont()
+            assert s.expect("tick 2").group() == b"tick 2"
+            created = virsim_session(board="mps2-an385", firmware={str(HELLO)!r}, paused=True)
+            with pytest.raises(VirsimExpectFailed, match="the session is (created|paused)"):
+                created.expect("Hello")
+    ''')
+    pytester.makepyfile(test_ci_md_example=ci_md_plugin_example())
+    run_inner(pytester).assert_outcomes(passed=3)
+
+
+def ci_md_plugin_example() -> str:
+    """The Python example of docs/ci.md's plugin section, with its firmware path made absolute."""
+    section = (ROOT / "docs" / "ci.md").read_text().split("## The pytest plugin", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert '"../examples/hello/hello.elf"' in code and "import re" in code
+    return code.replace('"../examples/hello/hello.elf"', repr(str(HELLO)))
+
+
+def test_expect_timeouts_count_virtual_time_unless_told_wall(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(f'''
+        import pytest
+
+        from virsim.ci.pytest_plugin import VirsimExpectTimeout
+
+        HELLO = {str(HELLO)!r}
+
+
+        def test_virtual_by_default(virsim_session):
+            # hello.elf prints "tick N" every ~84 ms of virtual time (a counted busy loop): these
+            # outcomes hold however slow or loaded the host is.
+            s = virsim_session(board="mps2-an385", firmware=HELLO)
+            assert s.timeout_is == "virtual"
+            s.expect("tick 3\\n", timeout=0.3)  # at ~0.25 s of virtual time, counted from the start
+            before, position = s.clock().virtual_ns, s.position
+            with pytest.raises(VirsimExpectTimeout, match="within 0.3s of virtual time"):
+                s.expect("PANIC", timeout=0.3)
+            assert s.clock().virtual_ns - before >= 300_000_000  # it waited 0.3 s of virtual time
+            assert s.position == position  # a failed expect consumes nothing
+            assert s.expect("tick 4\\n", timeout=1).start() == position
+
+
+        @pytest.mark.virsim(timeout_is="wall")
+        def test_marker_says_wall(virsim_session):
+            s = virsim_session(board="mps2-an385", firmware=HELLO)
+            assert s.timeout_is == "wall"
+            with pytest.raises(VirsimExpectTimeout, match="within 0.2s of wall time"):
+                s.expect("PANIC", timeout=0.2)
+
+
+        def test_not_deterministic_means_wall(virsim_session):
+            assert virsim_session(board="mps2-an385", firmware=HELLO, deterministic=False).timeout_is == "wall"
+
+
+        def test_virtual_needs_a_deterministic_session(virsim_session):
+            virsim_session(board="mps2-an385", firmware=HELLO, deterministic=False, timeout_is="virtual")
+    ''')
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*virsim_session: virtual-time timeouts need a deterministic session*"])
+
+    # The ini value, and the option over it.
+    pytester.makeini("[pytest]\nvirsim_timeout_is = wall\n")
+    pytester.makepyfile(test_expect_timeouts_count_virtual_time_unless_told_wall=f'''
+        def test_kind(virsim_session, pytestconfig):
+            s = virsim_session(board="mps2-an385", firmware={str(HELLO)!r})
+            assert s.info.deterministic
+            assert s.timeout_is == (pytestconfig.getoption("virsim_timeout_is") or "wall")
+            assert virsim_session(board="mps2-an385", firmware={str(HELLO)!r}, timeout_is="virtual"
+                                  ).timeout_is == "virtual"
+    ''')
+    run_inner(pytester).assert_outcomes(passed=1)
+    run_inner(pytester, "--virsim-timeout-is", "virtual").assert_outcomes(passed=1)
 
 
 def test_ini_defaults_options_and_marker(pytester: pytest.Pytester) -> None:

@@ -4,13 +4,14 @@ sessions from an exported file, exact replay after a restore, and refusal of bad
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, console_contains, need_tool, reverse_walk, wait_for
 from virsim import snapshot
-from virsim.client import Client
+from virsim.client import Client, Subscription
 from virsim.daemon.snapshots import SnapshotService
 from virsim.errors import SnapshotInvalid
 
@@ -152,11 +153,32 @@ nodes:
 
 # ------------------------------------------------------------------------------ record / replay
 
+def refuses_a_recording_in_progress(cli: CLI, sid: str, recording: str) -> None:
+    """Replaying the recording of a session still live (still writing it) is refused at once."""
+    err = cli.json("session", "replay", recording, check=4)
+    assert err["code"] == "INVALID_STATE" and err["error"].startswith("recording in progress: ")
+    assert f"power off or delete session {sid} first" in err["error"] and recording in err["error"]
+    assert [s["id"] for s in cli.json("session", "list")] == [sid]  # no replay session was made
+
+
+def state_reasons(events: Subscription, sid: str) -> Callable[[], list[str]]:
+    """Polls `events` and returns the reasons of the state events of `sid` seen so far."""
+    seen: list[str] = []
+
+    def poll() -> list[str]:
+        while (got := events.recv(0.05)) is not None:
+            if got[0].type == "state" and got[0].session == sid and got[0].reason:
+                seen.append(got[0].reason)
+        return seen
+    return poll
+
+
 def test_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Client, tmp_path: Path) -> None:
     made = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin", "--record")
     sid = made["id"]
     assert made["deterministic"] and made["recording"].endswith("recording.vrec")
     wait_for(console_contains(client, sid, b"Hello"), timeout=30)
+    refuses_a_recording_in_progress(cli, sid, made["recording"])
     client.console_send(sid, b"ping\n")
     wait_for(console_contains(client, sid, b"echo: ping\n"), timeout=30)
     client.console_send(sid, b"pong\n")
@@ -173,18 +195,26 @@ def test_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Clien
     until = cli.json("session", "replay", made["recording"], "--until", "2000000")
     wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
     assert client.clock(until["id"]).virtual_ns == 2_000_000 * 40  # 25 MHz: 40 ns per instruction
-    by_time = cli.json("session", "replay", made["recording"], "--until", "30ms")
-    wait_for(lambda: client.session("show", by_time["id"]).state == "paused", timeout=30)
-    assert client.clock(by_time["id"]).virtual_ns == 30_000_000
+    with client.subscribe() as events:
+        by_time = cli.json("session", "replay", made["recording"], "--until", "30ms")
+        wait_for(lambda: client.session("show", by_time["id"]).state == "paused", timeout=30)
+        assert client.clock(by_time["id"]).virtual_ns == 30_000_000
+        # Messages about --until quote it as typed (not as the 30000000ns the engine is given).
+        poll = state_reasons(events, by_time["id"])
+        reasons = wait_for(lambda: [r for r in poll() if "until" in r], timeout=10)
+        assert reasons == ["replay reached --until 30ms"]
 
 
-def record_qemu_session(cli: CLI, client: Client) -> tuple[str, str, bytes]:
-    """A recorded QEMU session of hello.elf that echoed one line, powered off: (id, recording, console)."""
+def record_qemu_session(cli: CLI, client: Client, refusal: bool = False) -> tuple[str, str, bytes]:
+    """A recorded QEMU session of hello.elf that echoed one line, powered off: (id, recording, console).
+    `refusal`: check on the way that its recording cannot be replayed while it is being written."""
     need_tool("qemu-system-arm")
     made = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu", "--record")
     sid = made["id"]
     assert made["deterministic"] and made["recording"].endswith("recording.vrec")
     wait_for(console_contains(client, sid, b"tick 1\n"), timeout=30)
+    if refusal:
+        refuses_a_recording_in_progress(cli, sid, made["recording"])
     client.console_send(sid, b"ping\n")  # paced a byte at a time under rr=record: no byte lost
     wait_for(console_contains(client, sid, b"echo: ping\n"), timeout=30)
     wait_for(console_contains(client, sid, b"tick 8\n"), timeout=30)
@@ -193,18 +223,21 @@ def record_qemu_session(cli: CLI, client: Client) -> tuple[str, str, bytes]:
 
 
 def test_qemu_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Client) -> None:
-    sid, recording, original = record_qemu_session(cli, client)
+    sid, recording, original = record_qemu_session(cli, client, refusal=True)
     replay = cli.json("session", "replay", recording)
     assert replay["replaying"] == recording and replay["backend"] == "qemu"
     # QEMU ends the replay where the recording ended (its recorded shutdown): the session stops.
     wait_for(lambda: client.session("show", replay["id"]).state == "stopped", timeout=60)
     assert client.console_text(replay["id"]) == original  # byte for byte, nothing more
-    # --until: QEMU's replay-break pauses at exactly that instruction.
-    until = cli.json("session", "replay", recording, "--until", "2000000")
+    # --until: QEMU's replay-break pauses at exactly that instruction (the example of the help).
+    until = cli.json("session", "replay", recording, "--until", "5000000")
     wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
-    assert client.clock(until["id"]).instructions == 2_000_000
+    assert client.clock(until["id"]).instructions == 5_000_000
+    # A time is refused at once, quoting what was typed.
     err = cli.json("session", "replay", recording, "--until", "30ms", check=5)
-    assert err["code"] == "NOT_SUPPORTED" and "instruction count" in err["error"]
+    assert err["code"] == "NOT_SUPPORTED" and err["details"]["value"] == "30ms"
+    assert err["error"] == ("--until 30ms: qemu replays stop at an instruction count, not at a virtual time: "
+                            "give a count, e.g. --until 5000000")
     # A recording or replaying QEMU takes no snapshots (the replay seeks from them).
     err = cli.json("snapshot", "create", until["id"], check=5)
     assert err["code"] == "NOT_SUPPORTED" and "recording or replaying" in err["error"]

@@ -140,6 +140,21 @@ def serial_logs(cli, tmp_path: Path, board: Path, firmware: dict[str, Path], tex
     return logs
 
 
+def test_board_list_and_session_show_name_the_multi_node_backend_alike(cli) -> None:  # noqa: ANN001
+    listed = {r["name"]: r for r in cli.json("board", "list")}
+    assert listed["mps2-an385"]["backend"] == "qemu" and listed["mps2-an385"]["node_backends"] == {"cpu0": "qemu"}
+    assert listed["tri-node-mixed"]["backend"] == "system"
+    assert set(listed["tri-node-mixed"]["node_backends"].values()) == {"builtin", "qemu"}
+    row, board = listed["dual-core-mailbox"], cli.json("board", "show", str(BOARD))
+    sid = cli.json("session", "create", *mailbox_args(), "--paused")["id"]
+    shown = cli.json("session", "show", sid)
+    assert row["backend"] == board["backend"] == shown["backend"] == "system"
+    assert [s["backend"] for s in cli.json("session", "list")] == ["system"]
+    assert row["node_backends"] == {n["node"]: n["backend"] for n in shown["nodes"]} == {"cpu0": "builtin",
+                                                                                         "cpu1": "builtin"}
+    assert " system " in cli("board", "list").stdout.splitlines()[1 + sorted(listed).index("dual-core-mailbox")]
+
+
 def kill_one_node(client, sid: str, pids: list[int], index: int, name: str) -> None:  # noqa: ANN001
     """Kill node `index` from outside: the session fails naming it and every node process ends."""
     os.kill(pids[index], signal.SIGKILL)

@@ -65,6 +65,9 @@ PROCESSORS: dict[str, tuple[str, str]] = {
     "rv32": ("RISC-V", "rv32"), "rv64": ("RISC-V", "rv64"),
 }
 BACKENDS = ("qemu", "builtin", "renode", "skyeye")
+# The backend of every multi-node session (virsim.sync.instance): one system of nodes, each on its own
+# node backend. Board files never name it; sessions, `board list` and JSON show it.
+SYSTEM_BACKEND = "system"
 
 
 class Model(BaseModel):
@@ -316,6 +319,12 @@ class BoardConfig(Model):
     @property
     def multi_node(self) -> bool:
         return len(self.nodes) > 1
+
+    @property
+    def session_backend(self) -> str:
+        """The backend a session of this board shows (unless --backend picks another for a
+        one-node board): a multi-node board's session is a system whose nodes keep their own."""
+        return SYSTEM_BACKEND if self.multi_node else self.nodes[0].backend
 
     def console_peripheral(self, node: Node) -> Peripheral | None:
         return next((p for p in node.peripherals if p.console), None)

@@ -280,6 +280,7 @@ class BackendAdapter(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
     always_deterministic: ClassVar[bool] = False  # no host timing ever reaches the guest
+    replay_stops_at_time: ClassVar[bool] = False  # a replay can halt at a virtual time, not only an instruction count
 
     def backend_type(self) -> str:
         return self.name

@@ -276,6 +276,13 @@ class Monitor:
         self._fail_on_forbidden()
 
 
+def wall_guard(timeout: float, virtual: bool) -> float:
+    """Host seconds a wait of `timeout` may last. A virtual timeout must still end if the emulator
+    stalls (its clock stops), so it gets generous host time; a wall timeout is itself host time.
+    Shared with the pytest plugin's expect()."""
+    return timeout * 50 + 30 if virtual else timeout
+
+
 def _pattern(spec: str | Pattern) -> tuple[re.Pattern[bytes], str]:
     if isinstance(spec, Pattern):
         return re.compile(spec.regex.encode("latin-1")), f"/{spec.regex}/"
@@ -297,8 +304,7 @@ class Runner:
         self.monitor: Monitor | None = None
 
     def _wall_guard(self, timeout: float) -> float:
-        # A virtual timeout must still end if the emulator stalls: allow generous host time.
-        return timeout * 50 + 30 if self.virtual else timeout
+        return wall_guard(timeout, self.virtual)
 
     # --------------------------------------------------------------------------------------- setup
 

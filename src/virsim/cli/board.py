@@ -27,7 +27,8 @@ def list_(as_json: JsonOpt = False) -> None:
 
     boards = list_templates()
     rows = [{"name": name, "system_id": b.system_id, "title": b.name, "nodes": len(b.nodes),
-             "processor": b.nodes[0].processor.type, "backend": b.nodes[0].backend,
+             "processor": b.nodes[0].processor.type, "backend": b.session_backend,
+             "node_backends": {n.id: n.backend for n in b.nodes},
              "runs_on": sorted({be for n in b.nodes for be in n.runs_on})} for name, b in boards.items()]
 
     def human() -> None:
@@ -42,7 +43,10 @@ def list_(as_json: JsonOpt = False) -> None:
 @app.command("show")
 def show(board: Annotated[str, typer.Argument(help="Board name (see board list) or a .yaml/.json file.")],
          as_json: JsonOpt = False) -> None:
-    """Show a board's resolved BoardConfig (sizes and addresses as numbers, defaults filled in).
+    """Show a board's resolved BoardConfig.
+
+    Sizes and addresses as numbers, defaults filled in; for a multi-node board, which interconnect
+    each backend runs.
 
     Example: virsim board show mps2-an385
 
@@ -60,6 +64,9 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
         out.print(f"[bold]{config.name}[/]  ({config.system_id}, from {source})")
         if config.description:
             out.print(config.description)
+        if config.multi_node:
+            out.print(f"sessions of it run on backend {config.session_backend}: the nodes in lockstep, each on its own "
+                      "backend")
         for node in config.nodes:
             qemu = f", qemu machine {node.qemu.machine}" if node.qemu else ""
             out.print(f"\n[bold]node {node.id}[/]: {node.processor.type} x{node.processor.cores} @ "
@@ -82,12 +89,15 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
                 t.add_row(row["kind"], row["what"], row["builtin"], row["qemu"])
             out.print(t)
 
-    emit({"source": source, "board": data, "interconnect_support": support}, as_json, human)
+    emit({"source": source, "backend": config.session_backend, "board": data, "interconnect_support": support},
+         as_json, human)
 
 
 @app.command("validate")
 def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .json).")], as_json: JsonOpt = False) -> None:
-    """Validate a board file: errors name the file, line, field path, bad value and what was expected.
+    """Validate a board file.
+
+    Errors name the file, line, field path, bad value and what was expected.
 
     Example: virsim board validate my-board.yaml
     """
@@ -101,7 +111,9 @@ def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .js
 
 @app.command("schema")
 def schema(as_json: JsonOpt = True) -> None:
-    """Print the BoardConfig JSON Schema (for editors and validators); it is JSON with or without --json.
+    """Print the BoardConfig JSON Schema.
+
+    For editors and validators; it is JSON with or without --json.
 
     Example: virsim board schema > boardconfig.schema.json
     """

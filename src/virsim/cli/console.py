@@ -25,10 +25,12 @@ def console(
     send: Annotated[Optional[str], typer.Option("--send", help=r"Send these bytes to the UART (escapes like \n work).")] = None,
     tail: Annotated[Optional[int], typer.Option("--tail", "-n", min=0, help="Only the last N bytes of history.")] = None,
     node: Annotated[Optional[str], typer.Option("--node", help="Multi-node boards: only this node's lines (the console "
-                                                               "shows every node's, prefixed [node]).")] = None,
+                                                               "shows every node's, prefixed \\[node]).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    r"""Print the session's console output so far; --follow streams it live; --send writes to its UART.
+    r"""Print a session's console, follow it live, or send it input.
+
+    The output so far; --follow streams it live; --send writes to its UART.
 
     With --follow --json, one JSON object per chunk is printed per line (JSON Lines).
 

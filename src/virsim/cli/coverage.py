@@ -13,8 +13,8 @@ from virsim import protocol as p
 from virsim.cli.common import JsonOpt, SessionArg, client
 from virsim.cli.render import emit, out, table, wait_job
 
-app = typer.Typer(help="Code coverage: which lines and functions ran, as a table, lcov, json or drcov.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Code coverage: which lines and functions ran.\n\n"
+                       "Shown as a table, or exported as lcov, json or drcov.", no_args_is_help=True)
 
 
 def _pct(hit: int, total: int) -> str:
@@ -44,8 +44,10 @@ def show_report(r: p.CoverageReport) -> None:
 
 @app.command("start")
 def start(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """Start counting executed code (built-in engine: at once; QEMU: the session must have been
-    created with --coverage, which loads the counting plugin at launch).
+    """Start counting executed code.
+
+    Built-in engine: at once; QEMU: the session must have been created with --coverage, which
+    loads the counting plugin at launch.
 
     Example: virsim coverage start 3fa9c2d1
     """
@@ -68,7 +70,9 @@ def stop(session: SessionArg, as_json: JsonOpt = False) -> None:
 
 @app.command("report")
 def report(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """Per function: calls, lines hit/total and %, least covered first, with the total.
+    """Show the coverage per function, least covered first.
+
+    Per function: calls, lines hit/total and %, with the total.
 
     Example: virsim coverage report 3fa9c2d1
     """
@@ -94,7 +98,9 @@ def export(
                                                       "bncov).")] = "lcov",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the coverage to a file, as a daemon job (a progress bar on a terminal).
+    """Write the coverage to a file: lcov, json or drcov.
+
+    As a daemon job (a progress bar on a terminal).
 
     Example: virsim coverage export 3fa9c2d1 --format lcov --out cov.info && genhtml cov.info -o html
     """

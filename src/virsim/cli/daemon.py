@@ -29,7 +29,9 @@ def _show(info: protocol.DaemonInfo, mismatch: str | None = None) -> None:
 
 @app.command("status")
 def status(as_json: JsonOpt = False) -> None:
-    """Show whether the daemon runs, its pid, sockets and session counts (does not start it).
+    """Show whether the daemon runs: pid, sockets, sessions.
+
+    Does not start it.
 
     Example: virsim daemon status
     """
@@ -47,7 +49,9 @@ def status(as_json: JsonOpt = False) -> None:
 @app.command("start")
 def start(foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal (logs go to the log file).")] = False,
           as_json: JsonOpt = False) -> None:
-    """Start the daemon if it is not running (commands that need it start it on their own too).
+    """Start the daemon if it is not running.
+
+    Commands that need it start it on their own too.
 
     Example: virsim daemon start
     """
@@ -61,7 +65,9 @@ def start(foreground: Annotated[bool, typer.Option("--foreground", help="Run in 
 
 @app.command("stop")
 def stop(as_json: JsonOpt = False) -> None:
-    """Stop the daemon: every running emulator is powered off first (sessions become 'stopped').
+    """Stop the daemon, powering off every emulator first.
+
+    Its sessions become 'stopped' (power-on brings them back).
 
     Example: virsim daemon stop
     """
@@ -103,7 +109,9 @@ def logs(lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="How ma
 
 @app.command("schema")
 def schema(as_json: JsonOpt = True) -> None:
-    """Print the JSON Schema of every wire message (requests, results, events); JSON with or without --json.
+    """Print the JSON Schema of every wire message.
+
+    Requests, results and events; JSON with or without --json.
 
     Example: virsim daemon schema > virsim-protocol.json
     """

@@ -60,7 +60,9 @@ def break_(session: SessionArg,
            temporary: Annotated[bool, typer.Option("--temporary", help="Delete after the first hit.")] = False,
            ignore_count: Annotated[int, typer.Option("--ignore-count", min=0, help="Pass it N times first.")] = 0,
            node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Set a breakpoint (kept across resets and restarts of the session).
+    """Set a breakpoint.
+
+    It is kept across resets and restarts of the session.
 
     Example: virsim debug break 3fa9c2d1 hello.c:24 --condition "n > 5"
 
@@ -78,7 +80,9 @@ def watch(session: SessionArg,
           access: Annotated[str, typer.Option(help="write, read or access.")] = "write",
           size: Annotated[Optional[int], typer.Option(help="Bytes at an address: 1, 2, 4 or 8 (default 4).")] = None,
           node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Set a watchpoint: stop when the program writes (or reads) a variable or address.
+    """Set a watchpoint on a variable or address.
+
+    The target stops when the program writes (or reads) it.
 
     Example: virsim debug watch 3fa9c2d1 tick_count --access write
     """
@@ -128,7 +132,9 @@ def continue_(session: SessionArg,
               wait: Annotated[bool, typer.Option("--wait", help="Block until the target stops; print why.")] = False,
               timeout: Annotated[str, typer.Option(help="With --wait: give up after this long (exit 42).")] = "10s",
               node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Continue execution; with --wait, until the next stop (breakpoint, watchpoint, fault).
+    """Continue execution; --wait waits for the next stop.
+
+    A stop: a breakpoint, a watchpoint, a fault.
 
     Example: virsim debug continue 3fa9c2d1 --wait --timeout 5s
     """
@@ -156,21 +162,24 @@ _stepper("finish", "Run until the current function returns.\n\nExample: virsim d
 _stepper("stepi", "Step one machine instruction.\n\nExample: virsim debug stepi 3fa9c2d1 -n 10")
 _REVERSE = ("Needs a backend with reverse execution (the built-in engine): it goes back by restoring a "
             "checkpoint and re-executing deterministically.")
-_stepper("reverse-stepi", f"Step one machine instruction backwards. {_REVERSE}\n\n"
+_stepper("reverse-stepi", f"Step one machine instruction backwards.\n\n{_REVERSE}\n\n"
                           "Example: virsim debug reverse-stepi 3fa9c2d1 -n 5")
-_stepper("reverse-step", f"Step one source line backwards, into calls. {_REVERSE}\n\n"
+_stepper("reverse-step", f"Step one source line backwards, into calls.\n\n{_REVERSE}\n\n"
                          "Example: virsim debug reverse-step 3fa9c2d1")
-_stepper("reverse-next", f"Step one source line backwards, over calls. {_REVERSE}\n\n"
+_stepper("reverse-next", f"Step one source line backwards, over calls.\n\n{_REVERSE}\n\n"
                          "Example: virsim debug reverse-next 3fa9c2d1")
-_stepper("reverse-finish", f"Run backwards to where the current function was called. {_REVERSE}\n\n"
+_stepper("reverse-finish", f"Run backwards to where the current function was called.\n\n{_REVERSE}\n\n"
                            "Example: virsim debug reverse-finish 3fa9c2d1")
-_stepper("reverse-continue", f"Run backwards to the previous breakpoint or watchpoint hit (or the start of "
-                             f"history). {_REVERSE}\n\nExample: virsim debug reverse-continue 3fa9c2d1")
+_stepper("reverse-continue", "Run backwards to the previous breakpoint or watchpoint.\n\n"
+                             f"It stops at the latest hit before the present, or at the start of history. "
+                             f"{_REVERSE}\n\nExample: virsim debug reverse-continue 3fa9c2d1")
 
 
 @app.command("where")
 def where(session: SessionArg, peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Why and where the target stopped: reason, pc, function, file:line, backtrace.
+    """Show why and where the target stopped.
+
+    Reason, pc, function, file:line, backtrace.
 
     Example: virsim debug where 3fa9c2d1
     """
@@ -205,7 +214,9 @@ def regs(session: SessionArg,
          scope: Annotated[str, typer.Option(help="general, all, fp or system.")] = "general",
          watch: Annotated[bool, typer.Option("--watch", help="Show them again at every stop until Ctrl-C.")] = False,
          peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Registers as a table; those changed since the previous stop are highlighted.
+    """Show the registers as a table.
+
+    Those changed since the previous stop are highlighted.
 
     Example: virsim debug regs 3fa9c2d1 --scope system
     """
@@ -259,7 +270,9 @@ def mem(session: SessionArg,
         fmt: Annotated[str, typer.Option("--format", help="hex, u32, ascii or bin (raw bytes).")] = "hex",
         out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the raw bytes to this file.")] = None,
         peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Read memory: a hexdump, 32-bit words, text, or raw bytes to a file.
+    """Read memory as a hexdump, words, text or a file.
+
+    Formats: a hexdump, 32-bit words, text, or raw bytes to a file.
 
     Example: virsim debug mem 3fa9c2d1 0x20000000 64 --format u32
     """
@@ -296,7 +309,9 @@ def mem_write(session: SessionArg,
               width: Annotated[int, typer.Option(help="Bytes of the number: 1, 2, 4 or 8 (little-endian).")] = 4,
               from_file: Annotated[Optional[Path], typer.Option("--from-file", help="Write this file's bytes.")] = None,
               node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Write memory of a stopped target: a number of --width bytes, or the bytes of a file.
+    """Write memory of a stopped target.
+
+    A number of --width bytes, or the bytes of a file.
 
     Example: virsim debug mem-write 3fa9c2d1 tick_count 0x0 --width 4
     """
@@ -316,7 +331,9 @@ def mem_write(session: SessionArg,
 @app.command("eval")
 def eval_(session: SessionArg, expression: Annotated[str, typer.Argument(help="C expression, e.g. 'counter * 2'.")],
           peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Evaluate an expression in the program's terms (globals, locals of the current frame).
+    """Evaluate an expression in the program's terms.
+
+    Globals, and the locals of the current frame.
 
     Example: virsim debug eval 3fa9c2d1 "tick_count * 2"
     """
@@ -329,7 +346,7 @@ def disasm(session: SessionArg,
            at: Annotated[Optional[str], typer.Option(help="Address or symbol (default: the pc).")] = None,
            count: Annotated[int, typer.Option(min=1, help="How many instructions.")] = 16,
            peek: PeekOpt = False, node: NodeOpt = None, as_json: JsonOpt = False) -> None:
-    """Disassemble instructions at the pc or at an address or symbol.
+    """Disassemble at the pc, an address or a symbol.
 
     Example: virsim debug disasm 3fa9c2d1 --at main --count 8
     """
@@ -347,7 +364,9 @@ def disasm(session: SessionArg,
 def gdb(session: SessionArg,
         tcp: Annotated[bool, typer.Option("--tcp", help="Also listen on 127.0.0.1 (for IDEs that need TCP).")] = False,
         as_json: JsonOpt = False) -> None:
-    """The address and the exact command to attach your own gdb (or IDE) to the session.
+    """Show how to attach your own gdb (or IDE) to the session.
+
+    The address and the exact command.
 
     While it is attached, virsim's debug commands answer DEBUGGER_BUSY; detach to get them back.
 

@@ -36,8 +36,10 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the session running afterwards.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the demo: create a session with the hello firmware on the built-in engine (or --backend
-    qemu), stream its console until it prints 'tick 3', then delete the session.
+    """Try virsim: run the hello firmware until it prints 'tick 3'.
+
+    Creates a session with the hello firmware on the built-in engine (or --backend qemu), streams
+    its console until it prints 'tick 3', then deletes the session.
 
     Example: virsim demo --backend qemu
     """

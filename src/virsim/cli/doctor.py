@@ -94,7 +94,9 @@ def checks() -> tuple[list[ToolCheck], bool]:
 
 
 def doctor(as_json: JsonOpt = False) -> None:
-    """Check emulators, debugger, toolchain, store and daemon; say how to install what is missing.
+    """Check emulators, debugger, toolchain, store and daemon.
+
+    Says how to install what is missing.
 
     Exits 6 when something the default backend needs is missing.
 

@@ -10,7 +10,7 @@ import typer
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_int
 from virsim.cli.render import emit, err, out, state
 
-app = typer.Typer(help="Programs: upload firmware images into a session and start them.", no_args_is_help=True)
+app = typer.Typer(help="Programs: upload firmware into a session and start it.", no_args_is_help=True)
 
 
 @app.command("upload")
@@ -21,7 +21,9 @@ def upload(
     load_address: Annotated[Optional[str], typer.Option(help="Load address of a raw binary, e.g. 0x0.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload an image (checked against the board's CPU and memory map) and print its program id.
+    """Upload a firmware image; print its program id.
+
+    The image is checked against the board's CPU and memory map.
 
     Example: virsim program upload 3fa9c2d1 build/app.elf
     """
@@ -40,7 +42,9 @@ def upload(
 def start(session: SessionArg,
           program: Annotated[str, typer.Argument(help="Program id from 'program upload'.")],
           as_json: JsonOpt = False) -> None:
-    """Run an uploaded program from reset (the emulator is power-cycled with it).
+    """Run an uploaded program from reset.
+
+    The emulator is power-cycled with it.
 
     Example: virsim program start 3fa9c2d1 p1a2b3c
     """

@@ -82,7 +82,9 @@ def create(
                                               "timeslice; instructions for step.")] = "100us",
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a session: start the board's emulator with the firmware, and print the session id.
+    """Create a session running the firmware; print its id.
+
+    Starts the board's emulator with the firmware.
 
     Example: virsim session create --board mps2-an385 --firmware examples/hello/hello.elf
 
@@ -110,16 +112,21 @@ def create(
 @app.command("replay")
 def replay(
     recording: Annotated[Path, typer.Argument(help="A recording.vrec (session show: recording).")],
-    until: Annotated[Optional[str], typer.Option(help="Pause there: an instruction count (5000000) or a virtual "
-                                                      "time (250ms).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Pause there: an instruction count (5000000), or on the "
+                                                      "built-in engine also a virtual time (250ms).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name for the new session.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Start halted.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay a recorded execution in a new session: same board, backend and program, the recorded
-    inputs instead of live ones, so the console shows the same bytes; --until pauses it there.
+    """Replay a recording in a new session.
 
-    Example: virsim session replay ~/.local/share/virsim/sessions/3fa9c2d1/recording.vrec --until 250ms
+    Same board, backend and program, the recorded inputs instead of live ones, so the console shows
+    the same bytes; --until pauses it there. A recording still being written (its session is live)
+    is refused: power that session off first.
+
+    Example: virsim session replay ~/.local/share/virsim/sessions/3fa9c2d1/recording.vrec --until 5000000
+
+    Example: virsim session replay RECORDING --until 250ms   # built-in engine: a virtual time too
     """
     info = client().session_replay(recording, until=until, name=name, paused=paused)
 
@@ -154,7 +161,9 @@ def list_(all_: Annotated[bool, typer.Option("--all", help="Include deleted sess
 
 @app.command("show")
 def show(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """Show one session in full: state, program, pid, endpoints, and the emulator's last words if it failed.
+    """Show one session in full.
+
+    State, program, pid, endpoints, and the emulator's last words if it failed.
 
     Example: virsim session show 3fa9c2d1
     """
@@ -176,7 +185,7 @@ _action("resume", "resumed", "Resume a paused (or --paused) session.\n\nExample:
 _action("reset", "reset", "Reset the board (CPU restarts from its reset vector).\n\nExample: virsim session reset 3fa9c2d1")
 _action("power_off", "powered off", "Power off: stop the emulator, keep the session.\n\n"
         "Example: virsim session power-off 3fa9c2d1")
-_action("power_on", "powered on", "Power on a stopped, failed or lost session with its current program.\n\n"
+_action("power_on", "powered on", "Power on a stopped, failed or lost session.\n\nIt boots its current program.\n\n"
         "Example: virsim session power-on 3fa9c2d1")
 
 
@@ -184,7 +193,9 @@ _action("power_on", "powered on", "Power on a stopped, failed or lost session wi
 def delete(session: SessionArg,
            purge: Annotated[bool, typer.Option("--purge", help="Also delete the console log and other artifacts.")] = False,
            as_json: JsonOpt = False) -> None:
-    """Delete a session: stop its emulator; its console log is kept unless --purge.
+    """Delete a session and stop its emulator.
+
+    Its console log is kept unless --purge.
 
     Example: virsim session delete 3fa9c2d1 --purge
     """

@@ -10,7 +10,7 @@ import typer
 from virsim.cli.common import JsonOpt, SessionArg, client
 from virsim.cli.render import emit, out, table, when
 
-app = typer.Typer(help="Snapshots: save and restore the whole machine state of a session.", no_args_is_help=True)
+app = typer.Typer(help="Snapshots: save and restore a session's machine state.", no_args_is_help=True)
 SnapshotArg = Annotated[str, typer.Argument(help="Snapshot name or id (see virsim snapshot list).")]
 
 
@@ -28,8 +28,10 @@ def create(
     name: Annotated[Optional[str], typer.Option(help="A name unique in the session (default snap-N).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Save the machine state now: CPU, memory, peripherals, virtual time. A running session keeps
-    running (the state is taken between two instructions).
+    """Save the machine state now.
+
+    CPU, memory, peripherals, virtual time. A running session keeps running (the state is taken
+    between two instructions).
 
     Example: virsim snapshot create 3fa9c2d1 --name before-crash
     """
@@ -40,7 +42,9 @@ def create(
 
 @app.command("list")
 def list_(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """List a session's snapshots: name, id, virtual time, instructions, size, created.
+    """List a session's snapshots.
+
+    Name, id, virtual time, instructions, size, created.
 
     Example: virsim snapshot list 3fa9c2d1
     """
@@ -58,8 +62,10 @@ def list_(session: SessionArg, as_json: JsonOpt = False) -> None:
 
 @app.command("restore")
 def restore(session: SessionArg, snapshot: SnapshotArg, as_json: JsonOpt = False) -> None:
-    """Put the machine back in a snapshot's state; it runs on from there exactly as it did the first
-    time. The console log gets a marker line; breakpoints stay.
+    """Put the machine back in a snapshot's state.
+
+    It runs on from there exactly as it did the first time. The console log gets a marker line;
+    breakpoints stay.
 
     Example: virsim snapshot restore 3fa9c2d1 before-crash
     """
@@ -84,8 +90,10 @@ def export(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="The .vsnap file to write.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a standalone snapshot file (state plus the program image, checksummed) that outlives
-    the session; start a new session from it with `session create --from-snapshot`.
+    """Write a snapshot file that outlives the session.
+
+    State plus the program image, checksummed; start a new session from it with
+    `session create --from-snapshot`.
 
     Example: virsim snapshot export 3fa9c2d1 before-crash --out crash.vsnap
     """

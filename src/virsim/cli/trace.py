@@ -11,8 +11,8 @@ from virsim import protocol as p
 from virsim.cli.common import JsonOpt, SessionArg, client
 from virsim.cli.render import emit, out, wait_job
 
-app = typer.Typer(help="Execution traces: record blocks, instructions or function calls; export text, json or a "
-                       "Chrome/Perfetto timeline.", no_args_is_help=True)
+app = typer.Typer(help="Execution traces: record blocks, instructions or calls.\n\n"
+                       "Exported as text, json or a Chrome/Perfetto timeline.", no_args_is_help=True)
 
 
 def _limit(text: str) -> int:
@@ -42,7 +42,9 @@ def start(
                                              "'truncated at N events').")] = "1e6",
     as_json: JsonOpt = False,
 ) -> None:
-    """Start recording (a new trace replaces the last one). Built-in engine.
+    """Start recording a trace (built-in engine).
+
+    A new trace replaces the last one.
 
     Example: virsim trace start 3fa9c2d1 --level function --range main..uart_getc --limit 1e6
     """
@@ -78,7 +80,9 @@ def export(
                                                       "calls over virtual time), json or text.")] = "chrome",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the trace symbolised (function, file:line), as a daemon job (a progress bar on a terminal).
+    """Write the trace to a file, symbolised.
+
+    Function and file:line for each event; as a daemon job (a progress bar on a terminal).
 
     Example: virsim trace export 3fa9c2d1 --format chrome --out trace.json
     """

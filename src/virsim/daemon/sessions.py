@@ -27,12 +27,13 @@ from virsim import snapshot
 from virsim.backends import get_backend
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
 from virsim.backends.process import tail
-from virsim.board import BoardConfig, Node, resolve_board
+from virsim.board import SYSTEM_BACKEND, BoardConfig, Node, resolve_board
 from virsim.daemon.analysis import COVERAGE_ON
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
 from virsim.daemon.states import LIVE, SessionState, require
 from virsim.daemon.store import Store
-from virsim.errors import EmulatorError, InvalidInput, InvalidState, NotSupported, SnapshotInvalid, VirsimError
+from virsim.errors import (EmulatorError, InvalidInput, InvalidState, NotFound, NotSupported, SnapshotInvalid,
+                           VirsimError)
 from virsim.firmware import FirmwareImage, check_fits, inspect
 from virsim.paths import Paths
 
@@ -93,7 +94,8 @@ class SessionService:
             deterministic=bool(row["deterministic"]), start_paused=paused,
             record=workdir / RECORD_DATA if row.get("record") else None,
             replay=Path(row["replay"]).with_name(RECORD_DATA) if row.get("replay") else None,
-            replay_until=row.get("replay_until"), coverage=row.get("coverage") == COVERAGE_ON, system=self._system(row))
+            replay_until=_parse_until(row["replay_until"]) if row.get("replay_until") else None,
+            coverage=row.get("coverage") == COVERAGE_ON, system=self._system(row))
 
     def _system(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """InstanceSpec.system of a multi-node session: each node's program file and the sync settings."""
@@ -340,7 +342,7 @@ class SessionService:
             if value:
                 raise NotSupported(f"{flag} is not supported for multi-node boards yet", field=flag.strip("-"),
                                    board=board.system_id)
-        adapter = get_backend("system")
+        adapter = get_backend(SYSTEM_BACKEND)
         for node in board.nodes:
             adapter.check_node(node)
             check_fits(inspect(Path(req.node_firmware[node.id])), node)
@@ -353,7 +355,7 @@ class SessionService:
         self.store.insert_session({
             "id": sid, "name": req.name or f"{board.system_id}-{sid[:4]}", "board": board.system_id,
             "board_source": source, "board_json": board.model_dump_json(), "node": board.nodes[0].id,
-            "backend": "system", "state": S.CREATED.value, "deterministic": 1, "program": None,
+            "backend": SYSTEM_BACKEND, "state": S.CREATED.value, "deterministic": 1, "program": None,
             "created_at": time.time(), "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
             "error": None, "stderr_tail": None, "record": 0, "replay": None, "replay_until": None, "coverage": 0})
         with self._undone_on_failure(sid):
@@ -392,7 +394,8 @@ class SessionService:
 
     def replay(self, req: p.SessionReplay) -> p.SessionInfo:
         """A new session that replays a recording: same board, backend and program, the recorded
-        inputs instead of live ones, so the console shows the same bytes."""
+        inputs instead of live ones, so the console shows the same bytes. The session keeps
+        --until as the user typed it (every message quotes that); InstanceSpec gets it parsed."""
         path = Path(req.recording)
         try:
             header = json.loads(path.read_text())
@@ -407,14 +410,33 @@ class SessionService:
         if not program.is_file():
             raise InvalidInput(f"{path}: the recorded program {program} is gone (was its session purged?)",
                                field="recording", file=str(program))
-        until = _parse_until(req.until) if req.until else None
+        self._refuse_recording_in_progress(header, path)
+        if req.until:
+            until = _parse_until(req.until)
+            if until.endswith("ns") and not get_backend(header["backend"]).replay_stops_at_time:
+                raise NotSupported(f"--until {req.until}: {header['backend']} replays stop at an instruction count, "
+                                   "not at a virtual time: give a count, e.g. --until 5000000",
+                                   field="until", value=req.until, backend=header["backend"])
         board = BoardConfig.model_validate_json(header["board_json"])
         sub = p.SessionCreate(board=board.system_id, firmware=str(program), backend=header["backend"],
                               firmware_format=header.get("program_format") or "auto",
                               load_address=header.get("program_load_address"), name=req.name, paused=req.paused,
                               deterministic=True)
         return self._create(sub, board, f"recording {path}",
-                            extra={"replay": str(path.resolve()), "replay_until": until})
+                            extra={"replay": str(path.resolve()), "replay_until": req.until or None})
+
+    def _refuse_recording_in_progress(self, header: dict[str, Any], path: Path) -> None:
+        """A live recording session is still writing the log: its end is not there yet, and QEMU
+        refuses such a file only after a long wait ("invalid input log file version")."""
+        try:
+            row = self.store.get_session(str(header.get("session")))
+        except NotFound:  # recorded by another daemon's session, or its rows are gone
+            return
+        if row.get("record") and self.state_of(row) in LIVE:
+            raise InvalidState(f"recording in progress: session {row['name']} ({row['id']}) is {row['state']} and "
+                               f"still writing {path}; power off or delete session {row['id']} first",
+                               session=row["id"], operation="replay", current=row["state"],
+                               required=sorted(st.value for st in SessionState if st not in LIVE))
 
     def list(self, req: p.SessionList) -> p.SessionListReply:
         return p.SessionListReply(sessions=[self.info(r) for r in self.store.sessions(req.all)])
@@ -633,7 +655,7 @@ class SessionService:
         """A replay that runs to --until halts there by itself: show the session as paused."""
         row = self.store.get_session(sid)
         if row.get("replay_until") and self.state_of(row) == S.RUNNING and not live.instance.run_status().running:
-            self.set_state(row, S.PAUSED, f"replay reached {row['replay_until']}")
+            self.set_state(row, S.PAUSED, f"replay reached --until {row['replay_until']}")
 
     def reconcile(self) -> None:
         """After a daemon (re)start: re-attach to emulators still running, mark the others lost."""
@@ -701,7 +723,7 @@ class SessionService:
 
 def _parse_until(text: str) -> str:
     """`--until`: an instruction count ("5000000", "5e6") or a virtual time ("250ms", "2s", "10us")
-    -> "<n>" instructions or "<n>ns"."""
+    -> "<n>" instructions or "<n>ns" (what InstanceSpec.replay_until takes; the form itself too)."""
     t = text.strip().lower()
     units = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from virsim.backends import get_backend
 from virsim.backends.base import BackendAdapter, Capability, Instance, InstanceSpec, RunStatus, ToolCheck
 from virsim.backends.process import ExitStatus
-from virsim.board import Node
+from virsim.board import SYSTEM_BACKEND, Node
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
 from virsim.sync import lockstep
@@ -226,7 +226,7 @@ class SystemInstance(Instance):
 class SystemBackend(BackendAdapter):
     """Boards with more than one node (chosen by the session service, not by --backend)."""
 
-    name = "system"
+    name = SYSTEM_BACKEND
     capabilities = frozenset({
         # No program-*: each node's program is fixed at `session create --firmware NODE=IMAGE`.
         # DEBUG: one built-in node at a time (`debug … --node`); a stop there holds the others at the barrier.

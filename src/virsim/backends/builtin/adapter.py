@@ -214,6 +214,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.REVERSE, Capability.RECORD, Capability.COVERAGE, Capability.TRACE, Capability.LOCKSTEP,
     })
     always_deterministic = True
+    replay_stops_at_time = True  # its clock is its cycle count: --until 250ms is an exact cycle
 
     def check_node(self, node: Node) -> None:
         try:
