@@ -58,8 +58,10 @@ def start(session: SessionArg, as_json: JsonOpt = False) -> None:
 
 @app.command("stop")
 def stop(session: SessionArg, as_json: JsonOpt = False) -> None:
-    """Stop counting and keep the counts: report and export still work, `coverage start` adds to
-    them again. The built-in engine then runs at full speed; QEMU cannot stop (NOT_SUPPORTED).
+    """Stop counting coverage and keep the counts so far.
+
+    Report and export still work, `coverage start` adds to the counts again. The built-in engine
+    then runs at full speed; QEMU cannot stop (NOT_SUPPORTED).
 
     Example: virsim coverage stop 3fa9c2d1
     """

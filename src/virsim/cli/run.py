@@ -97,9 +97,9 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", hidden=True, help="Stream the console (the default).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run firmware until it prints what you expect: exit 0 passed, 1 failed, 42 timed out, 2 could not run.
+    """Run firmware until it prints what you expect (for CI).
 
-    The console is streamed while the run goes on (--quiet silences it; with --json it goes to stderr).
+    Exit 0 passed, 1 failed, 42 timed out (--timeout-exit-code), 2 could not run. The console is streamed while the run goes on (--quiet silences it; with --json it goes to stderr).
     A fault of the firmware (HardFault, MemManage, BusFault, UsageFault, lockup) fails the run at once
     with the decoded fault, unless --allow-faults. SIGINT/SIGTERM stop everything and exit 130/143.
 
