@@ -195,3 +195,32 @@ def test_crash_ordering_and_expect_not_semantics(cli: CLI, tmp_path: Path) -> No
     bad.write_text("steps:\n  - expect-memory: {at: tick_count, size: 1, equals: 300}\n")
     doc = run(cli, str(HELLO), "--scenario", str(bad), code=2)
     assert doc["error"]["code"] == "SCENARIO_INVALID" and "does not fit" in doc["message"]
+
+
+FAULT = ROOT / "examples" / "hello" / "fault.elf"
+
+
+def test_a_fault_is_a_failed_verdict_at_once(cli: CLI, tmp_path: Path, backend: str) -> None:
+    """fault.elf divides by zero: the run fails on the fault (not at its timeout) with the fault
+    decoded, in the output, the JSON document and the JUnit report; --allow-faults runs on."""
+    doc = run(cli, str(FAULT), "-e", "tick 3", "--timeout", "100s", "--backend", backend,
+              "--junit", str(tmp_path / "j.xml"), code=1)
+    fault = doc["fault"]
+    assert fault["handler"] == "HardFault" and [b["bit"] for b in fault["bits"]] == ["DIVBYZERO", "FORCED"]
+    assert fault["fault_location"] == "divide (fault.c:16)" and fault["fault_pc"] == 0x40
+    assert "the firmware faulted: HardFault: DIVBYZERO at divide (fault.c:16)" in doc["checks"][0]["message"]
+    assert doc["virtual_ns"] < 1_000_000_000  # decided at the fault, long before the 100 s limit
+    junit = (tmp_path / "j.xml").read_text()
+    assert 'type="fault"' in junit and "DIVBYZERO" in junit
+    human = cli("run", str(FAULT), "-e", "tick 3", "--backend", backend, check=1).stdout
+    assert "faulting pc 0x00000040 in divide (fault.c:16)" in human and "CFSR = 0x02000000" in human
+    allowed = run(cli, str(FAULT), "-e", "tick 3", "--timeout", "50ms", "--allow-faults", "--backend", backend,
+                  code=42)
+    assert allowed["status"] == "timeout" and allowed["fault"] is None
+
+
+def test_a_lockup_is_a_failed_verdict_with_the_lockup_named(cli: CLI, backend: str) -> None:
+    from conftest import LOCKUP
+
+    doc = run(cli, str(LOCKUP), "-e", "x", "--backend", backend, code=1)
+    assert doc["fault"]["handler"] == "Lockup" and "Lockup" in doc["checks"][0]["message"]

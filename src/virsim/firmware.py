@@ -8,6 +8,7 @@ load address) instead of an emulator that silently runs nothing.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -140,6 +141,16 @@ def load_image(image: FirmwareImage) -> tuple[list[tuple[int, bytes]], list[tupl
             if seg["p_flags"] & 1:  # PF_X
                 code.append((seg["p_paddr"], seg["p_paddr"] + seg["p_filesz"]))
     return chunks, code
+
+
+def vector_table(image: FirmwareImage, base: int = 0, count: int = 16) -> list[int] | None:
+    """The first `count` words of the Cortex-M vector table the image loads at `base` (VTOR's reset
+    value), or None if it loads nothing there."""
+    chunks, _ = load_image(image)
+    for address, data in chunks:
+        if address <= base and base + 4 * count <= address + len(data):
+            return list(struct.unpack_from(f"<{count}I", data, base - address))
+    return None
 
 
 def inspect(path: Path, fmt: str = "auto", load_address: int | None = None) -> FirmwareImage:

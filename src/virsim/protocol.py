@@ -270,6 +270,12 @@ class SessionInfo(Message):
     sync: dict[str, Any] | None = Field(None, description="session show, multi-node boards: mode, quantum_cycles, "
                                         "quanta")
     instructions: int | None = Field(None, description="session show: instructions executed, where counted exactly")
+    fault: dict[str, Any] | None = Field(None, description="the last fault the firmware took since power-on: handler, "
+                                         "summary, CFSR/HFSR bits, fault_pc, fault_location, virtual_ns")
+    faults: int = Field(0, description="faults taken since power-on")
+    clock: dict[str, Any] | None = Field(None, description="session show: what virtual time means here: board_hz, "
+                                         "instruction_ns, how it differs from the board's clock")
+    instructions_per_s: float | None = Field(None, description="session show: the emulator's speed lately")
 
 
 class BreakpointInfo(Message):
@@ -494,7 +500,7 @@ class Event(Message):
     """Header of an event on the PUB socket; console bytes follow as a separate raw frame."""
 
     v: str = PROTOCOL_VERSION
-    type: Literal["console", "state", "stop"]
+    type: Literal["console", "state", "stop", "fault"]
     session: str
     time: float
     offset: int | None = Field(None, description="console: offset of the first byte in the log")
@@ -502,6 +508,7 @@ class Event(Message):
     previous: str | None = None
     reason: str | None = None
     stop: StopInfo | None = None
+    fault: dict[str, Any] | None = Field(None, description="fault: the decoded fault (as SessionInfo.fault)")
 
 
 # type -> (request payload model, result model). The daemon dispatches on this table and

@@ -51,6 +51,7 @@ class Capability(str, Enum):
     SHARED_MEMORY = "shared-memory"  # regions backed by a file other processes map too
     UART_CHANNEL = "uart-channel"  # a UART's TX/RX connected to an external byte stream
     LOCKSTEP = "lockstep"  # joins a multi-node barrier (InstanceSpec.lockstep, virsim.sync.lockstep)
+    FAULTS = "faults"  # records the Cortex-M faults the firmware takes (Instance.fault_table)
 
     def __str__(self) -> str:
         return self.value
@@ -191,6 +192,16 @@ class Instance(ABC):
 
     def instructions(self) -> int | None:
         """Instructions executed since power-on, where the backend counts them exactly; else None."""
+        return None
+
+    def fault_table(self) -> Path | None:
+        """Where the emulator records the faults the firmware takes (virsim.backends.faults), for
+        backends with Capability.FAULTS; None if this instance records none."""
+        return None
+
+    def clock_info(self) -> dict[str, Any] | None:
+        """What virtual time means for this instance (board_hz, instruction_ns, a note on how it
+        differs from one instruction per board cycle), for `session show`."""
         return None
 
     def limits(self) -> dict[Capability, str]:

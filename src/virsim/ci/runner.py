@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from virsim.ci.result import CheckResult, RunResult, Status
 from virsim.ci.scenario import MemoryAt, Pattern, Scenario, Step
@@ -110,10 +111,18 @@ class RunOptions:
 
 
 class CheckFailed(Exception):
-    def __init__(self, status: Status, message: str) -> None:
+    def __init__(self, status: Status, message: str, fault: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.fault = fault  # the decoded fault, when the firmware's fault decided the check
+
+
+def fault_message(fault: dict[str, Any]) -> str:
+    """One line: what faulted and where, e.g. 'HardFault: DIVBYZERO at divide (fault.c:16), pc 0x00000040'."""
+    where = f" at {fault['fault_location']}" if fault.get("fault_location") else ""
+    pc = f", pc {int(fault['fault_pc']):#010x}" if fault.get("fault_pc") is not None else ""
+    return f"the firmware faulted: {fault.get('summary') or fault.get('handler')}{where}{pc}"
 
 
 def unescape(text: str) -> bytes:
@@ -127,7 +136,7 @@ class Monitor:
     """The console of one running session, its fail patterns, and the clock checks are timed by."""
 
     def __init__(self, client: Client, session: str, virtual: bool, fail_text: list[str | Pattern],
-                 on_output: Callable[[bytes], None] | None, stdin: bool = False) -> None:
+                 on_output: Callable[[bytes], None] | None, stdin: bool = False, allow_faults: bool = False) -> None:
         self.client = client
         self.session = session
         self.virtual = virtual
@@ -139,6 +148,7 @@ class Monitor:
         self.forbidden: list[tuple[str, re.Pattern[bytes], int]] = [
             (f"fail-text {shown}", pattern, 0) for pattern, shown in map(_pattern, fail_text)]
         self.on_output = on_output
+        self.allow_faults = allow_faults  # --allow-faults: the firmware handles its own faults
         self.sub = client.subscribe(session)
         self._clock_at = 0.0
         self._clock = 0.0
@@ -168,6 +178,19 @@ class Monitor:
             self._clock_at = time.monotonic()
             self._sampled(clock.instructions)
         return self._clock
+
+    def final_sample(self) -> None:
+        """One last reading of the clock, so the verdict shows where the run ended (best effort:
+        the emulator may be gone)."""
+        if not self.virtual:
+            return
+        try:
+            clock = self.client.clock(self.session)
+        except VirsimError:
+            return
+        if clock.virtual_ns is not None:
+            self._clock = clock.virtual_ns / 1e9
+            self._sampled(clock.instructions)
 
     def _sampled(self, instructions: int | None) -> None:
         if instructions is None:
@@ -203,6 +226,8 @@ class Monitor:
         while True:
             info = self.client.session("show", self.session)
             if info.state in ("failed", "lost", "stopped"):
+                if info.fault is not None and info.fault.get("handler") == "Lockup":
+                    raise CheckFailed(Status.FAILED, fault_message(info.fault), info.fault)
                 lines = [ln for ln in (info.stderr_tail or "").splitlines() if ln.strip() and "warning:" not in ln]
                 tail = f": {lines[0]}" if lines else ""
                 raise CheckFailed(Status.FAILED, f"the emulator stopped ({info.error or info.state}){tail}")
@@ -233,17 +258,25 @@ class Monitor:
 
     def pump(self, wait: float) -> None:
         """Take new console bytes, waiting up to `wait` s for some (events only wake us: the
-        log, read by offset, is the record); notice an emulator that died."""
+        log, read by offset, is the record); notice a fault and an emulator that died."""
         self._forward_stdin()
+        events = []
         got = self.sub.recv(wait)
+        while got is not None:  # everything queued: a fault must not wait behind console events
+            events.append(got[0])
+            got = self.sub.recv(0)
         chunk = self.client.console_read(self.session, offset=len(self.console))
         if chunk.data:
             data = chunk.data.encode("latin-1")
             self.console += data
             if self.on_output:
                 self.on_output(data)
-        if got is not None and got[0].type == "state" and got[0].state in ("failed", "lost", "stopped"):
-            self._emulator_gone()
+        for event in events:
+            if event.type == "fault" and event.fault is not None and not self.allow_faults:
+                self.decided = len(self.console)
+                raise CheckFailed(Status.FAILED, fault_message(event.fault), event.fault)
+            if event.type == "state" and event.state in ("failed", "lost", "stopped"):
+                self._emulator_gone()
 
     def wait_for(self, pattern: re.Pattern[bytes], timeout: float, what: str, wall_guard: float,
                  limit: float | None = None) -> bytes:
@@ -333,7 +366,7 @@ class Runner:
             raise NotSupported(f"backend {info.backend} has no virtual clock: use --timeout-is wall",
                                backend=info.backend, capability="virtual-time")
         self.monitor = Monitor(self.client, info.id, self.virtual, self.opts.fail_text, self.opts.on_output,
-                               stdin=self.opts.interactive)
+                               stdin=self.opts.interactive, allow_faults=self.opts.allow_faults)
         self._progress(f"session {info.id} on {info.backend}: running")
         try:
             self.client.session("resume", info.id)
@@ -390,7 +423,7 @@ class Runner:
             result.checks.append(CheckResult("set-up", Status.ERROR, message=str(err)))
         except CheckFailed as fail:  # the emulator died while starting
             result.status, result.message = fail.status, fail.message
-            result.checks.append(CheckResult("start", fail.status, message=fail.message))
+            self._failed_start(result, fail)
         except Interrupted as intr:
             self._interrupted(result, intr.signum)
         except Exception as err:  # a bug in virsim must still end as "could not run", not a traceback
@@ -409,6 +442,11 @@ class Runner:
                     break
         return result
 
+    @staticmethod
+    def _failed_start(result: RunResult, fail: CheckFailed) -> None:
+        result.checks.append(CheckResult("start", fail.status, message=fail.message, fault=fail.fault))
+        result.fault = result.fault or fail.fault
+
     def _interrupted(self, result: RunResult, signum: int) -> None:
         name = signal.Signals(signum).name
         result.status, result.signal = Status.INTERRUPTED, signum
@@ -421,6 +459,8 @@ class Runner:
         interrupted = result.status == Status.INTERRUPTED
         if self.monitor is not None:
             m = self.monitor
+            if not interrupted:
+                m.final_sample()
             result.serial_log = bytes(m.console[:m.decided] if result.status in (Status.PASSED, Status.FAILED)
                                       and m.decided else m.console)
             result.virtual_ns = m.virtual_ns()
@@ -449,7 +489,9 @@ class Runner:
         except CheckFailed as fail:
             excerpt = bytes(self.monitor.console[-2000:]).decode("latin-1")
             result.checks.append(CheckResult(name, fail.status, time.perf_counter() - t0, fail.message,
-                                             self.monitor.virtual_ns(), excerpt))
+                                             self.monitor.virtual_ns(), excerpt, fail.fault))
+            if fail.fault is not None:
+                result.fault = fail.fault
             return False
         except VirsimError as err:
             result.checks.append(CheckResult(name, Status.ERROR, time.perf_counter() - t0, str(err),
@@ -463,7 +505,7 @@ class Runner:
         try:
             deadline_start = m.now()
         except CheckFailed as fail:
-            result.checks.append(CheckResult("start", fail.status, message=fail.message))
+            self._failed_start(result, fail)
             return
         for text in self.opts.expect_text:
             pattern, shown = _pattern(text)

@@ -51,7 +51,8 @@ class AnalysisService:
                                "(virsim session power-on)", session=row["id"], current=row["state"])
         return row
 
-    def _program(self, row: dict[str, Any]) -> tuple[Program, Path | None]:
+    def program(self, row: dict[str, Any]) -> tuple[Program, Path | None]:
+        """The session's program (symbols, lines; cached) and the directory it was uploaded from."""
         if not row.get("program"):
             raise InvalidState(f"session {row['id']} has no program", session=row["id"], current=row["state"])
         prog = self.store.get_program(row["id"], row["program"])
@@ -94,7 +95,7 @@ class AnalysisService:
     # ----------------------------------------------------------------------------- coverage
     def coverage_start(self, req: p.SessionRef) -> p.CoverageReport:
         row = self._live(req.session, Capability.COVERAGE)
-        self._program(row)  # refuse before switching anything on
+        self.program(row)  # refuse before switching anything on
         self.sessions.live[row["id"]].instance.coverage("start")
         row = self.store.update_session(row["id"], coverage=COVERAGE_ON)  # a power cycle keeps collecting
         return self.coverage_report(p.SessionRef(session=row["id"]))
@@ -115,7 +116,7 @@ class AnalysisService:
     def coverage_report(self, req: p.SessionRef) -> p.CoverageReport:
         row = self.sessions.row(req.session)
         self.sessions.need(row, Capability.COVERAGE)
-        program, source = self._program(row)
+        program, source = self.program(row)
         c = cov.Coverage.compute(program, self._blocks(row), source)
         return p.CoverageReport(session=row["id"], active=row.get("coverage") == COVERAGE_ON, program=str(program.path),
                                 rows=[p.CoverageRow(**r) for r in c.rows()], **c.totals())
@@ -124,7 +125,7 @@ class AnalysisService:
         row = self.sessions.row(req.session)
         self.sessions.need(row, Capability.COVERAGE)
         out = _out_path(req.out)
-        program, source = self._program(row)
+        program, source = self.program(row)
         blocks = self._blocks(row)  # copied now, on the event loop; the job works on the copy
         name = row.get("name") or row["id"]
 
@@ -143,7 +144,7 @@ class AnalysisService:
     # -------------------------------------------------------------------------------- trace
     def trace_start(self, req: p.TraceStart) -> p.TraceInfo:
         row = self._live(req.session, Capability.TRACE)
-        program, _ = self._program(row)
+        program, _ = self.program(row)
         ranges = [_range(program, text) for text in req.ranges]
         functions = [f.start for f in program.functions] if req.level == "function" else None
         info = self.sessions.live[row["id"]].instance.trace("start", level=req.level, ranges=ranges, limit=req.limit,
@@ -178,7 +179,7 @@ class AnalysisService:
         row = self.sessions.row(req.session)
         self.sessions.need(row, Capability.TRACE)
         out = _out_path(req.out)
-        program, _ = self._program(row)
+        program, _ = self.program(row)
         workdir = self.sessions.paths.session_dir(row["id"])
         raw_path = workdir / f"trace-export-{time.time_ns()}.bin"
         live = self.sessions.live.get(row["id"])

@@ -8,8 +8,11 @@ debugger attaches (after a reset, power cycle, new program or daemon restart). E
 has a user-facing gdb endpoint (gdbproxy.py): an external debugger that connects there takes the
 stub over — virsim's debugger detaches, and debug commands answer DEBUGGER_BUSY until it leaves.
 
-On M-profile boards the debugger also catches faults: breakpoints on the HardFault, MemManage,
-BusFault and UsageFault handlers turn a fault into a `fault` stop with CFSR/HFSR decoded.
+On M-profile boards the debugger also catches faults: while it is attached, the emulator halts at
+a fault (the fault table's halt flag, daemon/faults.py) and the stop is reported as a `fault` stop
+with CFSR/HFSR decoded. An emulator without a fault table (QEMU without vprobe) gets breakpoints on
+the HardFault, MemManage, BusFault and UsageFault handlers instead, which slow the code that shares
+their page.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class SessionDebug:
     regs_seq: int = -1  # the stop at which registers were last read
     regs_seen: dict[str, int] = field(default_factory=dict)  # values read at that stop
     regs_base: dict[str, int] = field(default_factory=dict)  # values read at earlier stops
+    fault_mark: int = 0  # faults recorded by the last stop (a stop with more is a fault stop)
 
 
 class DebugService:
@@ -167,6 +171,7 @@ class DebugService:
             log.info("session %s: external debugger connecting; detaching virsim's", sid)
             st.debugger.close()
             st.debugger = None
+            self._halt_at_faults(sid, False)
             st.gdb_ids.clear()
             st.fault_bps.clear()
         self.pending.resolve(sid, DebuggerBusy(f"an external debugger attached to session {sid}", session=sid))
@@ -258,6 +263,7 @@ class DebugService:
                 st.debugger.resume()  # the node it leaves runs on with the others
             st.debugger.close()
             st.debugger = None
+            self._halt_at_faults(sid, False)
         if st.proxy is not None:
             st.proxy.close()
             st.proxy = None
@@ -287,7 +293,10 @@ class DebugService:
                 st.gdb_ids[self._insert(dbg, bp)] = bp["id"]
             except VirsimError as err:
                 log.warning("session %s: breakpoint %s (%s) not re-applied: %s", sid, bp["id"], bp["location"], err)
-        if self.sessions.board_node(row).processor.profile == "m":
+        faults = self.sessions.faults
+        if faults is not None and faults.set_halt(sid, True):
+            st.fault_mark = faults.count(sid)
+        elif self.sessions.board_node(row).processor.profile == "m":
             self._catch_faults(dbg, st)
         # Attaching halted the CPU; a running session keeps running.
         if self.sessions.state_of(row) == S.RUNNING:
@@ -542,6 +551,11 @@ class DebugService:
             if st is not None and st.debugger is dbg:
                 dbg.close()
                 st.debugger = None
+                self._halt_at_faults(sid, False)
+
+    def _halt_at_faults(self, sid: str, on: bool) -> None:
+        if self.sessions.faults is not None:
+            self.sessions.faults.set_halt(sid, on)
 
     def _on_stop(self, sid: str, payload: dict[str, Any]) -> None:
         st = self.state.get(sid)
@@ -557,6 +571,14 @@ class DebugService:
         info: dict[str, Any] = {}
         number = payload.get("bkptno") or (payload.get("wpt") or payload.get("hw-rwpt") or payload.get("hw-awpt")
                                            or {}).get("number")
+        faults = self.sessions.faults
+        if faults is not None and reason in ("signal", "interrupted"):
+            faults.poll(sid)  # the emulator halted itself at a fault: it is in the table by now
+            if faults.count(sid) > st.fault_mark:
+                reason = "fault"
+                info["fault"] = faults.last(sid)
+        if faults is not None:
+            st.fault_mark = faults.count(sid)
         if number is not None and int(number) in st.fault_bps:
             reason = "fault"
             info["fault"] = self._fault_report(dbg, st.fault_bps[int(number)])

@@ -27,6 +27,7 @@ from virsim.backends import process
 from virsim.daemon.debug import DebugService
 from virsim.daemon.snapshots import SnapshotService
 from virsim.daemon.analysis import AnalysisService
+from virsim.daemon.faults import FaultService
 from virsim.daemon.jobs import JobService
 from virsim.daemon.pending import Deferred, PendingReplies
 from virsim.daemon.sessions import SessionService
@@ -73,6 +74,7 @@ class Daemon:
         self.jobs = JobService()
         self.analysis = AnalysisService(self.sessions, self.store, self.jobs)
         self.sessions.analysis = self.analysis
+        self.faults = FaultService(self.sessions, self.store, self.analysis)
         self.clients: dict[bytes, dict[str, Any]] = {}
         self.stopping = False
         self.handlers: dict[str, Callable[[Any], p.Message]] = {
@@ -265,6 +267,7 @@ class Daemon:
             now = time.monotonic()
             if self.sessions.hot() or now - last_tick >= 0.1:
                 self.sessions.tick()
+                self.faults.tick()
                 last_tick = now
 
     def _check_lifeline(self) -> None:

@@ -40,6 +40,7 @@ from virsim.paths import Paths
 if TYPE_CHECKING:
     from virsim.daemon.analysis import AnalysisService
     from virsim.daemon.debug import DebugService
+    from virsim.daemon.faults import FaultService
     from virsim.daemon.snapshots import SnapshotService
 
 log = logging.getLogger("virsim.daemon.sessions")
@@ -56,6 +57,7 @@ class Live:
         self.instance = instance
         self.tail = tail_
         self.hot_until = 0.0  # pump the console eagerly until then (bytes just arrived)
+        self.speed_sample: tuple[float, int] | None = None  # (host time, instructions) at the last show
 
 
 class SessionService:
@@ -67,6 +69,7 @@ class SessionService:
         self.debug: DebugService | None = None  # set by the DebugService; it owns run control when attached
         self.snapshots: SnapshotService | None = None  # set by the server
         self.analysis: AnalysisService | None = None  # set by the server; saves coverage/trace at stop
+        self.faults: FaultService | None = None  # set by the FaultService; watches each instance's fault table
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -178,7 +181,8 @@ class SessionService:
             pid=live.instance.pid if live else None, console_log=str(workdir / "console.log"),
             console_bytes=log_size(workdir / "console.log"), error=row.get("error"),
             stderr_tail=row.get("stderr_tail"), capabilities=caps,
-            endpoints=self._endpoints(row["id"], live), debugger=debugger, stop=stop)
+            endpoints=self._endpoints(row["id"], live), debugger=debugger, stop=stop,
+            fault=json.loads(row["fault_json"]) if row.get("fault_json") else None, faults=row.get("faults") or 0)
 
     def _endpoints(self, session_id: str, live: Live | None) -> dict[str, str]:
         if live is None:
@@ -445,13 +449,27 @@ class SessionService:
         row = self.row(req.session)
         clock = self.clock(p.SessionRef(session=row["id"])) if self.state_of(row) in LIVE else None
         info = self.info(row)
-        if clock is not None:
-            info = info.model_copy(update={"virtual_ns": clock.virtual_ns, "instructions": clock.instructions})
         live = self.live.get(row["id"])
+        if clock is not None:
+            info = info.model_copy(update={"virtual_ns": clock.virtual_ns, "instructions": clock.instructions,
+                                           "instructions_per_s": self._speed(live, row, clock.instructions)})
+        if live is not None:
+            info = info.model_copy(update={"clock": live.instance.clock_info()})
         details = getattr(live.instance, "details", None) if live is not None else None
         if details is not None:
             info = info.model_copy(update=details())
         return info
+
+    @staticmethod
+    def _speed(live: Live | None, row: dict[str, Any], instructions: int | None) -> float | None:
+        """Instructions per host second since the last `show` (or since the start, the first time)."""
+        if live is None or instructions is None:
+            return None
+        now = time.time()
+        since = live.speed_sample or (row.get("started_at") or now, 0)
+        live.speed_sample = (now, instructions)
+        seconds = now - since[0]
+        return (instructions - since[1]) / seconds if seconds > 0.05 and instructions >= since[1] else None
 
     def pause(self, req: p.SessionRef) -> p.SessionInfo:
         row = self.row(req.session)
@@ -511,6 +529,8 @@ class SessionService:
         instance = self.adapter(row).create_instance(self._spec(row, image, hold))
         instance.power_on()
         self._attach_live(row, instance, from_start=from_start)
+        if self.faults is not None:
+            self.faults.instance_started(row["id"], fresh=True)
         row = self._started(row, instance, S.CREATED if paused else S.RUNNING, reason)
         attached = self.debug.instance_started(row) if self.debug else False
         if hold and not paused and not attached:
@@ -520,6 +540,8 @@ class SessionService:
     def _stop_instance(self, session_id: str) -> None:
         if self.analysis is not None:
             self.analysis.instance_stopping(session_id)
+        if self.faults is not None:
+            self.faults.instance_stopping(session_id)
         live = self.live.pop(session_id, None)
         try:
             if self.debug is not None:
@@ -648,8 +670,10 @@ class SessionService:
                 self.set_state(row, S.STOPPED, "replay finished: the recording ends here", pid=None)
             elif self.state_of(row) in LIVE:
                 stderr = status.stderr_tail or tail(self.paths.session_dir(sid) / "emulator.log")
-                self.set_state(row, S.FAILED, f"emulator {status.reason}", pid=None,
-                                error=f"emulator {status.reason}", stderr_tail=stderr[-2000:] or None)
+                lockup = self.faults.emulator_died(row, stderr) if self.faults is not None else None
+                reason = f"emulator {status.reason}" + (f": {lockup['summary']}" if lockup else "")
+                self.set_state(self.store.get_session(sid), S.FAILED, reason, pid=None, error=reason,
+                               stderr_tail=stderr[-2000:] or None)
 
     def _replay_reached(self, sid: str, live: Live) -> None:
         """A replay that runs to --until halts there by itself: show the session as paused."""
@@ -675,6 +699,8 @@ class SessionService:
                                 error="the emulator was not running when the daemon restarted")
                 continue
             self._attach_live(row, instance, from_start=False)
+            if self.faults is not None:
+                self.faults.instance_started(row["id"], fresh=False)
             try:
                 running = instance.run_status().running
             except EmulatorError:

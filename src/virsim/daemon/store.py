@@ -87,6 +87,12 @@ def _m007_system(db: sqlite_utils.Database) -> None:
     db["sessions"].add_column("system_json", str)
 
 
+def _m009_faults(db: sqlite_utils.Database) -> None:
+    # fault_json: the last fault the firmware took since power-on (decoded); faults: how many
+    db["sessions"].add_column("fault_json", str)
+    db["sessions"].add_column("faults", int)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
@@ -95,6 +101,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("005_record_replay", _m005_record_replay),
     ("006_coverage", _m006_coverage),
     ("007_system", _m007_system),
+    ("009_faults", _m009_faults),
 ]
 
 

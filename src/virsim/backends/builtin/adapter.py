@@ -30,6 +30,7 @@ from virsim.backends.base import (
     RunStatus,
     ToolCheck,
 )
+from virsim.backends.faults import FaultTable
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node, board_to_dict
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported
@@ -73,6 +74,9 @@ class EngineControl:
             self.sock = None
 
 
+FAULT_TABLE = "faults.map"  # where the engine records faults (virsim.backends.faults)
+
+
 class BuiltinInstance(SupervisedInstance):
     emulator = "the built-in engine"
     sockets = ("engine.sock", "console.sock", "gdbstub.sock")
@@ -100,10 +104,21 @@ class BuiltinInstance(SupervisedInstance):
             "start_paused": True, "shared": [asdict(s) for s in spec.shared_memory],
             "record": str(spec.record) if spec.record else None, "replay": str(spec.replay) if spec.replay else None,
             "replay_until": spec.replay_until, "coverage": spec.coverage, "lockstep": spec.lockstep,
+            "fault_table": str(spec.rundir / FAULT_TABLE) if spec.node.processor.profile == "m" else None,
         }
+
+    def fault_table(self) -> Path | None:
+        return self.spec.rundir / FAULT_TABLE if self.spec.node.processor.profile == "m" else None
+
+    def clock_info(self) -> dict[str, Any] | None:
+        hz = self.spec.node.processor.frequency
+        return {"board_hz": hz, "instruction_ns": 1e9 / hz,
+                "note": f"one instruction per cycle of the board's {hz / 1e6:g} MHz clock; timers at the board's rate"}
 
     def _command(self) -> list[str]:
         run = self.spec.rundir
+        if self.spec.node.processor.profile == "m":
+            FaultTable.create(run / FAULT_TABLE).close()
         spec_path = run / "engine.json"
         spec_path.write_text(json.dumps(self._engine_spec()))
         self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +227,7 @@ class BuiltinBackend(BackendAdapter):
         Capability.REATTACH, Capability.DEBUG, Capability.RUN_FOR, Capability.IRQ_LINES,
         Capability.SHARED_MEMORY, Capability.UART_CHANNEL, Capability.SNAPSHOT,
         Capability.REVERSE, Capability.RECORD, Capability.COVERAGE, Capability.TRACE, Capability.LOCKSTEP,
+        Capability.FAULTS,
     })
     always_deterministic = True
     replay_stops_at_time = True  # its clock is its cycle count: --until 250ms is an exact cycle

@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import time
 import zlib
@@ -31,11 +32,15 @@ from typing import Any
 
 import zmq
 
+from unicorn import UcError
+from unicorn.arm_const import UC_ARM_REG_LR, UC_ARM_REG_MSP, UC_ARM_REG_PSP, UC_ARM_REG_XPSR
+
 from virsim.backends.builtin.gdbstub import GdbStub, StopInfo
 from virsim.backends.builtin.history import History
 from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim import snapshot
+from virsim.backends.faults import FLAG_FRAME, FLAG_PSP, FLAG_STATUS, FaultRecord, FaultTable
 from virsim.firmware import inspect
 from virsim.sync.lockstep import (
     KIND_IRQ,
@@ -66,6 +71,7 @@ class EngineSpec:
     replay: str | None = None  # feed the inputs logged there at their cycles instead of live ones
     replay_until: str | None = None  # halt at "<n>" instructions or "<n>ns" of virtual time
     coverage: bool = False  # count executed blocks from the first instruction
+    fault_table: str | None = None  # record the faults the firmware takes here (virsim.backends.faults)
     # Multi-node boards (virsim.sync): {"segment": path, "index": i, "irq_out": [[gpio, pin (-1: any),
     # target, line]], "uart_out": [[uart, target, target uart id]]}. The engine then runs quantum by
     # quantum and meets the other nodes at the segment's barrier (virsim.sync.lockstep).
@@ -151,6 +157,9 @@ class Engine:
                              if spec.firmware else None)
         if spec.coverage:
             self.machine.probes.coverage_start()
+        self.faults = FaultTable.open(Path(spec.fault_table)) if spec.fault_table else None
+        if self.faults is not None:
+            self.machine.on_fault = self._on_fault
         self.rundir = Path(spec.rundir)
         self.running = not spec.start_paused
         self.idle = False
@@ -188,6 +197,32 @@ class Engine:
         self.control.setsockopt(zmq.LINGER, 0)
         (self.rundir / "engine.sock").unlink(missing_ok=True)
         self.control.bind(f"ipc://{self.rundir / 'engine.sock'}")
+
+    def _on_fault(self, exc: int) -> bool:
+        """At the entry of a fault handler: record the fault; True: halt here (a debugger is attached
+        and asked for it)."""
+        assert self.faults is not None
+        if self.history.seen():  # re-executed history (reverse debugging) recorded it the first time
+            return False
+        m = self.machine
+        uc = m.uc
+        status = m.exc.faults
+        lr = uc.reg_read(UC_ARM_REG_LR)
+        sp = uc.reg_read(UC_ARM_REG_MSP)  # handler mode runs on the main stack
+        on_psp = lr >> 28 == 0xF and bool(lr & 4)
+        flags = FLAG_STATUS | (FLAG_PSP if on_psp else 0)
+        frame = (0,) * 8
+        try:
+            frame = struct.unpack("<8I", uc.mem_read(uc.reg_read(UC_ARM_REG_PSP) if on_psp else sp, 32))
+            flags |= FLAG_FRAME
+        except UcError:
+            pass  # a frame that could not be stacked (STKERR) cannot be read either
+        self.faults.append(FaultRecord(
+            exception=exc, flags=flags, virtual_ns=m.time_ns(), instructions=m.current_instructions(),
+            handler=m.pc(), sp=sp, lr=lr, xpsr=uc.reg_read(UC_ARM_REG_XPSR), cfsr=status.cfsr, hfsr=status.hfsr,
+            mmfar=status.mmfar, bfar=status.bfar, stacked_pc=frame[6], stacked_lr=frame[5], stacked_xpsr=frame[7],
+            stacked_r0=frame[0]))
+        return self.faults.halt and self.gdb.conn is not None
 
     # ----------------------------------------------------------------- Target (for the gdb stub)
     def halt(self, reason: str) -> None:
@@ -526,6 +561,10 @@ class Engine:
             self.halt(stop.reason)
             if to_gdb:
                 self.gdb.report_stop(StopInfo(5, "swbreak:;"))
+        elif stop.reason == "fault":  # halted at a fault handler for the debugger (virsim.backends.faults)
+            self.halt(stop.reason)
+            if to_gdb:
+                self.gdb.report_stop(StopInfo(5))
         elif stop.reason == "watchpoint":
             self.halt(stop.reason)
             if to_gdb:

@@ -166,6 +166,10 @@ class Machine:
         self.cycles = 0
         self.instructions = 0
         self.exceptions_taken = 0
+        # Called at the entry of a fault handler (HardFault..UsageFault) with the exception number,
+        # the handler's frame stacked; True halts the machine there (virsim.backends.faults).
+        self.on_fault: Callable[[int], bool] | None = None
+        self._fault_halt = False
         self._in_emu = False
         self._stop: Stop | None = None
         self._reset_request: str | None = None
@@ -539,6 +543,12 @@ class Machine:
     def on_exception(self, exc: int, entering: bool) -> None:
         if entering:
             self.exceptions_taken += 1
+            if exc in armv7m.FAULT_HANDLERS and self.on_fault is not None and self.on_fault(exc):
+                # Halt in the handler, before its first instruction (the debugger's fault stop).
+                self._fault_halt = True
+                if self._in_emu:
+                    self.counter.stop_before = True
+                    self.uc.emu_stop()
 
     @property
     def sleeping(self) -> bool:
@@ -564,6 +574,9 @@ class Machine:
         try:
             while self.cycles < end:
                 self._service()
+                if self._fault_halt:
+                    self._fault_halt = False
+                    return Stop("fault", self.pc())
                 nxt = self.next_event()
                 if self._sleeping:
                     if self.exc.pending_unmasked():
@@ -625,6 +638,9 @@ class Machine:
         if stop is not None and stop.reason in ("breakpoint", "watchpoint", "bkpt", "lockup"):
             stop.pc = self.pc() if stop.reason != "breakpoint" else stop.pc
             return stop
+        if self._fault_halt:
+            self._fault_halt = False
+            return Stop("fault", self.pc())
         return None
 
     def _fault_from(self, error: UcError) -> None:

@@ -11,6 +11,7 @@ QEMU's own icount-based rr (replay.py).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
@@ -37,14 +38,17 @@ from virsim.backends.process import EmulatorProcess
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import UART_TYPES, Node
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, VirsimError
-from virsim.firmware import FirmwareImage
+from virsim.backends.faults import FaultTable
+from virsim.firmware import FirmwareImage, vector_table
 
+log = logging.getLogger("virsim.backends.qemu")
 INSTALL_HINT = "sudo apt-get install -y qemu-system-arm"
 SNAPSHOT_DISK = "vm.qcow2"
 # Machines whose models break QEMU's loadvm (measured: lm3s6965evb aborts in its SD card model).
 NO_SNAPSHOTS = {"lm3s6965evb": "QEMU 7.2 aborts in the lm3s6965evb SD card model when loading a snapshot"}
 _BINARIES = {"ARM": "qemu-system-arm", "AArch64": "qemu-system-aarch64", "RISC-V": None}
 COVERAGE_MAP = "coverage.map"  # the vcov plugin's block table (backends/qemu/plugins)
+FAULT_TABLE = "faults.map"  # vprobe's fault records (virsim.backends.faults)
 KEEPER_SOCKET = "qemu-console.sock"  # QEMU's side of the console; the keeper listens on console.sock
 KEEPER = Path(__file__).resolve().parent / "keeper.py"
 _START_TIMEOUT = 10.0
@@ -91,7 +95,8 @@ def _firmware_args(image: FirmwareImage, node: Node) -> list[str]:
     return ["-device", device]
 
 
-def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str]:
+def build_command(spec: InstanceSpec, version: tuple[int, int, int], probe: Path | None = None) -> list[str]:
+    """QEMU's command line for `spec`; `probe`: the vprobe plugin to load (virtual clock, faults)."""
     node = spec.node
     assert node.qemu is not None
     srv = _server_opts(version)
@@ -137,10 +142,28 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int]) -> list[str
     if spec.coverage:
         plugin = plugins.build("vcov", ".".join(map(str, version)))
         args += ["-plugin", f"{plugin},map={spec.workdir / COVERAGE_MAP}"]
+    if probe is not None:
+        handlers = fault_handlers(spec)
+        args += ["-plugin", f"{probe},table={spec.rundir / FAULT_TABLE}"
+                 + (f",handlers={':'.join(f'{h:#x}' for h in handlers)}" if handlers else "")]
     if spec.firmware is not None:
         args += _firmware_args(spec.firmware, node)
     args += list(node.qemu.extra_args)
     return args
+
+
+def fault_handlers(spec: InstanceSpec) -> list[int]:
+    """Addresses of the HardFault, MemManage, BusFault and UsageFault handlers in the image's vector
+    table (Cortex-M), for vprobe to watch."""
+    if spec.firmware is None or spec.node.processor.profile != "m":
+        return []
+    try:
+        table = vector_table(spec.firmware, spec.firmware.load_address or 0, 7)
+    except (OSError, ValueError):
+        return []
+    if table is None:
+        return []
+    return sorted({table[slot] & ~1 for slot in range(3, 7) if table[slot] & ~1})
 
 
 def icount_shift(frequency: int) -> int:
@@ -209,6 +232,8 @@ class QemuInstance(SupervisedInstance):
         self._paced_at = 0.0
         self.replay_console = (ReplayConsole(spec.workdir / RAW_CONSOLE, spec.console_log)
                                if spec.replay is not None else None)
+        self.probe: Path | None = None  # the vprobe plugin loaded, if it could be built
+        self._clock_command: bool | None = None  # QMP x-virsim-clock answers (None: not asked yet)
 
     # ---------------------------------------------------------------- the supervised process
     def _command(self) -> list[str]:
@@ -219,11 +244,32 @@ class QemuInstance(SupervisedInstance):
         self._snapshot_disk()
         if self.spec.record is not None or self.spec.replay is not None:
             self._rr_ready()
-        command = build_command(self.spec, version)
+        self.probe = self._build_probe(version)
+        if self.probe is not None:
+            FaultTable.create(self.spec.rundir / FAULT_TABLE).close()
+        command = build_command(self.spec, version, self.probe)
         command[0] = shutil.which(command[0]) or command[0]
         if self.spec.coverage:  # counts start from zero at every power-on
             plugins.CoverageMap(self.spec.workdir / COVERAGE_MAP).create()
         return command
+
+    def _build_probe(self, version: tuple[int, int, int]) -> Path | None:
+        """vprobe for a single-node session (lockstep nodes have vsync), if a C compiler is here;
+        without it the session runs without fault records and with instruction-count time."""
+        if self.spec.lockstep:
+            return None
+        try:
+            return plugins.build("vprobe", ".".join(map(str, version)))
+        except VirsimError as err:
+            log.warning("QEMU session %s runs without vprobe (no fault records): %s", self.spec.session_id, err)
+            return None
+
+    def _probed(self) -> bool:
+        """QEMU runs with vprobe (also true of one re-attached after a daemon restart)."""
+        return self.probe is not None or any("vprobe" in arg for arg in self.command)
+
+    def fault_table(self) -> Path | None:
+        return self.spec.rundir / FAULT_TABLE if self._probed() else None
 
     def _after_launch(self) -> None:
         if self.spec.lockstep:
@@ -310,6 +356,9 @@ class QemuInstance(SupervisedInstance):
 
     def limits(self) -> dict[Capability, str]:
         out = {}
+        if not self._probed():
+            out[Capability.FAULTS] = ("this QEMU session runs without virsim's vprobe plugin (it needs a C compiler: "
+                                      f"{plugins.COMPILER_HINT}; multi-node nodes have vsync instead): no fault records")
         if self.spec.replay is None:
             out[Capability.REVERSE] = ("QEMU executes in reverse only while replaying a recording: create the "
                                        "session with --record, then debug `virsim session replay <recording>`")
@@ -433,17 +482,32 @@ class QemuInstance(SupervisedInstance):
         status = self._qmp().execute("query-status")
         return RunStatus(bool(status.get("running")), str(status.get("status", "")))
 
+    def _clock(self) -> tuple[int | None, int]:
+        """(QEMU's virtual clock in ns, or None without vprobe; instructions executed)."""
+        if self._clock_command is not False and self._probed():
+            try:
+                reply = self._qmp().execute("x-virsim-clock")
+                self._clock_command = True
+                return int(reply["ns"]), int(reply["icount"])
+            except EmulatorError:
+                self._clock_command = False  # an older vprobe, or none: count instructions instead
+        return None, int(self._qmp().execute("query-replay")["icount"])
+
     def virtual_time_ns(self) -> int | None:
         if not self.spec.deterministic or self.spec.record is not None or self.spec.replay is not None:
             return None  # rr runs with shift=auto: an instruction is not a fixed time
-        # query-replay reports the instruction counter whenever icount is on (not only under
-        # record/replay); with shift=0 one instruction is one ns of virtual time.
-        return int(self._qmp().execute("query-replay")["icount"])
+        ns, count = self._clock()
+        # Without vprobe: query-replay's instruction counter (reported whenever icount is on), one
+        # instruction = 2^shift ns; time a sleeping CPU skipped is then missing.
+        return ns if ns is not None else count << self._shift()
 
     def instructions(self) -> int | None:
         if not self.spec.deterministic:
             return None
-        return int(self._qmp().execute("query-replay")["icount"])
+        return self._clock()[1]
+
+    def _shift(self) -> int:
+        return 0
 
     # ----------------------------------------------------------------------------- console
     def console_write(self, data: bytes) -> int:
@@ -500,7 +564,7 @@ class QemuBackend(BackendAdapter):
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.REATTACH,
         Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT, Capability.RECORD, Capability.REVERSE,
-        Capability.COVERAGE, Capability.LOCKSTEP, Capability.SHARED_MEMORY,
+        Capability.COVERAGE, Capability.LOCKSTEP, Capability.SHARED_MEMORY, Capability.FAULTS,
     })
 
     def check_node(self, node: Node) -> None:

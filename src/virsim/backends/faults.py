@@ -1,0 +1,123 @@
+"""The fault table: where an emulator records the Cortex-M faults its firmware takes.
+
+Both backends write the same file, so the daemon has one reader: the built-in engine from Python
+(at its exception entry), QEMU from its vprobe plugin (at the first instruction of a fault
+handler). The file lives in the session's runtime dir and is created by the instance before the
+emulator starts:
+
+    header (64 bytes): magic "VFAULT01", count uint64 (records ever written), halt uint32 (stop the
+                       CPU at the next fault: virsim's debugger is attached), capacity uint32, 40 reserved
+    records (80 bytes each, a ring of `capacity`): exception, flags (1 frame read, 2 frame on the
+                       process stack, 4 status registers read), virtual_ns uint64, instructions uint64,
+                       handler, sp, lr (EXC_RETURN), xpsr, cfsr, hfsr, mmfar, bfar, stacked pc, lr,
+                       xpsr, r0 (uint32 each), 8 reserved
+
+A writer fills the record at `count % capacity`, then publishes it by incrementing `count`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+MAGIC = b"VFAULT01"
+HEADER = struct.Struct("<8sQII40x")
+RECORD = struct.Struct("<IIQQ12I8x")
+CAPACITY = 64
+FLAG_FRAME, FLAG_PSP, FLAG_STATUS = 1, 2, 4
+FAULT_EXCEPTIONS = {3: "HardFault", 4: "MemManage", 5: "BusFault", 6: "UsageFault"}
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    exception: int
+    flags: int
+    virtual_ns: int
+    instructions: int
+    handler: int
+    sp: int
+    lr: int
+    xpsr: int
+    cfsr: int
+    hfsr: int
+    mmfar: int
+    bfar: int
+    stacked_pc: int
+    stacked_lr: int
+    stacked_xpsr: int
+    stacked_r0: int
+
+    @property
+    def name(self) -> str:
+        return FAULT_EXCEPTIONS.get(self.exception, f"exception {self.exception}")
+
+    @property
+    def frame_read(self) -> bool:
+        return bool(self.flags & FLAG_FRAME)
+
+    @property
+    def on_process_stack(self) -> bool:
+        return bool(self.flags & FLAG_PSP)
+
+
+class FaultTable:
+    """One session's table, mapped (the daemon reads it, the built-in engine writes it)."""
+
+    def __init__(self, path: Path, m: mmap.mmap) -> None:
+        self.path = path
+        self.map = m
+
+    @classmethod
+    def create(cls, path: Path, capacity: int = CAPACITY) -> FaultTable:
+        """A fresh, empty table at `path` (replacing any older one), mapped."""
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as f:
+            f.write(HEADER.pack(MAGIC, 0, 0, capacity))
+            f.truncate(HEADER.size + capacity * RECORD.size)
+        os.replace(tmp, path)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: Path) -> FaultTable:
+        with path.open("r+b") as f:
+            m = mmap.mmap(f.fileno(), 0)
+        if m[:8] != MAGIC:
+            m.close()
+            raise ValueError(f"{path} is not a fault table")
+        return cls(path, m)
+
+    def close(self) -> None:
+        self.map.close()
+
+    @property
+    def count(self) -> int:
+        return int(HEADER.unpack_from(self.map, 0)[1])
+
+    @property
+    def capacity(self) -> int:
+        return int(HEADER.unpack_from(self.map, 0)[3])
+
+    def set_halt(self, on: bool) -> None:
+        struct.pack_into("<I", self.map, 16, 1 if on else 0)
+
+    @property
+    def halt(self) -> bool:
+        return bool(struct.unpack_from("<I", self.map, 16)[0])
+
+    def since(self, seen: int) -> tuple[list[FaultRecord], int]:
+        """The records written after the first `seen` (at most the ring's worth), and the new count."""
+        total, cap = self.count, self.capacity
+        first = max(seen, total - cap)
+        out = [FaultRecord(*RECORD.unpack_from(self.map, HEADER.size + (i % cap) * RECORD.size))
+               for i in range(first, total)]
+        return out, total
+
+    def append(self, record: FaultRecord) -> None:
+        """Write a record (the built-in engine's side; QEMU's plugin does the same in C)."""
+        total, cap = self.count, self.capacity
+        RECORD.pack_into(self.map, HEADER.size + (total % cap) * RECORD.size, *(
+            getattr(record, f) for f in FaultRecord.__dataclass_fields__))
+        struct.pack_into("<Q", self.map, 8, total + 1)

@@ -1,0 +1,288 @@
+/*
+ * vprobe: virsim's always-loaded QEMU TCG plugin for a single-node session: the virtual clock and
+ * the Cortex-M faults, at no cost while the firmware runs.
+ *
+ * Clock. It adds a QMP command, x-virsim-clock, answering {"ns": QEMU_CLOCK_VIRTUAL, "icount":
+ * instructions}. QMP's query-replay gives the instruction count only; with -icount shift=S,sleep=off
+ * a sleeping CPU (WFI) skips to its next timer, so the virtual clock, which is what the firmware's
+ * timers and virsim's timeouts count, is not instructions << S.
+ *
+ * Faults. virsim passes the addresses of the fault handlers (HardFault, MemManage, BusFault,
+ * UsageFault; from the image's vector table). When QEMU translates a block that starts at one,
+ * the plugin adds a call at its start; no other block gets anything, so there is no per-block or
+ * per-instruction cost anywhere else (the gdb stub's breakpoint on a handler made code in the same
+ * page run one instruction per block). The call checks IPSR (a handler shared with ordinary IRQs
+ * is entered for them too), reads SP, LR, xPSR, the fault status registers and the stacked
+ * exception frame, and writes a record into the fault table the daemon maps
+ * (virsim/backends/faults.py: the same layout the built-in engine writes). A handler that spins on
+ * itself (`b .`) re-enters its block without a new fault: a record identical to the last one is not
+ * written again. When the table's halt flag is set (virsim's debugger is attached), the plugin also
+ * stops the VM (vm_stop(RUN_STATE_DEBUG)): the gdb stub reports the stop and virsim shows it as a
+ * fault stop.
+ *
+ * QEMU 7.2's plugin API has none of this. Debian's qemu-system binaries export QEMU's own
+ * functions, so the plugin looks up what it needs by name (qmp_register_command, qmp_commands,
+ * qdict_new, qdict_put_int, qemu_clock_get_ns, icount_get_raw, current_cpu, qemu_get_cpu,
+ * arm_cpu_gdb_read_register, cpu_memory_rw_debug, vm_stop and glib's GByteArray), and leaves out a
+ * part whose functions are missing (saying so on stderr) instead of failing QEMU's start.
+ * Limitation: QEMU 7.2 exposes no PSP, so the frame of a fault taken from a thread running on the
+ * process stack is not read (the record says so).
+ *
+ * Loaded with:  -plugin vprobe.so,table=FILE[,handlers=ADDR:ADDR...]
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef uint64_t qemu_plugin_id_t;
+typedef struct qemu_info_t qemu_info_t;
+struct qemu_plugin_tb;
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
+typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
+
+extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
+extern void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
+                                                 enum qemu_plugin_cb_flags flags, void *userdata);
+extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
+
+__attribute__((visibility("default"))) int qemu_plugin_version = 1;
+
+/* virsim/backends/faults.py: header "<8sQII40x" (64 bytes), records "<IIQQ12I8x" (80 bytes). */
+#define MAGIC "VFAULT01"
+#define HEADER_SIZE 64
+#define RECORD_SIZE 80
+#define FLAG_FRAME 1u      /* the stacked frame was read */
+#define FLAG_PSP 2u        /* the frame is on the process stack */
+#define FLAG_STATUS 4u     /* CFSR/HFSR/MMFAR/BFAR were read */
+#define MAX_HANDLERS 8
+#define QEMU_CLOCK_VIRTUAL 1
+#define RUN_STATE_DEBUG 0
+#define QCO_NO_OPTIONS 0
+
+struct record {
+    uint32_t exception, flags;
+    uint64_t virtual_ns, instructions;
+    uint32_t handler, sp, lr, xpsr;
+    uint32_t cfsr, hfsr, mmfar, bfar;
+    uint32_t stacked_pc, stacked_lr, stacked_xpsr, stacked_r0;
+    uint8_t reserved[8];
+};
+
+typedef struct { uint8_t *data; unsigned int len; } GByteArray;
+
+static void (*q_register_command)(void *cmds, const char *name, void (*fn)(void *, void **, void **),
+                                  int options, unsigned special_features);
+static void *q_commands;
+static void *(*q_qdict_new)(void);
+static void (*q_qdict_put_int)(void *dict, const char *key, int64_t value);
+static int64_t (*q_clock_get_ns)(int type);
+static int64_t (*q_icount_get_raw)(void);
+static void *(*q_get_cpu)(int index);
+static int (*q_gdb_read_register)(void *cpu, GByteArray *buf, int n);
+static int (*q_memory_rw_debug)(void *cpu, uint64_t addr, void *ptr, size_t len, int is_write);
+static int (*q_vm_stop)(int state);
+static GByteArray *(*g_byte_array_new_)(void);
+static void *(*g_byte_array_free_)(GByteArray *array, int free_segment);
+static GByteArray *(*g_byte_array_set_size_)(GByteArray *array, unsigned int length);
+
+static uint8_t *table;
+static uint32_t capacity;
+static uint32_t handlers[MAX_HANDLERS], n_handlers;
+static struct record last;
+static int have_last;
+
+static volatile uint64_t *count(void) { return (volatile uint64_t *)(table + 8); }
+static volatile uint32_t *halt_flag(void) { return (volatile uint32_t *)(table + 16); }
+
+/* The virtual clock and instruction count as last published. In the vCPU thread QEMU's icount
+ * read aborts unless the current instruction may do I/O; hiding current_cpu makes it read the
+ * count the vCPU published at the start of its budget (as vsync does). */
+static int64_t virtual_clock(int64_t *insns)
+{
+    void **cur = dlsym(RTLD_DEFAULT, "current_cpu"); /* thread-local: looked up in this thread */
+    void *saved = cur ? *cur : NULL;
+    int64_t clock;
+    if (cur)
+        *cur = NULL;
+    clock = q_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+    if (insns)
+        *insns = q_icount_get_raw ? q_icount_get_raw() : 0;
+    if (cur)
+        *cur = saved;
+    return clock;
+}
+
+/* QMP x-virsim-clock (main loop, big lock held). */
+static void qmp_clock(void *args, void **ret, void **errp)
+{
+    int64_t insns = 0;
+    int64_t ns = virtual_clock(&insns);
+    void *dict = q_qdict_new();
+    (void)args;
+    (void)errp;
+    q_qdict_put_int(dict, "ns", ns);
+    q_qdict_put_int(dict, "icount", insns);
+    *ret = dict; /* a QDict starts with its QObject header */
+}
+
+static uint32_t reg(void *cpu, GByteArray *buf, int n)
+{
+    uint32_t value = 0;
+    g_byte_array_set_size_(buf, 0);
+    if (q_gdb_read_register(cpu, buf, n) >= 4 && buf->len >= 4)
+        memcpy(&value, buf->data, 4);
+    return value;
+}
+
+static int word(void *cpu, uint32_t address, uint32_t *value)
+{
+    return q_memory_rw_debug(cpu, address, value, 4, 0) == 0;
+}
+
+static void on_handler(unsigned int vcpu_index, void *userdata)
+{
+    uint32_t handler = (uint32_t)(uintptr_t)userdata;
+    void *cpu = q_get_cpu((int)vcpu_index);
+    GByteArray *buf;
+    struct record r;
+    uint32_t frame[8];
+    int64_t insns = 0;
+    uint64_t at;
+
+    if (cpu == NULL || table == NULL)
+        return;
+    buf = g_byte_array_new_();
+    memset(&r, 0, sizeof r);
+    r.xpsr = reg(cpu, buf, 25);
+    r.exception = r.xpsr & 0x1FF;
+    g_byte_array_free_(buf, 1);
+    if (r.exception < 3 || r.exception > 6) /* a handler shared with ordinary interrupts */
+        return;
+    buf = g_byte_array_new_();
+    r.sp = reg(cpu, buf, 13);
+    r.lr = reg(cpu, buf, 14);
+    g_byte_array_free_(buf, 1);
+    r.handler = handler;
+    if (word(cpu, 0xE000ED28, &r.cfsr) && word(cpu, 0xE000ED2C, &r.hfsr) && word(cpu, 0xE000ED34, &r.mmfar)
+        && word(cpu, 0xE000ED38, &r.bfar))
+        r.flags |= FLAG_STATUS;
+    if ((r.lr >> 28) == 0xF && (r.lr & 4)) {
+        r.flags |= FLAG_PSP; /* QEMU 7.2 gives no PSP: the frame cannot be read */
+    } else if (q_memory_rw_debug(cpu, r.sp, frame, sizeof frame, 0) == 0) {
+        r.flags |= FLAG_FRAME;
+        r.stacked_r0 = frame[0];
+        r.stacked_lr = frame[5];
+        r.stacked_pc = frame[6];
+        r.stacked_xpsr = frame[7];
+    }
+    /* A handler looping on itself enters this block again and again for one fault. */
+    if (have_last && memcmp(&r, &last, offsetof(struct record, reserved)) == 0)
+        return;
+    last = r; /* its clock fields stay 0, as r's are until now */
+    have_last = 1;
+    r.virtual_ns = (uint64_t)virtual_clock(&insns);
+    r.instructions = (uint64_t)insns;
+    at = *count();
+    memcpy(table + HEADER_SIZE + (size_t)(at % capacity) * RECORD_SIZE, &r, sizeof r);
+    __sync_synchronize(); /* the record before the count that publishes it */
+    *count() = at + 1;
+    if (*halt_flag() && q_vm_stop)
+        q_vm_stop(RUN_STATE_DEBUG);
+}
+
+static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
+    uint32_t i;
+    (void)id;
+    for (i = 0; i < n_handlers; i++) {
+        if (vaddr == handlers[i]) {
+            /* R_REGS: QEMU writes the guest registers back to the CPU state before the call. */
+            qemu_plugin_register_vcpu_tb_exec_cb(tb, on_handler, QEMU_PLUGIN_CB_R_REGS,
+                                                 (void *)(uintptr_t)handlers[i]);
+            return;
+        }
+    }
+}
+
+static void *need(const char *name, const char *part)
+{
+    void *p = dlsym(RTLD_DEFAULT, name);
+    if (p == NULL)
+        fprintf(stderr, "vprobe: this QEMU does not export %s: no %s\n", name, part);
+    return p;
+}
+
+__attribute__((visibility("default")))
+int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
+{
+    const char *table_path = NULL, *list = NULL;
+    struct stat st;
+    int i, fd;
+
+    (void)info;
+    for (i = 0; i < argc; i++) {
+        if (strncmp(argv[i], "table=", 6) == 0)
+            table_path = argv[i] + 6;
+        else if (strncmp(argv[i], "handlers=", 9) == 0)
+            list = argv[i] + 9;
+    }
+    q_clock_get_ns = (int64_t(*)(int))need("qemu_clock_get_ns", "x-virsim-clock");
+    q_icount_get_raw = (int64_t(*)(void))dlsym(RTLD_DEFAULT, "icount_get_raw");
+    q_register_command = (void (*)(void *, const char *, void (*)(void *, void **, void **), int, unsigned))
+        need("qmp_register_command", "x-virsim-clock");
+    q_commands = need("qmp_commands", "x-virsim-clock");
+    q_qdict_new = (void *(*)(void))need("qdict_new", "x-virsim-clock");
+    q_qdict_put_int = (void (*)(void *, const char *, int64_t))need("qdict_put_int", "x-virsim-clock");
+    if (q_clock_get_ns && q_register_command && q_commands && q_qdict_new && q_qdict_put_int)
+        q_register_command(q_commands, "x-virsim-clock", qmp_clock, QCO_NO_OPTIONS, 0);
+
+    q_get_cpu = (void *(*)(int))need("qemu_get_cpu", "fault records");
+    q_gdb_read_register = (int (*)(void *, GByteArray *, int))need("arm_cpu_gdb_read_register", "fault records");
+    q_memory_rw_debug = (int (*)(void *, uint64_t, void *, size_t, int))need("cpu_memory_rw_debug", "fault records");
+    g_byte_array_new_ = (GByteArray * (*)(void)) need("g_byte_array_new", "fault records");
+    g_byte_array_free_ = (void *(*)(GByteArray *, int))need("g_byte_array_free", "fault records");
+    g_byte_array_set_size_ = (GByteArray * (*)(GByteArray *, unsigned int)) need("g_byte_array_set_size",
+                                                                               "fault records");
+    q_vm_stop = (int (*)(int))need("vm_stop", "halting at a fault");
+    if (!(q_get_cpu && q_gdb_read_register && q_memory_rw_debug && g_byte_array_new_ && g_byte_array_free_
+          && g_byte_array_set_size_ && q_clock_get_ns) || table_path == NULL || list == NULL)
+        return 0; /* the clock alone */
+    fd = open(table_path, O_RDWR);
+    if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < HEADER_SIZE + RECORD_SIZE) {
+        fprintf(stderr, "vprobe: cannot open the fault table %s: no fault records\n", table_path);
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    table = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (table == MAP_FAILED || memcmp(table, MAGIC, 8) != 0) {
+        fprintf(stderr, "vprobe: %s is not a fault table: no fault records\n", table_path);
+        table = NULL;
+        return 0;
+    }
+    memcpy(&capacity, table + 20, 4);
+    if (capacity == 0 || (size_t)st.st_size < HEADER_SIZE + (size_t)capacity * RECORD_SIZE) {
+        table = NULL;
+        return 0;
+    }
+    while (*list && n_handlers < MAX_HANDLERS) {
+        char *end;
+        handlers[n_handlers++] = (uint32_t)strtoul(list, &end, 0) & ~1u;
+        list = *end == ':' ? end + 1 : end;
+        if (*end != ':')
+            break;
+    }
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+    return 0;
+}
