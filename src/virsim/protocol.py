@@ -151,7 +151,7 @@ class DebugWatch(DebugRef):
 
 
 class DebugDelete(DebugRef):
-    breakpoint: int | None = Field(None, description="virsim breakpoint id (see debug list)")
+    breakpoint: int | None = Field(None, description="the breakpoint's number in the session (see debug list)")
     all: bool = False
 
 
@@ -273,7 +273,7 @@ class SessionInfo(Message):
 
 
 class BreakpointInfo(Message):
-    id: int
+    id: int = Field(description="numbered per session (1, 2, ...), never given out twice in a session")
     session: str
     kind: Literal["breakpoint", "watchpoint"]
     location: str

@@ -64,7 +64,7 @@ class SessionDebug:
     proxy: GdbProxy | None = None
     stop: p.StopInfo | None = None
     seq: int = 0
-    gdb_ids: dict[int, int] = field(default_factory=dict)  # gdb breakpoint number -> virsim id
+    gdb_ids: dict[int, int] = field(default_factory=dict)  # gdb breakpoint number -> the session's number
     fault_bps: dict[int, str] = field(default_factory=dict)  # gdb breakpoint number -> handler
     step: StepPlan | None = None
     regs_seq: int = -1  # the stop at which registers were last read
@@ -284,9 +284,10 @@ class DebugService:
         st.debugger, st.gdb_ids, st.fault_bps = dbg, {}, {}
         for bp in self.store.breakpoints(sid):
             try:
-                st.gdb_ids[self._insert(dbg, bp)] = bp["id"]
+                st.gdb_ids[self._insert(dbg, bp)] = bp["number"]
             except VirsimError as err:
-                log.warning("session %s: breakpoint %s (%s) not re-applied: %s", sid, bp["id"], bp["location"], err)
+                log.warning("session %s: breakpoint %s (%s) not re-applied: %s", sid, bp["number"], bp["location"],
+                            err)
         if self.sessions.board_node(row).processor.profile == "m":
             self._catch_faults(dbg, st)
         # Attaching halted the CPU; a running session keeps running.
@@ -343,7 +344,7 @@ class DebugService:
 
     def _bp_info(self, bp: dict[str, Any], resolved: str | None = None) -> p.BreakpointInfo:
         return p.BreakpointInfo(
-            id=bp["id"], session=bp["session"], kind=bp["kind"], location=bp["location"],
+            id=bp["number"], session=bp["session"], kind=bp["kind"], location=bp["location"],
             condition=bp["condition"], temporary=bool(bp["temporary"]), ignore_count=bp["ignore_count"] or 0,
             access=bp["access"], size=bp["size"], address=bp["address"], hits=bp["hits"] or 0, resolved=resolved)
 
@@ -384,7 +385,7 @@ class DebugService:
                 raise self._gdb_failure(err, f"cannot break at {req.location!r}") from err
             where = self._describe_bp(dbg, number)
         saved = self.store.add_breakpoint({**bp, "address": where[1]})
-        st.gdb_ids[number] = saved["id"]
+        st.gdb_ids[number] = saved["number"]
         return self._bp_info(saved, where[0])
 
     def _describe_bp(self, dbg: Debugger, number: int) -> tuple[str | None, int | None]:
@@ -435,7 +436,7 @@ class DebugService:
                 except VirsimError:
                     pass
         saved = self.store.add_breakpoint(bp)
-        st.gdb_ids[number] = saved["id"]
+        st.gdb_ids[number] = saved["number"]
         return self._bp_info(saved, expression)
 
     def list_(self, req: p.SessionRef) -> p.BreakpointList:
@@ -451,15 +452,15 @@ class DebugService:
         st = self.state.get(row["id"])
         dbg = self.controller(row["id"])
         if dbg is not None and st is not None:
-            numbers = [n for n, bid in st.gdb_ids.items() if bid in {t["id"] for t in targets}]
+            numbers = [n for n, bid in st.gdb_ids.items() if bid in {t["number"] for t in targets}]
             if numbers:
                 with dbg.halted():
                     dbg.command(f"-break-delete {' '.join(map(str, numbers))}")
             for n in numbers:
                 st.gdb_ids.pop(n, None)
         for t in targets:
-            self.store.delete_breakpoint(t["id"])
-        return p.DeletedBreakpoints(session=row["id"], deleted=[t["id"] for t in targets])
+            self.store.delete_breakpoint(row["id"], t["number"])
+        return p.DeletedBreakpoints(session=row["id"], deleted=[t["number"] for t in targets])
 
     # ---------------------------------------------------------------------------------- run control
 
@@ -563,9 +564,9 @@ class DebugService:
         elif number is not None and int(number) in st.gdb_ids:
             bp_id = st.gdb_ids[int(number)]
             info["breakpoint"] = bp_id
-            self.store.count_hit(bp_id)
+            self.store.count_hit(sid, bp_id)
             if payload.get("disp") == "del":  # a temporary breakpoint: gdb deleted it
-                self.store.delete_breakpoint(bp_id)
+                self.store.delete_breakpoint(sid, bp_id)
                 st.gdb_ids.pop(int(number), None)
         if reason == "watchpoint":
             value = payload.get("value") or {}
