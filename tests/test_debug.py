@@ -237,6 +237,22 @@ def test_stop_events_reach_the_live_stream(client: Client, backend: str) -> None
     assert stops and stops[0].stop is not None and stops[0].stop.function == "on_tick"
 
 
+def test_where_peek_on_a_running_target_says_running(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
+    client.debug("break", sid, location="on_tick")
+    assert client.debug("continue", sid, wait=True, timeout=60).stop.reason == "breakpoint"
+    client.debug("delete", sid, all=True)
+    client.debug("continue", sid)  # runs on: the breakpoint stop is history now
+    peek = cli.json("debug", "where", sid, "--peek")
+    assert peek["reason"] == "running" and peek["breakpoint"] is None
+    assert peek["pc"] is not None and peek["backtrace"][0]["pc"] == peek["pc"]
+    assert cli("debug", "where", sid, "--peek").stdout.startswith("running; peeked at ")
+    assert client.session("show", sid).state == "running"
+    client.session("pause", sid)
+    stopped = cli("debug", "where", sid).stdout
+    assert stopped.startswith("stopped: interrupted at ")
+
+
 def test_breakpoints_are_numbered_per_session(cli: CLI, client: Client, backend: str) -> None:
     a = paused_hello(client, backend=backend)
     b = paused_hello(client, backend=backend)

@@ -300,7 +300,8 @@ class DeletedBreakpoints(Message):
 class StopInfo(Message):
     session: str
     seq: int = Field(description="how many times this session has stopped under the debugger")
-    reason: str = Field(description="breakpoint, watchpoint, step, finish, interrupted, fault, signal, exited")
+    reason: str = Field(description="breakpoint, watchpoint, step, finish, interrupted, fault, signal, exited, "
+                        "history-start; `running` from `where --peek` on a running target")
     pc: int | None = None
     function: str | None = None
     file: str | None = None

@@ -28,6 +28,8 @@ def describe_stop(stop: StopInfo) -> str:
     pc = f", pc {stop.pc:#010x}" if stop.pc is not None else ""
     if stop.reason == "breakpoint":
         return f"breakpoint {stop.breakpoint} at {where}{pc}"
+    if stop.reason == "running":  # where --peek on a running target
+        return f"running; peeked at {where}{pc}"
     if stop.reason == "watchpoint" and stop.watch:
         w = stop.watch
         change = f"{w.get('old')} -> {w.get('new')}" if w.get("new") is not None else f"value {w.get('value')}"
@@ -177,7 +179,8 @@ def where(session: SessionArg, peek: PeekOpt = False, node: NodeOpt = None, as_j
     stop = client().debug("where", session, node=node, peek=peek)
 
     def human() -> None:
-        out.print(f"stopped: {describe_stop(stop)}", markup=False)
+        text = describe_stop(stop)
+        out.print(text if stop.reason == "running" else f"stopped: {text}", markup=False)
         t = table("#", "PC", "FUNCTION", "LOCATION")
         for f in stop.backtrace:
             loc = f"{f['file']}:{f['line']}" if f.get("file") else ""

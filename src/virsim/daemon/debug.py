@@ -632,7 +632,7 @@ class DebugService:
     def where(self, req: p.DebugPeek) -> p.StopInfo:
         row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         st = self.state[row["id"]]
-        with dbg.halted():
+        with dbg.halted() as was_running:
             frames = dbg.backtrace()
         trace = []
         for f in frames:
@@ -640,9 +640,12 @@ class DebugService:
             trace.append({"level": _int(f.get("level")), "pc": _int(f.get("addr")), "function": f.get("func"),
                           "file": f.get("file"), "line": _int(f.get("line"))})
         top = trace[0] if trace else {}
-        base = st.stop
+        # A peek at a running target: the last stop is history (the target ran on from it), so its
+        # reason and breakpoint would describe a pc it has long left.
+        base = None if was_running else st.stop
+        reason = "running" if was_running else base.reason if base else "interrupted"
         return p.StopInfo(
-            session=row["id"], seq=st.seq, reason=base.reason if base else "interrupted", pc=top.get("pc"),
+            session=row["id"], seq=st.seq, reason=reason, pc=top.get("pc"),
             function=top.get("function"), file=top.get("file"), line=top.get("line"),
             breakpoint=base.breakpoint if base else None, watch=base.watch if base else None,
             fault=base.fault if base else None, backtrace=trace, time=time.time())
