@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from virsim import protocol as p
+from virsim.analysis.symbols import relative_comp_dirs, source_dir
 from virsim.backends.base import Capability
 from virsim.daemon.cortexm import FAULT_VECTORS, SCB_BASE, SCB_END, SYSTEM_REGISTERS, describe_fault
 from virsim.daemon.debugger import GDB, Debugger, GdbError, mi_quote
@@ -295,14 +296,16 @@ class DebugService:
             dbg.resume()
         return dbg
 
-    def _elf(self, row: dict[str, Any]) -> Path | None:
+    def _program(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The store row of the program the debugger sees."""
         program = row.get("program")
         if row.get("system_json"):  # a multi-node session: the debugged node's program
             program = json.loads(row["system_json"])["programs"].get(row["node"])
-        if not program:
-            return None
-        prog = self.store.get_program(row["id"], program)
-        return Path(prog["path"]) if prog["format"] == "elf" else None
+        return self.store.get_program(row["id"], program) if program else None
+
+    def _elf(self, row: dict[str, Any]) -> Path | None:
+        prog = self._program(row)
+        return Path(prog["path"]) if prog and prog["format"] == "elf" else None
 
     def _catch_faults(self, dbg: Debugger, st: SessionDebug) -> None:
         try:
@@ -798,10 +801,31 @@ class DebugService:
             raise NotSupported(f"session {row['id']} has no gdb endpoint", capability="debug")
         tcp = st.proxy.listen_tcp() if req.tcp else st.proxy.tcp_address()
         address = tcp or str(st.proxy.path)
-        elf = self._elf(row)
-        parts = [GDB, "-q"] + ([str(elf)] if elf else []) + ["-ex", f"target remote {address}"]
+        parts = [GDB, "-q", *self._gdb_program_args(row), "-ex", f"target remote {address}"]
         return p.GdbEndpoint(session=row["id"], address=address, command=shlex.join(parts), tcp=tcp,
                              held_by="external" if st.proxy.held else None)
+
+    def _gdb_program_args(self, row: dict[str, Any]) -> list[str]:
+        """The ELF, and where gdb finds its sources: the store's rule (analysis/symbols.py) that a
+        relative DWARF path is relative to the directory the program was uploaded from. gdb would
+        resolve a relative compilation dir against its own working directory instead, so each one
+        is mapped there (`set substitute-path`, not `directory`: that one splits paths at ':')."""
+        prog = self._program(row)
+        if prog is None or prog["format"] != "elf":
+            return []
+        elf = Path(prog["path"])
+        args = [str(elf)]
+        src = source_dir(prog.get("source"))
+        for comp_dir in relative_comp_dirs(elf) if src is not None else []:
+            args += ["-ex", f"set substitute-path {_gdb_word(comp_dir)} {_gdb_word(str(src / comp_dir))}"]
+        return args
+
+
+def _gdb_word(text: str) -> str:
+    """One argument of a gdb command that gdb splits like a shell (buildargv: quotes, backslashes)."""
+    if text and not any(c.isspace() or c in "'\"\\" for c in text):
+        return text
+    return mi_quote(text)  # the same escapes: backslash and double quote inside double quotes
 
 
 def _int(value: Any) -> int | None:
