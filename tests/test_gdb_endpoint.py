@@ -1,10 +1,11 @@
 """The external gdb endpoint through the real daemon, real emulators and real gdb-multiarch: the
-printed gdb command, the fixed TCP port and the per-name socket for IDEs, the proxy's guard
-against commands that would end the emulator, and the built-in stub's monitor commands."""
+printed gdb command, and the fixed TCP port and the per-name socket for IDEs."""
 
 from __future__ import annotations
 
 import shlex
+import socket
+import stat
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from conftest import HELLO, CLI, need_tool
 from virsim.client import Client
+from virsim.daemon.debugger import GDB
+from virsim.paths import get_paths
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +40,50 @@ def test_printed_gdb_command_finds_the_sources(cli: CLI, client: Client, tmp_pat
     at = next(i for i, text in enumerate(source, 1) if text.startswith("void on_tick("))
     lines = output.splitlines()
     assert all(f"{n}\t{source[n - 1]}" in lines for n in range(at - 2, at + 4)), output  # hello.c's own lines
+
+
+def test_fixed_tcp_port_and_a_clear_error_when_it_is_taken(cli: CLI, client: Client, tmp_path: Path) -> None:
+    first = client.session_create("mps2-an385", HELLO, paused=True, backend="builtin").id
+    second = client.session_create("mps2-an385", HELLO, paused=True, backend="builtin").id
+    with socket.socket() as taken:  # a port some other program listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = cli.json("debug", "gdb", first, "--tcp", "--port", str(port), check=2)
+        assert err["code"] == "INVALID_INPUT" and err["details"]["field"] == "port"
+        assert f"127.0.0.1:{port}: another program or session listens there" in err["error"]
+    # Now free: the fixed port, also asked for again, and refused to a second session.
+    ep = cli.json("debug", "gdb", first, "--tcp", "--port", str(port))
+    assert ep["tcp"] == ep["address"] == f"127.0.0.1:{port}" and f"target remote 127.0.0.1:{port}" in ep["command"]
+    assert cli.json("debug", "gdb", first, "--port", str(port))["tcp"] == f"127.0.0.1:{port}"
+    assert "another program or session" in cli.json("debug", "gdb", second, "--tcp", "--port", str(port),
+                                                     check=2)["error"]
+    err = cli.json("debug", "gdb", first, "--tcp", "--port", str(port + 1 if port < 65535 else port - 1), check=4)
+    assert err["code"] == "INVALID_STATE" and f"already listens for gdb on 127.0.0.1:{port}" in err["error"]
+    output = run_gdb([GDB, "-q", str(HELLO), "-ex", f"target remote 127.0.0.1:{port}", "-ex", "print tick_count",
+                      "-ex", "detach"], cwd=tmp_path)
+    assert "$1 = 0" in output and "detached" in output, output
+
+
+def test_per_name_socket_is_stable_private_and_goes_with_the_emulator(cli: CLI, client: Client,
+                                                                       tmp_path: Path) -> None:
+    info = client.session_create("mps2-an385", HELLO, name="fw", paused=True, backend="builtin")
+    ep = cli.json("debug", "gdb", "fw")
+    path = Path(ep["by_name"])
+    assert path == get_paths().runtime / "by-name" / "fw.gdb.sock"
+    assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert f"by name: {path}" in cli("debug", "gdb", "fw").stdout
+    output = run_gdb([GDB, "-q", str(HELLO), "-ex", f"target remote {path}", "-ex", "print tick_count",
+                      "-ex", "detach"], cwd=tmp_path)
+    assert "$1 = 0" in output and "detached" in output, output
+    client.session("power_off", info.id)
+    assert not path.exists()
+    client.session("power_on", info.id)
+    assert cli.json("debug", "gdb", "fw")["by_name"] == str(path)
+    client.session("delete", info.id)
+    assert not path.exists()
+    again = client.session_create("mps2-an385", HELLO, name="fw", paused=True, backend="builtin")
+    assert again.id != info.id and cli.json("debug", "gdb", "fw")["by_name"] == str(path)  # the same path
+    odd = client.session_create("mps2-an385", HELLO, name="a:b", paused=True, backend="builtin").id
+    assert cli.json("debug", "gdb", odd)["by_name"] is None  # gdb would read a:b as host:port

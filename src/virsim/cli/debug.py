@@ -349,17 +349,23 @@ def disasm(session: SessionArg,
 @app.command("gdb")
 def gdb(session: SessionArg,
         tcp: Annotated[bool, typer.Option("--tcp", help="Also listen on 127.0.0.1 (for IDEs that need TCP).")] = False,
+        port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535,
+                                                    help="With --tcp: this fixed port, e.g. for a launch.json "
+                                                    "(default: a free one).")] = None,
         as_json: JsonOpt = False) -> None:
     """The address and the exact command to attach your own gdb (or IDE) to the session.
 
     While it is attached, virsim's debug commands answer DEBUGGER_BUSY; detach to get them back.
+    `by name` is a socket path that stays the same for every session of this name.
 
-    Example: virsim debug gdb 3fa9c2d1
+    Example: virsim debug gdb 3fa9c2d1 --tcp --port 3333
     """
-    ep = client().debug("gdb", session, tcp=tcp)
+    ep = client().debug("gdb", session, tcp=tcp or port is not None, port=port)
 
     def human() -> None:
         out.print(f"address: {ep.address}", markup=False)
+        if ep.by_name:
+            out.print(f"by name: {ep.by_name}", markup=False)
         out.print(f"command: {ep.command}", markup=False)
         if ep.held_by:
             out.print(f"[yellow]held by an {ep.held_by} debugger now[/]")

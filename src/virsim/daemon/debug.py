@@ -14,8 +14,10 @@ BusFault and UsageFault handlers turn a fault into a `fault` stop with CFSR/HFSR
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shlex
 import time
@@ -45,6 +47,9 @@ SYSTEM_GDB = ["msp", "psp", "primask", "basepri", "faultmask", "control", "msp_s
               "msplim_s", "psplim_s", "control_s", "primask_s", "basepri_s", "faultmask_s"]
 _FP_RE = re.compile(r"^(d\d+|s\d+|q\d+|fpscr|fpsid|fpexc|vpr|p0)$")
 _ADDR_IN_VALUE = re.compile(r"0x[0-9a-fA-F]+")
+BY_NAME = "by-name"  # <runtime>/by-name/<session name>.gdb.sock: the session's stable gdb socket
+_SOCKET_NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*")
+_MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
 STOP_REASONS = {
     "breakpoint-hit": "breakpoint", "watchpoint-trigger": "watchpoint", "read-watchpoint-trigger": "watchpoint",
     "access-watchpoint-trigger": "watchpoint", "end-stepping-range": "step", "function-finished": "finish",
@@ -80,6 +85,10 @@ class DebugService:
         self.pending = pending
         self.state: dict[str, SessionDebug] = {}
         sessions.debug = self
+        # Per-name sockets a daemon that died left behind: the sessions that still run get theirs
+        # back when they are re-attached; the others must not look connectable.
+        for stale in (sessions.paths.runtime / BY_NAME).glob("*.gdb.sock"):
+            stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------- hooks for the session service
 
@@ -161,6 +170,24 @@ class DebugService:
         path = self.sessions.paths.session_runtime(sid) / "gdb.sock"
         st.proxy = GdbProxy(path, endpoint, on_attach=lambda: self._external_attached(sid),
                             on_detach=lambda: self._external_detached(sid))
+        by_name = self._by_name_path(row)
+        if by_name is not None:
+            try:
+                by_name.parent.mkdir(mode=0o700, exist_ok=True)
+                st.proxy.listen_unix(by_name)
+            except OSError:
+                log.exception("session %s: opening its per-name gdb socket %s", sid, by_name)
+
+    def _by_name_path(self, row: dict[str, Any]) -> Path | None:
+        """The session's stable gdb socket, `<runtime>/by-name/<name>.gdb.sock`: the same path for
+        every session of that name, so an IDE's configuration need not change per session. None
+        for a name that cannot be one (a path separator, ':' which gdb reads as host:port,
+        whitespace) or would make the path longer than a Unix socket address allows."""
+        name = row["name"]
+        path = self.sessions.paths.runtime / BY_NAME / f"{name}.gdb.sock"
+        if not _SOCKET_NAME.fullmatch(name) or len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            return None
+        return path
 
     def _external_attached(self, sid: str) -> None:
         st = self.state.get(sid)
@@ -799,11 +826,28 @@ class DebugService:
         self._open_proxy(row, st)
         if st.proxy is None:
             raise NotSupported(f"session {row['id']} has no gdb endpoint", capability="debug")
-        tcp = st.proxy.listen_tcp() if req.tcp else st.proxy.tcp_address()
+        tcp = self._listen_tcp(row, st.proxy, req.port) if req.tcp or req.port else st.proxy.tcp_address()
         address = tcp or str(st.proxy.path)
         parts = [GDB, "-q", *self._gdb_program_args(row), "-ex", f"target remote {address}"]
+        by_name = self._by_name_path(row)
         return p.GdbEndpoint(session=row["id"], address=address, command=shlex.join(parts), tcp=tcp,
+                             by_name=str(by_name) if by_name is not None and by_name.exists() else None,
                              held_by="external" if st.proxy.held else None)
+
+    @staticmethod
+    def _listen_tcp(row: dict[str, Any], proxy: GdbProxy, port: int | None) -> str:
+        sid = row["id"]
+        current = proxy.tcp_address()
+        if current is not None and port is not None and not current.endswith(f":{port}"):
+            raise InvalidState(f"session {sid} already listens for gdb on {current} (until its emulator stops): "
+                               "connect there", session=sid, listening=current, port=port)
+        try:
+            return proxy.listen_tcp(port or 0)
+        except OSError as err:
+            why = ("another program or session listens there" if err.errno == errno.EADDRINUSE else
+                   "ports below 1024 need root" if err.errno == errno.EACCES else err.strerror or str(err))
+            raise InvalidInput(f"cannot listen for gdb on 127.0.0.1:{port}: {why}; choose another --port",
+                               field="port", value=port) from err
 
     def _gdb_program_args(self, row: dict[str, Any]) -> list[str]:
         """The ELF, and where gdb finds its sources: the store's rule (analysis/symbols.py) that a
