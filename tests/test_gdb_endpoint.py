@@ -1,8 +1,10 @@
 """The external gdb endpoint through the real daemon, real emulators and real gdb-multiarch: the
-printed gdb command, and the fixed TCP port and the per-name socket for IDEs."""
+printed gdb command, the fixed TCP port and the per-name socket for IDEs, and the proxy's guard
+against commands that would end the emulator."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import socket
 import stat
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, CLI, need_tool
+from conftest import HELLO, CLI, need_tool, wait_for
 from virsim.client import Client
 from virsim.daemon.debugger import GDB
 from virsim.paths import get_paths
@@ -40,6 +42,78 @@ def test_printed_gdb_command_finds_the_sources(cli: CLI, client: Client, tmp_pat
     at = next(i for i, text in enumerate(source, 1) if text.startswith("void on_tick("))
     lines = output.splitlines()
     assert all(f"{n}\t{source[n - 1]}" in lines for n in range(at - 2, at + 4)), output  # hello.c's own lines
+
+
+class RSP:
+    """A raw GDB remote-protocol client in ack mode: what the stub (or the proxy) answers, exactly."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, body: str) -> None:
+        data = body.encode()
+        self.sock.sendall(b"$%s#%02x" % (data, sum(data) & 0xFF))
+
+    def packet(self) -> str:
+        """The next packet from the other side (acked); acks and anything between packets skipped."""
+        while True:
+            m = re.search(rb"\$([^#]*)#[0-9a-fA-F]{2}", self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                self.sock.sendall(b"+")
+                return m.group(1).decode()
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("the stub closed the connection")
+            self.buf += chunk
+
+    def ask(self, body: str) -> str:
+        self.send(body)
+        return self.packet()
+
+    def monitor(self, command: str) -> tuple[str, str]:
+        """(console text of the O packets, final reply) of `monitor COMMAND`."""
+        self.send("qRcmd," + command.encode().hex())
+        text = ""
+        while (reply := self.packet()).startswith("O") and reply != "OK":
+            text += bytes.fromhex(reply[1:]).decode()
+        return text, reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_proxy_keeps_gdb_from_ending_qemu(cli: CLI, client: Client, tmp_path: Path) -> None:
+    """QEMU's stub would quit QEMU on `monitor quit`, `monitor q`, vKill and k."""
+    # Created halted: QEMU then sends no stop packet of its own when a client connects.
+    info = client.session_create("mps2-an385", HELLO, name="quitter", paused=True)
+    ep = cli.json("debug", "gdb", info.id)
+    rsp = RSP(ep["address"])
+    try:
+        assert rsp.ask("?").startswith("T")
+        for command in ("quit", "q", "  quit now"):
+            text, reply = rsp.monitor(command)
+            assert reply == "OK" and "virsim session power-off quitter" in text and "not passed on" in text
+        text, reply = rsp.monitor("info status")  # other monitor commands still reach QEMU
+        assert reply == "OK" and "VM status: paused" in text
+        assert rsp.ask("vKill;1") == "E01"
+        rsp.send("k")  # no reply expected: the next packet's answer proves QEMU still runs
+        assert rsp.ask("?").startswith("T")
+    finally:
+        rsp.close()
+    # A real gdb: `monitor quit` prints the message, `kill` is refused, detach lets the CPU run.
+    output = run_gdb([GDB, "-q", str(HELLO), "-ex", f"target remote {ep['address']}", "-ex", "monitor quit",
+                      "-ex", "kill", "-ex", "detach"], cwd=tmp_path)
+    assert "virsim session power-off quitter" in output and "Can't kill process" in output, output
+    assert "detached" in output
+    wait_for(lambda: client.session("show", info.id).debugger is None, what="the external debugger to leave")
+    after = client.session("show", info.id)
+    assert after.state == "running" and after.pid == info.pid
+    before = len(client.console_text(info.id))
+    wait_for(lambda: len(client.console_text(info.id)) > before, what="QEMU to print more ticks")
 
 
 def test_fixed_tcp_port_and_a_clear_error_when_it_is_taken(cli: CLI, client: Client, tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ class DebugService:
         sid = row["id"]
         path = self.sessions.paths.session_runtime(sid) / "gdb.sock"
         st.proxy = GdbProxy(path, endpoint, on_attach=lambda: self._external_attached(sid),
-                            on_detach=lambda: self._external_detached(sid))
+                            on_detach=lambda: self._external_detached(sid), session=row["name"])
         by_name = self._by_name_path(row)
         if by_name is not None:
             try:

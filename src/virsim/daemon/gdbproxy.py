@@ -7,6 +7,11 @@ that lasts, virsim's debug commands answer DEBUGGER_BUSY. Only the session's use
 the sockets live in the 0700 runtime dir and are 0600 themselves (TCP, when asked for, binds
 127.0.0.1). Several addresses can lead to the one stub: the session's `gdb.sock`, its per-name
 socket and a TCP port; still one debugger at a time.
+
+On the way to the stub, the packets that would end the emulator are answered here instead: the
+emulator belongs to its virsim session, and only the session may stop it (`virsim session
+power-off`). QEMU's stub quits QEMU on `monitor quit` (`qRcmd`, its HMP monitor), on `vKill`
+and on `k`; the built-in engine's would not, but the rule is the same for every backend.
 """
 
 from __future__ import annotations
@@ -19,20 +24,31 @@ from pathlib import Path
 
 log = logging.getLogger("virsim.daemon.gdbproxy")
 
+QUIT_MONITOR_COMMANDS = {"quit", "q"}  # QEMU's HMP: `quit|q` ends QEMU
+
+
+def packet(body: bytes) -> bytes:
+    """One GDB remote-protocol packet (`body` needs no escaping: hex text, OK, Enn)."""
+    return b"$%s#%02x" % (body, sum(body) & 0xFF)
+
 
 class GdbProxy:
     def __init__(self, path: Path, upstream: str, on_attach: Callable[[], None],
-                 on_detach: Callable[[], None]) -> None:
+                 on_detach: Callable[[], None], session: str = "") -> None:
         self.path = path
         self.upstream_address = upstream
         self.on_attach = on_attach
         self.on_detach = on_detach
+        self.session = session  # how the refusal messages name the session (its name)
         self.listeners: list[socket.socket] = []
         self._unix: list[tuple[Path, int]] = []  # socket paths we bound, with their inode
         self.listen_unix(path)
         self.tcp: socket.socket | None = None
         self.client: socket.socket | None = None
         self.upstream: socket.socket | None = None
+        self._partial = b""  # the start of a client packet whose end has not arrived
+        self._noack = False  # the client and the stub agreed on QStartNoAckMode
+        self._noack_asked = False
 
     @property
     def held(self) -> bool:
@@ -106,6 +122,7 @@ class GdbProxy:
         conn.setblocking(False)
         up.setblocking(False)
         self.client, self.upstream = conn, up
+        self._partial, self._noack, self._noack_asked = b"", False, False
         log.info("external debugger attached via %s", self.path)
 
     def _forward(self, src: socket.socket, dst: socket.socket) -> None:
@@ -115,8 +132,13 @@ class GdbProxy:
             return
         except OSError:
             data = b""
-        if data and self._send(dst, data):
-            return
+        if data:
+            if src is self.client:
+                data = self._filter(data)
+            elif self._noack_asked and b"$" in data:  # the stub's answer to QStartNoAckMode
+                self._noack, self._noack_asked = b"$OK#9a" in data, False
+            if self._send(dst, data):
+                return
         self._drop()
 
     @staticmethod
@@ -131,6 +153,67 @@ class GdbProxy:
             return True
         except OSError:
             return False
+
+    def _filter(self, data: bytes) -> bytes:
+        """The client's bytes to pass on to the stub; packets that would end the emulator are
+        answered here. Acks and Ctrl-C pass as they are; a packet is held until its checksum is in."""
+        buf, out, i = self._partial + data, bytearray(), 0
+        while i < len(buf):
+            start = buf.find(b"$", i)
+            if start < 0:
+                out += buf[i:]
+                i = len(buf)
+                break
+            out += buf[i:start]
+            end = buf.find(b"#", start)  # '#' inside a packet is always escaped
+            if end < 0 or end + 3 > len(buf):
+                i = start
+                break
+            body = buf[start + 1:end]
+            if body == b"QStartNoAckMode":
+                self._noack_asked = True
+            answer = self._refuse(body)
+            if answer is None:
+                out += buf[start:end + 3]
+            else:
+                # Whatever came before goes first; the client waits for this answer anyway.
+                if self.upstream is not None and not self._send(self.upstream, bytes(out)):
+                    break
+                out.clear()
+                reply = (b"" if self._noack else b"+") + b"".join(packet(p) for p in answer)
+                if self.client is not None and not self._send(self.client, reply):
+                    break
+            i = end + 3
+        self._partial = buf[i:]
+        return bytes(out)
+
+    def _refuse(self, body: bytes) -> list[bytes] | None:
+        """The packets answering `body` here, or None to pass it on. A stray `+` that the client
+        sends to ack our answer reaches the stub, which ignores it (gdb sends these packets only
+        to a stopped target)."""
+        hint = f"virsim session power-off {self.session}".rstrip()
+        if body.startswith(b"qRcmd,"):
+            try:
+                command = bytes.fromhex(body[6:].decode("ascii")).decode(errors="replace")
+            except ValueError:
+                return None
+            words = command.split()
+            if not words or words[0] not in QUIT_MONITOR_COMMANDS:
+                return None
+            log.info("external debugger: refused 'monitor %s' (it would end the emulator)", command.strip())
+            text = (f"virsim: 'monitor {command.strip()}' would end the emulator behind virsim's back, so it "
+                    f"was not passed on; the session keeps running. To stop it: {hint}\n")
+            # Output, then OK: qRcmd's `E NN` means a malformed request (gdb: "Protocol error
+            # with Rcmd") and would hide the text.
+            return [b"O" + text.encode().hex().encode(), b"OK"]
+        if body.startswith(b"vKill"):
+            log.info("external debugger: refused vKill (it would end the emulator)")
+            return [b"E01"]  # gdb: "Can't kill process"; the emulator and the connection stay
+        if body == b"k":
+            # No reply is expected; a plain `target remote` gdb closes the connection after it.
+            log.info("external debugger: dropped k (it would end the emulator)")
+            return []
+        return None
 
     def _drop(self) -> None:
         for sock in (self.client, self.upstream):
