@@ -1,19 +1,21 @@
 """The external gdb endpoint through the real daemon, real emulators and real gdb-multiarch: the
-printed gdb command, the fixed TCP port and the per-name socket for IDEs, and the proxy's guard
-against commands that would end the emulator."""
+printed gdb command, the fixed TCP port and the per-name socket for IDEs, the proxy's guard
+against commands that would end the emulator, and the built-in stub's monitor commands."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import socket
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import HELLO, CLI, need_tool, wait_for
+from conftest import HELLO, ROOT, CLI, need_tool, wait_for
 from virsim.client import Client
 from virsim.daemon.debugger import GDB
 from virsim.paths import get_paths
@@ -114,6 +116,75 @@ def test_proxy_keeps_gdb_from_ending_qemu(cli: CLI, client: Client, tmp_path: Pa
     assert after.state == "running" and after.pid == info.pid
     before = len(client.console_text(info.id))
     wait_for(lambda: len(client.console_text(info.id)) > before, what="QEMU to print more ticks")
+
+
+def word(hex_le: str) -> int:
+    return int.from_bytes(bytes.fromhex(hex_le), "little")
+
+
+def test_builtin_stub_answers_the_monitor_commands_ides_send(cli: CLI, client: Client, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", HELLO, paused=True, backend="builtin").id
+    address = cli.json("debug", "gdb", sid)["address"]
+    rsp = RSP(address)
+    try:
+        reset_pc = word(rsp.ask("m4,4")) & ~1  # the reset vector
+        elsewhere = "Pf=" + (0x41).to_bytes(4, "little").hex()  # pc (register 15) = on_tick
+        assert rsp.ask(elsewhere) == "OK"
+        text, reply = rsp.monitor("halt")
+        assert (reply, text) == ("OK", "target halted, pc 0x00000040\n")
+        for command in ("reset halt", "reset", "reset init"):
+            assert rsp.ask(elsewhere) == "OK"
+            text, reply = rsp.monitor(command)
+            assert reply == "OK" and text.startswith(f"system reset: halted at the reset vector, pc {reset_pc:#010x}")
+            assert word(rsp.ask("pf")) & ~1 == reset_pc
+        text, reply = rsp.monitor("reset run")
+        assert reply == "OK" and "runs when the debugger continues" in text
+        clock = client.clock(sid).virtual_ns
+        for command in ("go", "resume"):
+            text, reply = rsp.monitor(command)
+            assert reply == "OK" and text.startswith("not resumed")
+        assert rsp.ask("pf") == rsp.ask("pf") and client.clock(sid).virtual_ns == clock  # still halted
+        text, reply = rsp.monitor("info")
+        assert reply == "OK" and '"instructions"' in text
+        text, reply = rsp.monitor("frobnicate")
+        assert reply == "OK" and text.startswith("monitor commands: halt, reset")
+        rsp.send("s")  # and the CPU steps from the reset vector
+        assert rsp.packet().startswith("T05")
+        assert word(rsp.ask("pf")) & ~1 != reset_pc
+    finally:
+        rsp.close()
+    # gdb and this stub agree on no-ack mode: the proxy's own answer (to quit) must fit that too.
+    output = run_gdb([GDB, "-q", str(HELLO), "-ex", f"target remote {address}", "-ex", "monitor quit",
+                      "-ex", "monitor reset halt", "-ex", "maintenance flush register-cache",
+                      "-ex", "info symbol $pc", "-ex", "detach"], cwd=tmp_path)
+    assert "To stop it: virsim session power-off" in output and "system reset: halted" in output, output
+    assert "Reset_Handler in section .text" in output and "detached" in output, output
+
+
+def cortex_debug_configs() -> dict[str, dict[str, Any]]:
+    """The launch.json configurations docs/debugging.md gives, by backend."""
+    text = (ROOT / "docs" / "debugging.md").read_text()
+    configs = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S) if "cortex-debug" in block]
+    return {"builtin" if "built-in" in c["name"] else "qemu": c for c in configs}
+
+
+def test_documented_cortex_debug_launch_works(cli: CLI, client: Client, backend: str, tmp_path: Path) -> None:
+    """What cortex-debug sends with the documented configuration, done by gdb in batch mode."""
+    config = cortex_debug_configs()[backend]
+    sid = client.session_create("mps2-an385", HELLO, name="fw", backend=backend).id  # running
+    by_name = cli.json("debug", "gdb", sid)["by_name"]
+    assert Path(by_name).name == Path(config["gdbTarget"]).name == "fw.gdb.sock"
+    ex = [f"target extended-remote {by_name}"]
+    ex += [*config["overrideLaunchCommands"], "echo @launched\\n", "info symbol $pc"]
+    ex += ["tbreak main", "continue", "next"]  # runToEntryPoint, then a step
+    ex += ["echo @reset\\n", *config["overrideResetCommands"], "info symbol $pc", "detach"]
+    output = run_gdb([GDB, "-q", str(HELLO), *(arg for line in ex for arg in ("-ex", line))], cwd=tmp_path)
+    launched, _, reset = output.partition("@reset")
+    assert "@launched\nReset_Handler in section .text" in launched, output  # reset, and gdb sees it
+    assert re.search(r"Temporary breakpoint 1, main \(\) at hello\.c:\d+", launched), output
+    assert reset.startswith("\nReset_Handler in section .text") and "detached" in reset, output
+    wait_for(lambda: client.session("show", sid).debugger is None, what="cortex-debug's gdb to leave")
+    assert client.session("show", sid).state == "running"
 
 
 def test_fixed_tcp_port_and_a_clear_error_when_it_is_taken(cli: CLI, client: Client, tmp_path: Path) -> None:
