@@ -237,6 +237,67 @@ def test_stop_events_reach_the_live_stream(client: Client, backend: str) -> None
     assert stops and stops[0].stop is not None and stops[0].stop.function == "on_tick"
 
 
+def test_where_peek_on_a_running_target_says_running(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
+    client.debug("break", sid, location="on_tick")
+    assert client.debug("continue", sid, wait=True, timeout=60).stop.reason == "breakpoint"
+    client.debug("delete", sid, all=True)
+    client.debug("continue", sid)  # runs on: the breakpoint stop is history now
+    peek = cli.json("debug", "where", sid, "--peek")
+    assert peek["reason"] == "running" and peek["breakpoint"] is None
+    assert peek["pc"] is not None and peek["backtrace"][0]["pc"] == peek["pc"]
+    assert cli("debug", "where", sid, "--peek").stdout.startswith("running; peeked at ")
+    assert client.session("show", sid).state == "running"
+    client.session("pause", sid)
+    stopped = cli("debug", "where", sid).stdout
+    assert stopped.startswith("stopped: interrupted at ")
+
+
+def test_breakpoints_are_numbered_per_session(cli: CLI, client: Client, backend: str) -> None:
+    a = paused_hello(client, backend=backend)
+    b = paused_hello(client, backend=backend)
+    assert cli.json("debug", "break", a, "on_tick")["id"] == 1
+    assert cli("debug", "break", b, "on_tick").stdout.startswith("breakpoint 1 at on_tick")
+    assert client.debug("watch", b, target="tick_count").id == 2
+    # main writes tick_count, then calls on_tick: the watchpoint (2) stops first, then breakpoint 1.
+    assert cli.json("debug", "continue", b, "--wait", "--timeout", "60s")["stop"]["breakpoint"] == 2
+    stop = cli.json("debug", "continue", b, "--wait", "--timeout", "60s")["stop"]
+    assert (stop["reason"], stop["breakpoint"]) == ("breakpoint", 1)
+    assert [(x["id"], x["hits"]) for x in cli.json("debug", "list", b)["breakpoints"]] == [(1, 1), (2, 1)]
+    assert cli.json("debug", "delete", b, "1")["deleted"] == [1]
+    assert cli.json("debug", "delete", b, "1", check=3)["code"] == "NOT_FOUND"
+    assert [x["id"] for x in cli.json("debug", "list", a)["breakpoints"]] == [1]  # a's 1 is its own
+    assert client.debug("continue", a, wait=True, timeout=60).stop.breakpoint == 1
+    assert client.debug("break", b, location="main").id == 3  # never given out twice in a session
+
+
+def test_breakpoint_numbers_migration_keeps_the_ids_rows_had(tmp_path: Path) -> None:
+    """Rows from before per-session numbers keep their id as their number; new ones count on."""
+    import sqlite_utils
+
+    from virsim.daemon.store import MIGRATIONS, Store
+
+    path = tmp_path / "virsim.db"
+    db = sqlite_utils.Database(path)
+    db["migrations"].create({"name": str, "applied_at": float}, pk="name")
+    for name, fn in [m for m in MIGRATIONS if m[0] < "008"]:  # the store as it was before 008
+        fn(db)
+        db["migrations"].insert({"name": name, "applied_at": 0.0})
+    for sid in ("aaaa", "bbbb", "cccc"):
+        db["sessions"].insert({"id": sid, "name": sid, "board": "mps2-an385", "backend": "qemu", "state": "stopped"})
+    for bp_id, sid in ((5, "aaaa"), (7, "bbbb"), (9, "aaaa")):
+        db["breakpoints"].insert({"id": bp_id, "session": sid, "kind": "breakpoint", "location": "main", "hits": 0})
+    db.conn.close()
+    store = Store(path)
+    assert [b["number"] for b in store.breakpoints("aaaa")] == [5, 9]
+    assert store.get_breakpoint("bbbb", 7)["location"] == "main"
+    row = {"kind": "breakpoint", "location": "on_tick", "condition": None, "temporary": 0, "ignore_count": 0,
+           "access": None, "size": None, "address": None}
+    assert store.add_breakpoint({**row, "session": "aaaa"})["number"] == 10
+    assert store.add_breakpoint({**row, "session": "bbbb"})["number"] == 8
+    assert store.add_breakpoint({**row, "session": "cccc"})["number"] == 1
+
+
 def test_external_gdb_attach_and_detach(cli: CLI, client: Client, backend: str) -> None:
     info = client.session_create("mps2-an385", HELLO, backend=backend)
     sid = info.id

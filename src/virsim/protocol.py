@@ -26,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = "1.7"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.8"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
-# and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined
+# and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined; 1.8: DebugGdb.port,
+# GdbEndpoint.by_name; breakpoint ids are numbered per session
 MAX_FRAME = 1024 * 1024
 
 
@@ -151,7 +152,7 @@ class DebugWatch(DebugRef):
 
 
 class DebugDelete(DebugRef):
-    breakpoint: int | None = Field(None, description="virsim breakpoint id (see debug list)")
+    breakpoint: int | None = Field(None, description="the breakpoint's number in the session (see debug list)")
     all: bool = False
 
 
@@ -201,6 +202,8 @@ class DebugDisasm(DebugPeek):
 
 class DebugGdb(SessionRef):
     tcp: bool = Field(False, description="also listen on 127.0.0.1 (for IDEs that only speak TCP)")
+    port: int | None = Field(None, ge=1, le=65535, description="listen on this 127.0.0.1 port (implies tcp; "
+                             "default: a free one)")
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -279,7 +282,7 @@ class SessionInfo(Message):
 
 
 class BreakpointInfo(Message):
-    id: int
+    id: int = Field(description="numbered per session (1, 2, ...), never given out twice in a session")
     session: str
     kind: Literal["breakpoint", "watchpoint"]
     location: str
@@ -306,7 +309,8 @@ class DeletedBreakpoints(Message):
 class StopInfo(Message):
     session: str
     seq: int = Field(description="how many times this session has stopped under the debugger")
-    reason: str = Field(description="breakpoint, watchpoint, step, finish, interrupted, fault, signal, exited")
+    reason: str = Field(description="breakpoint, watchpoint, step, finish, interrupted, fault, signal, exited, "
+                        "history-start; `running` from `where --peek` on a running target")
     pc: int | None = None
     function: str | None = None
     file: str | None = None
@@ -371,6 +375,8 @@ class GdbEndpoint(Message):
     address: str = Field(description="unix socket path (or host:port with --tcp) for 'target remote'")
     command: str = Field(description="the exact gdb command line that attaches")
     tcp: str | None = None
+    by_name: str | None = Field(None, description="the session's per-name unix socket, <runtime>/by-name/<name>."
+                                "gdb.sock: the same path for every session of that name")
     held_by: str | None = Field(None, description="'external' while an external debugger is attached")
 
 

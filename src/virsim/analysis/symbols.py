@@ -19,7 +19,12 @@ Code DWARF describes no function for (assembly) belongs to the ELF symbol that h
 
 Code the linker discarded (--gc-sections) keeps its DWARF, relocated to address 0: a subprogram
 whose entry is not where an ELF function symbol starts is ignored with everything inside it, and
-so is a line-table sequence at 0 unless a function or the entry point is there."""
+so is a line-table sequence at 0 unless a function or the entry point is there.
+
+Where the sources are: a DWARF path that is relative (firmware built with
+`-fdebug-prefix-map=<dir>=.`, like the examples) is relative to the directory the program was
+uploaded from, `source_dir()`. Coverage reports resolve file names with it, and the gdb command
+`virsim debug gdb` prints maps the ELF's relative compilation dirs (`relative_comp_dirs()`) there."""
 
 from __future__ import annotations
 
@@ -262,6 +267,33 @@ class Program:
         except ValueError:
             raise InvalidInput(f"{text!r} is neither a function of {self.path.name} nor an address",
                                field="range", value=text) from None
+
+
+def source_dir(uploaded_from: str | None) -> Path | None:
+    """The directory relative DWARF paths resolve against: the one the program was uploaded from
+    (the store's `programs.source`), if it still exists."""
+    if not uploaded_from:
+        return None
+    directory = Path(uploaded_from).parent
+    return directory if directory.is_dir() else None
+
+
+def relative_comp_dirs(elf: Path) -> list[str]:
+    """The relative DW_AT_comp_dir values of `elf`'s compilation units, each once, in order."""
+    out: list[str] = []
+    try:
+        with elf.open("rb") as f:
+            e = ELFFile(f)
+            if not e.has_dwarf_info():
+                return []
+            for cu in e.get_dwarf_info().iter_CUs():
+                attr = cu.get_top_DIE().attributes.get("DW_AT_comp_dir")
+                comp_dir = _text(attr.value) if attr is not None else ""
+                if comp_dir and not os.path.isabs(comp_dir) and comp_dir not in out:
+                    out.append(comp_dir)
+    except (OSError, ELFError) as err:
+        raise InvalidInput(f"{elf}: cannot read the program's debug info ({err})", file=str(elf)) from err
+    return out
 
 
 def _close_sequence(sequence: list[tuple[int, str, int]], end: int, rows: dict[int, LineRow],

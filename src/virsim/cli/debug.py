@@ -28,6 +28,8 @@ def describe_stop(stop: StopInfo) -> str:
     pc = f", pc {stop.pc:#010x}" if stop.pc is not None else ""
     if stop.reason == "breakpoint":
         return f"breakpoint {stop.breakpoint} at {where}{pc}"
+    if stop.reason == "running":  # where --peek on a running target
+        return f"running; peeked at {where}{pc}"
     if stop.reason == "watchpoint" and stop.watch:
         w = stop.watch
         change = f"{w.get('old')} -> {w.get('new')}" if w.get("new") is not None else f"value {w.get('value')}"
@@ -186,7 +188,8 @@ def where(session: SessionArg, peek: PeekOpt = False, node: NodeOpt = None, as_j
     stop = client().debug("where", session, node=node, peek=peek)
 
     def human() -> None:
-        out.print(f"stopped: {describe_stop(stop)}", markup=False)
+        text = describe_stop(stop)
+        out.print(text if stop.reason == "running" else f"stopped: {text}", markup=False)
         t = table("#", "PC", "FUNCTION", "LOCATION")
         for f in stop.backtrace:
             loc = f"{f['file']}:{f['line']}" if f.get("file") else ""
@@ -363,19 +366,25 @@ def disasm(session: SessionArg,
 @app.command("gdb")
 def gdb(session: SessionArg,
         tcp: Annotated[bool, typer.Option("--tcp", help="Also listen on 127.0.0.1 (for IDEs that need TCP).")] = False,
+        port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535,
+                                                    help="With --tcp: this fixed port, e.g. for a launch.json "
+                                                    "(default: a free one).")] = None,
         as_json: JsonOpt = False) -> None:
     """Show how to attach your own gdb (or IDE) to the session.
 
     The address and the exact command.
 
     While it is attached, virsim's debug commands answer DEBUGGER_BUSY; detach to get them back.
+    `by name` is a socket path that stays the same for every session of this name.
 
-    Example: virsim debug gdb 3fa9c2d1
+    Example: virsim debug gdb 3fa9c2d1 --tcp --port 3333
     """
-    ep = client().debug("gdb", session, tcp=tcp)
+    ep = client().debug("gdb", session, tcp=tcp or port is not None, port=port)
 
     def human() -> None:
         out.print(f"address: {ep.address}", markup=False)
+        if ep.by_name:
+            out.print(f"by name: {ep.by_name}", markup=False)
         out.print(f"command: {ep.command}", markup=False)
         if ep.held_by:
             out.print(f"[yellow]held by an {ep.held_by} debugger now[/]")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from virsim import protocol as p
 from virsim.analysis import coverage as cov
 from virsim.analysis import trace as tr
-from virsim.analysis.symbols import Program
+from virsim.analysis.symbols import Program, source_dir
 from virsim.backends.base import Capability
 from virsim.daemon.states import LIVE
 from virsim.errors import InvalidInput, InvalidState, NotFound, VirsimError
@@ -63,7 +63,7 @@ class AnalysisService:
         key = (str(path), path.stat().st_mtime)
         if key not in self._programs:
             self._programs[key] = Program.load(path)
-        source = Path(prog["source"]).parent if prog.get("source") else None
+        source = source_dir(prog.get("source"))
         return self._programs[key], source
 
     def _blocks(self, row: dict[str, Any]) -> list[tuple[int, int, int]]:

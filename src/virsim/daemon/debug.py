@@ -17,8 +17,10 @@ their page.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 import shlex
 import time
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from virsim import protocol as p
+from virsim.analysis.symbols import relative_comp_dirs, source_dir
 from virsim.backends.base import Capability
 from virsim.daemon.cortexm import FAULT_VECTORS, SCB_BASE, SCB_END, SYSTEM_REGISTERS, describe_fault
 from virsim.daemon.debugger import GDB, Debugger, GdbError, mi_quote
@@ -47,6 +50,9 @@ SYSTEM_GDB = ["msp", "psp", "primask", "basepri", "faultmask", "control", "msp_s
               "msplim_s", "psplim_s", "control_s", "primask_s", "basepri_s", "faultmask_s"]
 _FP_RE = re.compile(r"^(d\d+|s\d+|q\d+|fpscr|fpsid|fpexc|vpr|p0)$")
 _ADDR_IN_VALUE = re.compile(r"0x[0-9a-fA-F]+")
+BY_NAME = "by-name"  # <runtime>/by-name/<session name>.gdb.sock: the session's stable gdb socket
+_SOCKET_NAME = re.compile(r"[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*")
+_MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
 STOP_REASONS = {
     "breakpoint-hit": "breakpoint", "watchpoint-trigger": "watchpoint", "read-watchpoint-trigger": "watchpoint",
     "access-watchpoint-trigger": "watchpoint", "end-stepping-range": "step", "function-finished": "finish",
@@ -67,7 +73,7 @@ class SessionDebug:
     proxy: GdbProxy | None = None
     stop: p.StopInfo | None = None
     seq: int = 0
-    gdb_ids: dict[int, int] = field(default_factory=dict)  # gdb breakpoint number -> virsim id
+    gdb_ids: dict[int, int] = field(default_factory=dict)  # gdb breakpoint number -> the session's number
     fault_bps: dict[int, str] = field(default_factory=dict)  # gdb breakpoint number -> handler
     step: StepPlan | None = None
     regs_seq: int = -1  # the stop at which registers were last read
@@ -83,6 +89,10 @@ class DebugService:
         self.pending = pending
         self.state: dict[str, SessionDebug] = {}
         sessions.debug = self
+        # Per-name sockets a daemon that died left behind: the sessions that still run get theirs
+        # back when they are re-attached; the others must not look connectable.
+        for stale in (sessions.paths.runtime / BY_NAME).glob("*.gdb.sock"):
+            stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------- hooks for the session service
 
@@ -163,7 +173,25 @@ class DebugService:
         sid = row["id"]
         path = self.sessions.paths.session_runtime(sid) / "gdb.sock"
         st.proxy = GdbProxy(path, endpoint, on_attach=lambda: self._external_attached(sid),
-                            on_detach=lambda: self._external_detached(sid))
+                            on_detach=lambda: self._external_detached(sid), session=row["name"])
+        by_name = self._by_name_path(row)
+        if by_name is not None:
+            try:
+                by_name.parent.mkdir(mode=0o700, exist_ok=True)
+                st.proxy.listen_unix(by_name)
+            except OSError:
+                log.exception("session %s: opening its per-name gdb socket %s", sid, by_name)
+
+    def _by_name_path(self, row: dict[str, Any]) -> Path | None:
+        """The session's stable gdb socket, `<runtime>/by-name/<name>.gdb.sock`: the same path for
+        every session of that name, so an IDE's configuration need not change per session. None
+        for a name that cannot be one (a path separator, ':' which gdb reads as host:port,
+        whitespace) or would make the path longer than a Unix socket address allows."""
+        name = row["name"]
+        path = self.sessions.paths.runtime / BY_NAME / f"{name}.gdb.sock"
+        if not _SOCKET_NAME.fullmatch(name) or len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            return None
+        return path
 
     def _external_attached(self, sid: str) -> None:
         st = self.state.get(sid)
@@ -290,9 +318,10 @@ class DebugService:
         st.debugger, st.gdb_ids, st.fault_bps = dbg, {}, {}
         for bp in self.store.breakpoints(sid):
             try:
-                st.gdb_ids[self._insert(dbg, bp)] = bp["id"]
+                st.gdb_ids[self._insert(dbg, bp)] = bp["number"]
             except VirsimError as err:
-                log.warning("session %s: breakpoint %s (%s) not re-applied: %s", sid, bp["id"], bp["location"], err)
+                log.warning("session %s: breakpoint %s (%s) not re-applied: %s", sid, bp["number"], bp["location"],
+                            err)
         faults = self.sessions.faults
         if faults is not None and faults.set_halt(sid, True):
             st.fault_mark = faults.count(sid)
@@ -303,14 +332,16 @@ class DebugService:
             dbg.resume()
         return dbg
 
-    def _elf(self, row: dict[str, Any]) -> Path | None:
+    def _program(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The store row of the program the debugger sees."""
         program = row.get("program")
         if row.get("system_json"):  # a multi-node session: the debugged node's program
             program = json.loads(row["system_json"])["programs"].get(row["node"])
-        if not program:
-            return None
-        prog = self.store.get_program(row["id"], program)
-        return Path(prog["path"]) if prog["format"] == "elf" else None
+        return self.store.get_program(row["id"], program) if program else None
+
+    def _elf(self, row: dict[str, Any]) -> Path | None:
+        prog = self._program(row)
+        return Path(prog["path"]) if prog and prog["format"] == "elf" else None
 
     def _catch_faults(self, dbg: Debugger, st: SessionDebug) -> None:
         try:
@@ -352,7 +383,7 @@ class DebugService:
 
     def _bp_info(self, bp: dict[str, Any], resolved: str | None = None) -> p.BreakpointInfo:
         return p.BreakpointInfo(
-            id=bp["id"], session=bp["session"], kind=bp["kind"], location=bp["location"],
+            id=bp["number"], session=bp["session"], kind=bp["kind"], location=bp["location"],
             condition=bp["condition"], temporary=bool(bp["temporary"]), ignore_count=bp["ignore_count"] or 0,
             access=bp["access"], size=bp["size"], address=bp["address"], hits=bp["hits"] or 0, resolved=resolved)
 
@@ -393,7 +424,7 @@ class DebugService:
                 raise self._gdb_failure(err, f"cannot break at {req.location!r}") from err
             where = self._describe_bp(dbg, number)
         saved = self.store.add_breakpoint({**bp, "address": where[1]})
-        st.gdb_ids[number] = saved["id"]
+        st.gdb_ids[number] = saved["number"]
         return self._bp_info(saved, where[0])
 
     def _describe_bp(self, dbg: Debugger, number: int) -> tuple[str | None, int | None]:
@@ -444,7 +475,7 @@ class DebugService:
                 except VirsimError:
                     pass
         saved = self.store.add_breakpoint(bp)
-        st.gdb_ids[number] = saved["id"]
+        st.gdb_ids[number] = saved["number"]
         return self._bp_info(saved, expression)
 
     def list_(self, req: p.SessionRef) -> p.BreakpointList:
@@ -460,15 +491,15 @@ class DebugService:
         st = self.state.get(row["id"])
         dbg = self.controller(row["id"])
         if dbg is not None and st is not None:
-            numbers = [n for n, bid in st.gdb_ids.items() if bid in {t["id"] for t in targets}]
+            numbers = [n for n, bid in st.gdb_ids.items() if bid in {t["number"] for t in targets}]
             if numbers:
                 with dbg.halted():
                     dbg.command(f"-break-delete {' '.join(map(str, numbers))}")
             for n in numbers:
                 st.gdb_ids.pop(n, None)
         for t in targets:
-            self.store.delete_breakpoint(t["id"])
-        return p.DeletedBreakpoints(session=row["id"], deleted=[t["id"] for t in targets])
+            self.store.delete_breakpoint(row["id"], t["number"])
+        return p.DeletedBreakpoints(session=row["id"], deleted=[t["number"] for t in targets])
 
     # ---------------------------------------------------------------------------------- run control
 
@@ -585,9 +616,9 @@ class DebugService:
         elif number is not None and int(number) in st.gdb_ids:
             bp_id = st.gdb_ids[int(number)]
             info["breakpoint"] = bp_id
-            self.store.count_hit(bp_id)
+            self.store.count_hit(sid, bp_id)
             if payload.get("disp") == "del":  # a temporary breakpoint: gdb deleted it
-                self.store.delete_breakpoint(bp_id)
+                self.store.delete_breakpoint(sid, bp_id)
                 st.gdb_ids.pop(int(number), None)
         if reason == "watchpoint":
             value = payload.get("value") or {}
@@ -653,7 +684,7 @@ class DebugService:
     def where(self, req: p.DebugPeek) -> p.StopInfo:
         row, dbg = self._session(req.session, node=req.node, halted=True, peek=req.peek)
         st = self.state[row["id"]]
-        with dbg.halted():
+        with dbg.halted() as was_running:
             frames = dbg.backtrace()
         trace = []
         for f in frames:
@@ -661,9 +692,12 @@ class DebugService:
             trace.append({"level": _int(f.get("level")), "pc": _int(f.get("addr")), "function": f.get("func"),
                           "file": f.get("file"), "line": _int(f.get("line"))})
         top = trace[0] if trace else {}
-        base = st.stop
+        # A peek at a running target: the last stop is history (the target ran on from it), so its
+        # reason and breakpoint would describe a pc it has long left.
+        base = None if was_running else st.stop
+        reason = "running" if was_running else base.reason if base else "interrupted"
         return p.StopInfo(
-            session=row["id"], seq=st.seq, reason=base.reason if base else "interrupted", pc=top.get("pc"),
+            session=row["id"], seq=st.seq, reason=reason, pc=top.get("pc"),
             function=top.get("function"), file=top.get("file"), line=top.get("line"),
             breakpoint=base.breakpoint if base else None, watch=base.watch if base else None,
             fault=base.fault if base else None, backtrace=trace, time=time.time())
@@ -814,12 +848,50 @@ class DebugService:
         self._open_proxy(row, st)
         if st.proxy is None:
             raise NotSupported(f"session {row['id']} has no gdb endpoint", capability="debug")
-        tcp = st.proxy.listen_tcp() if req.tcp else st.proxy.tcp_address()
+        tcp = self._listen_tcp(row, st.proxy, req.port) if req.tcp or req.port else st.proxy.tcp_address()
         address = tcp or str(st.proxy.path)
-        elf = self._elf(row)
-        parts = [GDB, "-q"] + ([str(elf)] if elf else []) + ["-ex", f"target remote {address}"]
+        parts = [GDB, "-q", *self._gdb_program_args(row), "-ex", f"target remote {address}"]
+        by_name = self._by_name_path(row)
         return p.GdbEndpoint(session=row["id"], address=address, command=shlex.join(parts), tcp=tcp,
+                             by_name=str(by_name) if by_name is not None and by_name.exists() else None,
                              held_by="external" if st.proxy.held else None)
+
+    @staticmethod
+    def _listen_tcp(row: dict[str, Any], proxy: GdbProxy, port: int | None) -> str:
+        sid = row["id"]
+        current = proxy.tcp_address()
+        if current is not None and port is not None and not current.endswith(f":{port}"):
+            raise InvalidState(f"session {sid} already listens for gdb on {current} (until its emulator stops): "
+                               "connect there", session=sid, listening=current, port=port)
+        try:
+            return proxy.listen_tcp(port or 0)
+        except OSError as err:
+            why = ("another program or session listens there" if err.errno == errno.EADDRINUSE else
+                   "ports below 1024 need root" if err.errno == errno.EACCES else err.strerror or str(err))
+            raise InvalidInput(f"cannot listen for gdb on 127.0.0.1:{port}: {why}; choose another --port",
+                               field="port", value=port) from err
+
+    def _gdb_program_args(self, row: dict[str, Any]) -> list[str]:
+        """The ELF, and where gdb finds its sources: the store's rule (analysis/symbols.py) that a
+        relative DWARF path is relative to the directory the program was uploaded from. gdb would
+        resolve a relative compilation dir against its own working directory instead, so each one
+        is mapped there (`set substitute-path`, not `directory`: that one splits paths at ':')."""
+        prog = self._program(row)
+        if prog is None or prog["format"] != "elf":
+            return []
+        elf = Path(prog["path"])
+        args = [str(elf)]
+        src = source_dir(prog.get("source"))
+        for comp_dir in relative_comp_dirs(elf) if src is not None else []:
+            args += ["-ex", f"set substitute-path {_gdb_word(comp_dir)} {_gdb_word(str(src / comp_dir))}"]
+        return args
+
+
+def _gdb_word(text: str) -> str:
+    """One argument of a gdb command that gdb splits like a shell (buildargv: quotes, backslashes)."""
+    if text and not any(c.isspace() or c in "'\"\\" for c in text):
+        return text
+    return mi_quote(text)  # the same escapes: backslash and double quote inside double quotes
 
 
 def _int(value: Any) -> int | None:

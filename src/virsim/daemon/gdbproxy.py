@@ -4,7 +4,14 @@ The backend's gdb stub takes one client at a time and virsim's own debugger is u
 client. When an external debugger (gdb-multiarch, an IDE) connects here, virsim's debugger
 detaches first (`on_attach`), then bytes are forwarded both ways until either side closes; while
 that lasts, virsim's debug commands answer DEBUGGER_BUSY. Only the session's user can connect:
-the socket lives in the 0700 runtime dir and is 0600 itself (TCP, when asked for, binds 127.0.0.1).
+the sockets live in the 0700 runtime dir and are 0600 themselves (TCP, when asked for, binds
+127.0.0.1). Several addresses can lead to the one stub: the session's `gdb.sock`, its per-name
+socket and a TCP port; still one debugger at a time.
+
+On the way to the stub, the packets that would end the emulator are answered here instead: the
+emulator belongs to its virsim session, and only the session may stop it (`virsim session
+power-off`). QEMU's stub quits QEMU on `monitor quit` (`qRcmd`, its HMP monitor), on `vKill`
+and on `k`; the built-in engine's would not, but the rule is the same for every backend.
 """
 
 from __future__ import annotations
@@ -17,35 +24,66 @@ from pathlib import Path
 
 log = logging.getLogger("virsim.daemon.gdbproxy")
 
+QUIT_MONITOR_COMMANDS = {"quit", "q"}  # QEMU's HMP: `quit|q` ends QEMU
+
+
+def packet(body: bytes) -> bytes:
+    """One GDB remote-protocol packet (`body` needs no escaping: hex text, OK, Enn)."""
+    return b"$%s#%02x" % (body, sum(body) & 0xFF)
+
 
 class GdbProxy:
     def __init__(self, path: Path, upstream: str, on_attach: Callable[[], None],
-                 on_detach: Callable[[], None]) -> None:
+                 on_detach: Callable[[], None], session: str = "") -> None:
         self.path = path
         self.upstream_address = upstream
         self.on_attach = on_attach
         self.on_detach = on_detach
-        path.unlink(missing_ok=True)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(path))
-        os.chmod(path, 0o600)
-        self.listener.listen(2)
-        self.listener.setblocking(False)
+        self.session = session  # how the refusal messages name the session (its name)
+        self.listeners: list[socket.socket] = []
+        self._unix: list[tuple[Path, int]] = []  # socket paths we bound, with their inode
+        self.listen_unix(path)
         self.tcp: socket.socket | None = None
         self.client: socket.socket | None = None
         self.upstream: socket.socket | None = None
+        self._partial = b""  # the start of a client packet whose end has not arrived
+        self._noack = False  # the client and the stub agreed on QStartNoAckMode
+        self._noack_asked = False
 
     @property
     def held(self) -> bool:
         return self.client is not None
 
-    def listen_tcp(self) -> str:
+    def listen_unix(self, path: Path) -> None:
+        """Accept debuggers on one more socket path (mode 0600), e.g. the session's per-name one."""
+        path.unlink(missing_ok=True)  # a socket a daemon that died left behind
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+            sock.listen(2)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.listeners.append(sock)
+        self._unix.append((path, path.stat().st_ino))
+
+    def listen_tcp(self, port: int = 0) -> str:
+        """Listen on 127.0.0.1:`port` (0: a free one); raises OSError when it cannot (port taken)."""
         if self.tcp is None:
-            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.tcp.bind(("127.0.0.1", 0))
-            self.tcp.listen(2)
-            self.tcp.setblocking(False)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # Rebinding a fixed port right after an earlier session's connections closed (TIME_WAIT)
+            # must work; a port another socket listens on stays refused (EADDRINUSE) on Linux.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen(2)
+            except OSError:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            self.tcp = sock
         return self.tcp_address() or ""
 
     def tcp_address(self) -> str | None:
@@ -55,10 +93,9 @@ class GdbProxy:
         return f"{host}:{port}"
 
     def watched(self) -> dict[int, Callable[[], None]]:
-        out: dict[int, Callable[[], None]] = {self.listener.fileno(): lambda: self._accept(self.listener)}
-        if self.tcp is not None:
-            tcp = self.tcp
-            out[tcp.fileno()] = lambda: self._accept(tcp)
+        out: dict[int, Callable[[], None]] = {}
+        for listener in [*self.listeners, *([self.tcp] if self.tcp is not None else [])]:
+            out[listener.fileno()] = lambda listener=listener: self._accept(listener)
         if self.client is not None and self.upstream is not None:
             client, upstream = self.client, self.upstream
             out[client.fileno()] = lambda: self._forward(client, upstream)
@@ -85,6 +122,7 @@ class GdbProxy:
         conn.setblocking(False)
         up.setblocking(False)
         self.client, self.upstream = conn, up
+        self._partial, self._noack, self._noack_asked = b"", False, False
         log.info("external debugger attached via %s", self.path)
 
     def _forward(self, src: socket.socket, dst: socket.socket) -> None:
@@ -95,15 +133,87 @@ class GdbProxy:
         except OSError:
             data = b""
         if data:
-            try:
-                dst.setblocking(True)
-                dst.settimeout(2.0)
-                dst.sendall(data)
-                dst.setblocking(False)
+            if src is self.client:
+                data = self._filter(data)
+            elif self._noack_asked and b"$" in data:  # the stub's answer to QStartNoAckMode
+                self._noack, self._noack_asked = b"$OK#9a" in data, False
+            if self._send(dst, data):
                 return
-            except OSError:
-                pass
         self._drop()
+
+    @staticmethod
+    def _send(dst: socket.socket, data: bytes) -> bool:
+        if not data:
+            return True
+        try:
+            dst.setblocking(True)
+            dst.settimeout(2.0)
+            dst.sendall(data)
+            dst.setblocking(False)
+            return True
+        except OSError:
+            return False
+
+    def _filter(self, data: bytes) -> bytes:
+        """The client's bytes to pass on to the stub; packets that would end the emulator are
+        answered here. Acks and Ctrl-C pass as they are; a packet is held until its checksum is in."""
+        buf, out, i = self._partial + data, bytearray(), 0
+        while i < len(buf):
+            start = buf.find(b"$", i)
+            if start < 0:
+                out += buf[i:]
+                i = len(buf)
+                break
+            out += buf[i:start]
+            end = buf.find(b"#", start)  # '#' inside a packet is always escaped
+            if end < 0 or end + 3 > len(buf):
+                i = start
+                break
+            body = buf[start + 1:end]
+            if body == b"QStartNoAckMode":
+                self._noack_asked = True
+            answer = self._refuse(body)
+            if answer is None:
+                out += buf[start:end + 3]
+            else:
+                # Whatever came before goes first; the client waits for this answer anyway.
+                if self.upstream is not None and not self._send(self.upstream, bytes(out)):
+                    break
+                out.clear()
+                reply = (b"" if self._noack else b"+") + b"".join(packet(p) for p in answer)
+                if self.client is not None and not self._send(self.client, reply):
+                    break
+            i = end + 3
+        self._partial = buf[i:]
+        return bytes(out)
+
+    def _refuse(self, body: bytes) -> list[bytes] | None:
+        """The packets answering `body` here, or None to pass it on. A stray `+` that the client
+        sends to ack our answer reaches the stub, which ignores it (gdb sends these packets only
+        to a stopped target)."""
+        hint = f"virsim session power-off {self.session}".rstrip()
+        if body.startswith(b"qRcmd,"):
+            try:
+                command = bytes.fromhex(body[6:].decode("ascii")).decode(errors="replace")
+            except ValueError:
+                return None
+            words = command.split()
+            if not words or words[0] not in QUIT_MONITOR_COMMANDS:
+                return None
+            log.info("external debugger: refused 'monitor %s' (it would end the emulator)", command.strip())
+            text = (f"virsim: 'monitor {command.strip()}' would end the emulator behind virsim's back, so it "
+                    f"was not passed on; the session keeps running. To stop it: {hint}\n")
+            # Output, then OK: qRcmd's `E NN` means a malformed request (gdb: "Protocol error
+            # with Rcmd") and would hide the text.
+            return [b"O" + text.encode().hex().encode(), b"OK"]
+        if body.startswith(b"vKill"):
+            log.info("external debugger: refused vKill (it would end the emulator)")
+            return [b"E01"]  # gdb: "Can't kill process"; the emulator and the connection stay
+        if body == b"k":
+            # No reply is expected; a plain `target remote` gdb closes the connection after it.
+            log.info("external debugger: dropped k (it would end the emulator)")
+            return []
+        return None
 
     def _drop(self) -> None:
         for sock in (self.client, self.upstream):
@@ -117,10 +227,15 @@ class GdbProxy:
 
     def close(self) -> None:
         self.client_detach_silently()
-        for sock in (self.listener, self.tcp):
+        for sock in (*self.listeners, self.tcp):
             if sock is not None:
                 sock.close()
-        self.path.unlink(missing_ok=True)
+        for path, inode in self._unix:
+            try:
+                if path.stat().st_ino == inode:  # not a socket someone bound there since
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def client_detach_silently(self) -> None:
         for sock in (self.client, self.upstream):

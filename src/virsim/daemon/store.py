@@ -87,6 +87,19 @@ def _m007_system(db: sqlite_utils.Database) -> None:
     db["sessions"].add_column("system_json", str)
 
 
+def _m008_breakpoint_numbers(db: sqlite_utils.Database) -> None:
+    # Users see breakpoints numbered per session (1, 2, ... in each, as gdb numbers its own); `id`
+    # stays the row key. Rows from before keep their old id as their number, so an id a user or
+    # script already holds still names the same breakpoint. `breakpoint_seq` is the last number a
+    # session gave out: numbers are never given out twice in a session, even after deletes.
+    db.execute("alter table breakpoints add column number integer")
+    db.execute("update breakpoints set number = id")
+    db.execute("create unique index idx_breakpoints_session_number on breakpoints (session, number)")
+    db.execute("alter table sessions add column breakpoint_seq integer")
+    db.execute("update sessions set breakpoint_seq = "
+               "(select max(number) from breakpoints where breakpoints.session = sessions.id)")
+
+
 def _m009_faults(db: sqlite_utils.Database) -> None:
     # fault_json: the last fault the firmware took since power-on (decoded); faults: how many
     db["sessions"].add_column("fault_json", str)
@@ -101,6 +114,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("005_record_replay", _m005_record_replay),
     ("006_coverage", _m006_coverage),
     ("007_system", _m007_system),
+    ("008_breakpoint_numbers", _m008_breakpoint_numbers),
     ("009_faults", _m009_faults),
 ]
 
@@ -208,25 +222,36 @@ class Store:
     # --------------------------------------------------------------------------------------- breakpoints
 
     def add_breakpoint(self, row: dict[str, Any]) -> dict[str, Any]:
-        table = self.db["breakpoints"]
-        table.insert({**row, "hits": 0, "created_at": time.time()})
-        return dict(table.get(table.last_pk))
+        """Store a breakpoint under its session's next number (breakpoints are named by
+        (session, number) everywhere outside the store)."""
+        with self.db.conn:
+            self.db.execute("BEGIN")
+            self.db.execute("update sessions set breakpoint_seq = coalesce(breakpoint_seq, 0) + 1 where id = ?",
+                            [row["session"]])
+            number = self.db.execute("select breakpoint_seq from sessions where id = ?",
+                                     [row["session"]]).fetchone()[0]
+            values = {**row, "number": number, "hits": 0, "created_at": time.time()}
+            # Column names come from our own code, never from a request.
+            self.db.execute(f"insert into breakpoints ({', '.join(values)}) values ({', '.join('?' * len(values))})",
+                            list(values.values()))
+        return self.get_breakpoint(row["session"], number)
 
     def breakpoints(self, session_id: str) -> list[dict[str, Any]]:
-        return self._rows("select * from breakpoints where session = ? order by id", [session_id])
+        return self._rows("select * from breakpoints where session = ? order by number", [session_id])
 
-    def get_breakpoint(self, session_id: str, bp_id: int) -> dict[str, Any]:
-        rows = list(self.db["breakpoints"].rows_where("session = ? and id = ?", [session_id, bp_id]))
+    def get_breakpoint(self, session_id: str, number: int) -> dict[str, Any]:
+        rows = self._rows("select * from breakpoints where session = ? and number = ?", [session_id, number])
         if not rows:
-            raise NotFound(f"session {session_id} has no breakpoint {bp_id} (see 'virsim debug list')",
-                           kind="breakpoint", id=bp_id)
-        return dict(rows[0])
+            raise NotFound(f"session {session_id} has no breakpoint {number} (see 'virsim debug list')",
+                           kind="breakpoint", id=number)
+        return rows[0]
 
-    def count_hit(self, bp_id: int) -> None:
-        self.db.execute("update breakpoints set hits = hits + 1 where id = ?", [bp_id])
+    def count_hit(self, session_id: str, number: int) -> None:
+        self.db.execute("update breakpoints set hits = hits + 1 where session = ? and number = ?",
+                        [session_id, number])
 
-    def delete_breakpoint(self, bp_id: int) -> None:
-        self.db["breakpoints"].delete(bp_id)
+    def delete_breakpoint(self, session_id: str, number: int) -> None:
+        self.db.execute("delete from breakpoints where session = ? and number = ?", [session_id, number])
 
     # ----------------------------------------------------------------------------------------- artifacts
 

@@ -299,14 +299,11 @@ class Engine:
     def reset(self) -> None:
         self._input("reset")
 
-    def monitor(self, command: str) -> str:
-        words = command.split()
-        if words[:1] == ["reset"]:
-            self.reset()
-            return "system reset\n"
-        if words[:1] in (["info"], ["stats"]):
+    def monitor(self, command: str) -> str | None:
+        """Monitor commands about the engine itself; the stub answers run control (gdbstub.py)."""
+        if command.split()[:1] in (["info"], ["stats"]):
             return json.dumps(self.machine.stats(), indent=1) + "\n"
-        return "monitor commands: reset, info\n"
+        return None
 
     # ----------------------------------------------------------------- control channel
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Speaks what gdb-multiarch (and virsim's own debugger, which drives gdb) needs for a Cortex-M target:
 qSupported, no-ack mode, the target description (M-profile core registers plus msp/psp/primask/
 basepri/faultmask/control), g/G/p/P, m/M/X, Z0-Z4/z0-z4, c/s/C/S, vCont, `?`, Ctrl-C, D, k and
-`monitor reset|info`. One client at a time on a Unix socket (optionally TCP); like QEMU, the CPU
-halts when a debugger connects. The engine's loop calls `on_readable()` and `report_stop()`; the
+the monitor commands an IDE sends to an OpenOCD-like server (cortex-debug: `monitor halt`,
+`monitor reset halt`; `_monitor()`), plus `monitor info`. One client at a time on a Unix socket
+(optionally TCP); like QEMU, the CPU halts when a debugger connects. The engine's loop calls `on_readable()` and `report_stop()`; the
 stub calls back into the engine (`Target`) to halt, resume and step.
 """
 
@@ -46,7 +47,7 @@ class Target(Protocol):
 
     def is_running(self) -> bool: ...
 
-    def monitor(self, command: str) -> str: ...
+    def monitor(self, command: str) -> str | None: ...
 
     def reset(self) -> None: ...
 
@@ -230,7 +231,7 @@ class GdbStub:
             if text.startswith("qSymbol"):
                 return "OK"
             if text.startswith("qRcmd,"):
-                out = self.target.monitor(bytes.fromhex(text[6:]).decode(errors="replace"))
+                out = self._monitor(bytes.fromhex(text[6:]).decode(errors="replace"))
                 if out:
                     self._send("O" + out.encode().hex())
                 return "OK"
@@ -289,6 +290,32 @@ class GdbStub:
         except (ValueError, IndexError):
             return "E01"
         return ""  # not supported
+
+    def _monitor(self, command: str) -> str:
+        """Run control the way gdb sees it: gdb sends `monitor` only to a target it holds stopped
+        (all-stop), and expects it still stopped afterwards. So `halt` confirms the halt, `reset`
+        resets and keeps the CPU halted at its reset vector whatever the mode (`reset run` too: it
+        runs at the next continue), and `resume`/`go` are refused: a CPU running behind gdb's back
+        would answer its next register read with a moving target. The reply text ends up in gdb's
+        console; the packet reply is OK either way (qRcmd's E NN means a malformed request)."""
+        words = command.split()
+        verb, mode = (words + ["", ""])[:2]
+        m = self.target.machine
+        if verb == "halt":
+            if self.target.is_running():  # only a client that does not wait for stops gets here
+                self.target.halt("monitor halt")
+            return f"target halted, pc {m.pc():#010x}\n"
+        if verb == "reset" and mode in ("", "halt", "init", "run"):
+            self.target.reset()
+            if self.target.is_running():
+                self.target.halt("monitor reset")
+            note = "; it runs when the debugger continues" if mode == "run" else ""
+            return (f"system reset: halted at the reset vector, pc {m.pc():#010x}{note}\n"
+                    "(gdb keeps the registers it read before: maintenance flush register-cache)\n")
+        if verb in ("resume", "go"):
+            return "not resumed: the CPU runs when the debugger continues it (gdb: continue)\n"
+        return self.target.monitor(command) or \
+            "monitor commands: halt, reset [halt|init|run], resume (refused: use continue), info\n"
 
     def _resume(self, step: bool, addr: str = "") -> None:
         if addr:
