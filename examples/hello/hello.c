@@ -6,10 +6,12 @@
 #include "uart.h"
 
 /* Busy-loop iterations between ticks, split into POLL_CHUNKS pieces so the
- * UART receiver is serviced regularly.  Tuned for roughly 10-30 ticks per
- * second under plain QEMU TCG. */
+ * UART receiver is serviced regularly.  An iteration is 7 instructions: a tick
+ * is 25 M instructions, one second of the board's 25 MHz clock at one
+ * instruction per cycle (the built-in engine); QEMU's deterministic clock
+ * counts 32 ns per instruction, so there it is 0.8 s. */
 #ifndef DELAY_LOOPS
-#define DELAY_LOOPS     12000000u
+#define DELAY_LOOPS     3571392u
 #endif
 #define POLL_CHUNKS     64u
 

@@ -133,8 +133,10 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int], probe: Path
     elif spec.record is not None or spec.replay is not None:
         args += ["-icount", icount_args(spec.record, spec.replay)]
     elif spec.deterministic:
-        # One instruction = 1 ns of virtual time, no host timing: same firmware + input -> same bytes.
-        args += ["-icount", "shift=0,align=off,sleep=off"]
+        # Instruction-counted time, no host timing: same firmware + input -> same bytes. One
+        # instruction is 2^shift ns, the power of two nearest the board's cycle (25 MHz: 32 ns), so
+        # virtual time means what it means on the built-in engine: the board's clock.
+        args += ["-icount", f"shift={icount_shift(node.processor.frequency)},align=off,sleep=off"]
     if (spec.workdir / SNAPSHOT_DISK).exists():
         # Cortex-M boards have no disk: this small qcow2, attached to nothing, is where savevm keeps
         # the VM state of `virsim snapshot create`.
@@ -507,7 +509,25 @@ class QemuInstance(SupervisedInstance):
         return self._clock()[1]
 
     def _shift(self) -> int:
-        return 0
+        return icount_shift(self.spec.node.processor.frequency)
+
+    def clock_info(self) -> dict[str, Any] | None:
+        hz = self.spec.node.processor.frequency
+        if self.spec.record is not None or self.spec.replay is not None:
+            return {"board_hz": hz, "instruction_ns": None,
+                    "note": "recorded and replayed QEMU runs count time with -icount shift=auto: an instruction is "
+                            "no fixed time (stop a replay at an instruction count)"}
+        if not self.spec.deterministic:
+            return {"board_hz": hz, "instruction_ns": None,
+                    "note": "host-timed (not --deterministic): virtual time follows the host's clock"}
+        shift = self._shift()
+        ns = 1 << shift
+        ratio = (1e9 / hz) / ns
+        return {"board_hz": hz, "instruction_ns": ns,
+                "note": f"QEMU counts {ns} ns per instruction (-icount shift={shift}, the power of two nearest the "
+                        f"board's {1e9 / hz:g} ns cycle): code runs {ratio:.3g}x as fast in virtual time as one "
+                        "instruction per board cycle (the built-in engine); timers run at the board's rate, and a "
+                        "sleeping CPU skips to its next timer"}
 
     # ----------------------------------------------------------------------------- console
     def console_write(self, data: bytes) -> int:
