@@ -619,7 +619,8 @@ class QemuBackend(BackendAdapter):
                                               "sudo apt-get install -y qemu-system-arm  # ships aarch64 too"),
                 note=None if binary.endswith("arm") else "only for AArch64 boards"))
         cc = plugins.compiler()
-        for name, label, use in (("vcov", "qemu coverage plugin", "coverage on QEMU"),
+        for name, label, use in (("vprobe", "qemu probe plugin", "QEMU's virtual clock and fault records"),
+                                 ("vcov", "qemu coverage plugin", "coverage on QEMU"),
                                  ("vsync", "qemu lockstep plugin", "QEMU nodes of multi-node boards")):
             try:
                 built = plugins.build(name, ".".join(map(str, qemu_version("qemu-system-arm") or (0, 0, 0))))

@@ -1,5 +1,7 @@
 """virsim's QEMU TCG plugins: built from the C sources here on first use, cached per QEMU binary.
 
+`vprobe.c`, loaded into every single-node QEMU session, answers QMP x-virsim-clock (QEMU's virtual
+clock) and records the firmware's faults in the session's fault table (virsim.backends.faults).
 `vsync.c` holds a QEMU node of a multi-node board to the lockstep barrier (virsim.sync; the file
 says how). `vcov.c` is coverage:
 
