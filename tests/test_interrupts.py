@@ -147,3 +147,29 @@ def test_the_first_signal_is_never_lost_to_a_second(tmpdir_: Path) -> None:
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     wait_for(lambda: not run_processes(tmpdir_), timeout=30, what="the run's processes to end")
+
+
+def test_the_pytest_plugins_daemon_dies_with_a_killed_pytest(tmpdir_: Path) -> None:
+    """The plugin's private daemon has the same lifeline: SIGKILL of pytest mid-test leaves nothing."""
+    need_tool("qemu-system-arm")
+    test = tmpdir_ / "test_forever.py"
+    test.write_text(f"""
+import time
+
+def test_forever(virsim_session):
+    virsim_session(board="mps2-an385", firmware={str(HELLO)!r}, backend="qemu")
+    time.sleep(600)
+""")
+    env = {**os.environ, "TMPDIR": str(tmpdir_)}
+    env.pop("VIRSIM_HOME", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)],
+                            cwd=tmpdir_, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: emulator_starting(tmpdir_)() or proc.poll() is not None, timeout=120, interval=0.05,
+                 what="the plugin's QEMU")
+        assert proc.poll() is None, "pytest ended before its session ran"
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not run_processes(tmpdir_), timeout=30, what="the plugin's daemon and QEMU to end")
+    wait_for(lambda: not list(tmpdir_.glob("vsp-*")), timeout=10, what="the plugin's home to be removed")

@@ -32,21 +32,18 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
 import pytest
 
 from virsim import protocol as p
 from virsim.ci.runner import CLOCK_SAMPLE, CheckFailed, Monitor, wall_guard
 from virsim.client import Client, daemon_pid
 from virsim.errors import InvalidState
-from virsim.paths import get_paths
+from virsim.private import PrivateDaemon
 
 __all__ = ["VirsimExpectFailed", "VirsimExpectTimeout", "VirsimSession", "SessionFactory"]
 
@@ -396,35 +393,19 @@ def _defaults(config: pytest.Config) -> dict[str, str | None]:
     return out
 
 
-def _kill_leftovers(home: Path) -> list[str]:
-    """Kill processes of this plugin's VIRSIM_HOME still running (a daemon that did not stop)."""
-    killed = []
-    marker = str(home)
-    for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
-        try:
-            if proc.pid == os.getpid():
-                continue
-            cmd = " ".join(proc.info.get("cmdline") or [])
-            env = proc.info.get("environ") or {}
-            if marker in cmd or env.get("VIRSIM_HOME") == marker:
-                proc.kill()
-                killed.append(cmd or str(proc.pid))
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return killed
-
-
 @pytest.fixture(scope="session")
 def virsim_daemon(pytestconfig: pytest.Config) -> Iterator[Client]:
-    """A connected Client of a private daemon (in a fresh VIRSIM_HOME) for the whole run."""
+    """A connected Client of a private daemon (in a fresh VIRSIM_HOME) for the whole run.
+
+    The daemon dies with this pytest process, however it ends (SIGKILL included: virsim.private),
+    unless --virsim-keep keeps it (and its home) for inspection."""
     keep = bool(pytestconfig.getoption("virsim_keep"))
-    home = Path(tempfile.mkdtemp(prefix="vsp-", dir="/tmp"))
+    private = PrivateDaemon("vsp-")
+    home = private.home
     pytestconfig.stash[_HOME] = home
     saved = os.environ.get("VIRSIM_HOME")
     os.environ["VIRSIM_HOME"] = str(home)
-    # The daemon dies with this pytest process, however it ends (SIGKILL included: virsim.private),
-    # unless it is to be kept for inspection.
-    client = Client(get_paths(), lifeline=not keep)
+    client = Client(private.paths, lifeline=not keep)
     try:
         client.connect()
         yield client
@@ -438,8 +419,7 @@ def virsim_daemon(pytestconfig: pytest.Config) -> Iterator[Client]:
             except Exception as err:  # stop it the hard way, below
                 problem = err
             client.close()
-            killed = _kill_leftovers(home)
-            shutil.rmtree(home, ignore_errors=True)
+            killed = private.close(grace=5.0, stop_requested=True)
         else:
             client.close()
         if saved is None:
