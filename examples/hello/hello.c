@@ -5,11 +5,9 @@
 
 #include "uart.h"
 
-/* Busy-loop iterations between ticks, split into POLL_CHUNKS pieces so the
- * UART receiver is serviced regularly.  An iteration is 7 instructions: a tick
- * is 25 M instructions, one second of the board's 25 MHz clock at one
- * instruction per cycle (the built-in engine); QEMU's deterministic clock
- * counts 32 ns per instruction, so there it is 0.8 s. */
+/* Busy-loop iterations between ticks, in POLL_CHUNKS pieces so the UART receiver is serviced.
+ * 7 instructions each: a tick is 25 M instructions, 1 s of the board's 25 MHz clock on the
+ * built-in engine (one instruction per cycle), 0.8 s on QEMU (32 ns per instruction). */
 #ifndef DELAY_LOOPS
 #define DELAY_LOOPS     3571392u
 #endif

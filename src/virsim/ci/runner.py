@@ -35,6 +35,7 @@ from virsim.paths import get_paths
 from virsim.private import PrivateDaemon
 
 CLOCK_SAMPLE = 0.01  # seconds of host time between virtual clock samples
+DEBUGGER_STEPS = frozenset({"break-at", "expect-register", "read-memory", "expect-memory"})
 DEFAULT_TIMEOUT = 10.0
 INTERRUPT_GRACE = 1.0  # s the emulators and the run's daemon get to stop after SIGINT/SIGTERM
 STOP_GRACE = 10.0  # s they get at the end of a run that was not interrupted
@@ -367,6 +368,15 @@ class Runner:
                                backend=info.backend, capability="virtual-time")
         self.monitor = Monitor(self.client, info.id, self.virtual, self.opts.fail_text, self.opts.on_output,
                                stdin=self.opts.interactive, allow_faults=self.opts.allow_faults)
+        if self.opts.scenario is not None and any(step.action in DEBUGGER_STEPS for step in self.opts.scenario.steps):
+            # Attach the debugger while the CPU is still halted: attaching later costs a gdb start-up
+            # of host time while the target runs on, a varying stretch of virtual time before a
+            # break-at or a register read lands (hundreds of ms of it on a fast QEMU).
+            self._progress("attaching the debugger")
+            try:
+                self.client.debug("where", info.id)
+            except VirsimError:
+                pass  # no debugger here (a QEMU node, a backend without one): the step itself says so
         self._progress(f"session {info.id} on {info.backend}: running")
         try:
             self.client.session("resume", info.id)
