@@ -116,3 +116,43 @@ def test_runtime_dir_is_private(cli: CLI, client: Client) -> None:
     runtime = client.paths.runtime
     assert os.stat(runtime).st_mode & 0o777 == 0o700
     assert os.stat(client.paths.control_socket).st_mode & 0o777 == 0o600
+
+
+def test_long_commands_say_what_they_do_on_a_terminal(cli, tmp_path) -> None:  # noqa: ANN001
+    """On a terminal, session create shows what it waits for (QEMU's start, the plugin builds) and
+    virsim run its start-up; in a pipe (CI logs, scripts) neither says anything extra."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from conftest import HELLO, ROOT
+
+    def on_a_terminal(*args: str) -> str:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "virsim", *args], env=cli.env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+        os.close(slave)
+        seen = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        proc.wait(timeout=120)
+        os.close(master)
+        return seen.decode(errors="replace")
+
+    assert "starting the emulator for mps2-an385" in on_a_terminal(
+        "session", "create", "--board", "mps2-an385", "--firmware", str(HELLO), "--backend", "builtin")
+    assert "starting the run's daemon" in on_a_terminal("run", str(HELLO), "-e", "Hello", "--backend", "builtin")
+    piped = cli("session", "create", "--board", "mps2-an385", "--firmware", str(HELLO), "--backend", "builtin")
+    assert "starting the emulator" not in piped.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel
@@ -57,6 +58,17 @@ def print_error(error: VirsimError, as_json: bool) -> None:
     if tail_:
         err.print("[dim]emulator said:[/]", markup=True)
         err.print(tail_, markup=False)
+
+
+@contextmanager
+def working(text: str, as_json: bool = False) -> Iterator[None]:
+    """A spinner with `text` on stderr while a long request runs, on a terminal only (never with
+    --json, never in a pipe or a CI log)."""
+    if as_json or not err.is_terminal:
+        yield
+        return
+    with err.status(f"[dim]{escape(text)}[/]", spinner="dots"):
+        yield
 
 
 def duration(seconds: float | None) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_int, split_firmware
-from virsim.cli.render import duration, emit, err, out, state, table, when
+from virsim.cli.render import duration, emit, err, out, state, table, when, working
 from virsim.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -94,12 +94,16 @@ def create(
         raise InvalidInput("--from-snapshot brings its own board and program: drop --board/--firmware",
                            field="from_snapshot")
     image, per_node = split_firmware(firmware)
-    info = client().session_create(board or "", image, backend=backend, name=name, paused=paused,
-                                   node_firmware={n: str(Path(f).expanduser().resolve()) for n, f in per_node.items()},
-                                   sync=sync, quantum=quantum,
-                                   deterministic=deterministic, firmware_format=fmt,
-                                   load_address=parse_int(load_address, "--load-address"),
-                                   from_snapshot=from_snapshot, record=record, coverage=coverage)
+    c = client()
+    what = f"snapshot {from_snapshot}" if from_snapshot else f"{board}" + (f" on {backend}" if backend else "")
+    with working(f"starting the emulator for {what} (a first QEMU session also builds virsim's QEMU plugins)",
+                 as_json):
+        info = c.session_create(board or "", image, backend=backend, name=name, paused=paused,
+                                node_firmware={n: str(Path(f).expanduser().resolve()) for n, f in per_node.items()},
+                                sync=sync, quantum=quantum,
+                                deterministic=deterministic, firmware_format=fmt,
+                                load_address=parse_int(load_address, "--load-address"),
+                                from_snapshot=from_snapshot, record=record, coverage=coverage)
 
     def human() -> None:
         print(info.id)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from virsim.cli.common import JsonOpt, SessionArg, client
-from virsim.cli.render import emit, out, table, when
+from virsim.cli.render import emit, out, table, when, working
 
 app = typer.Typer(help="Snapshots: save and restore a session's machine state.", no_args_is_help=True)
 SnapshotArg = Annotated[str, typer.Argument(help="Snapshot name or id (see virsim snapshot list).")]
@@ -97,5 +97,6 @@ def export(
 
     Example: virsim snapshot export 3fa9c2d1 before-crash --out crash.vsnap
     """
-    info = client().snapshot("export", session, snapshot=snapshot, out=out_path)
+    with working(f"writing {out_path}", as_json):
+        info = client().snapshot("export", session, snapshot=snapshot, out=out_path)
     emit(info, as_json, lambda: out.print(f"wrote {info.path} ({_size(info.size)})"))
