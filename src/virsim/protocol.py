@@ -31,7 +31,7 @@ PROTOCOL_VERSION = "1.8"  # 1.1: debug.* requests, stop events, SessionInfo.debu
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
 # and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined; 1.8: DebugGdb.port,
-# GdbEndpoint.by_name; breakpoint ids are numbered per session
+# GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at
 MAX_FRAME = 1024 * 1024
 
 
@@ -87,6 +87,11 @@ class SessionList(Message):
 
 class SessionRef(Message):
     session: str = Field(description="session id, unique id prefix or name")
+
+
+class SessionStopAt(SessionRef):
+    virtual_ns: int | None = Field(None, ge=0, description="stop the CPU when the virtual clock reaches this (ns "
+                                   "since power-on); null or 0 cancels")
 
 
 class SessionReplay(Message):
@@ -533,6 +538,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "session.power_on": (SessionRef, SessionInfo),
     "session.delete": (SessionDelete, DeleteReply),
     "session.clock": (SessionRef, Clock),
+    "session.stop_at": (SessionStopAt, Clock),
     "session.replay": (SessionReplay, SessionInfo),
     "console.read": (ConsoleRead, ConsoleChunk),
     "console.send": (ConsoleSend, SendReply),

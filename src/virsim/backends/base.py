@@ -194,6 +194,12 @@ class Instance(ABC):
         """Instructions executed since power-on, where the backend counts them exactly; else None."""
         return None
 
+    def stop_at(self, virtual_ns: int | None) -> None:
+        """Stop the CPU when the virtual clock reaches `virtual_ns` (as a pause would), within one
+        instruction of it whatever the host does; None cancels. Backends with VIRTUAL_TIME."""
+        raise NotSupported(f"{type(self).__name__} cannot stop at a virtual time",
+                           capability=str(Capability.VIRTUAL_TIME))
+
     def fault_table(self) -> Path | None:
         """Where the emulator records the faults the firmware takes (virsim.backends.faults), for
         backends with Capability.FAULTS; None if this instance records none."""

@@ -153,6 +153,7 @@ class Monitor:
         self.sub = client.subscribe(session)
         self._clock_at = 0.0
         self._clock = 0.0
+        self.exact = False  # the emulator stops at the current deadline (set_deadline)
         self.instructions: int | None = None  # at the last clock sample
         self._first_sample: tuple[float, int] | None = None  # (host time, instructions) of the first
         self._last_sample: tuple[float, int] | None = None
@@ -279,19 +280,50 @@ class Monitor:
             if event.type == "state" and event.state in ("failed", "lost", "stopped"):
                 self._emulator_gone()
 
+    def set_deadline(self, at: float | None) -> bool:
+        """Have the emulator stop when the virtual clock reaches `at` s (None: cancel): a deadline
+        then decides exactly, whatever the host's speed (the clock is only sampled every 10 ms, and
+        a sleeping QEMU CPU skips ahead in virtual time far faster than that). False where it
+        cannot (wall time, a backend without it): the deadline is then decided by the samples."""
+        self.exact = False
+        if not self.virtual:
+            return False
+        try:
+            self.client.request("session.stop_at", self.session, virtual_ns=int(at * 1e9) if at else None)
+        except VirsimError:
+            return False
+        self.exact = at is not None
+        return self.exact
+
+    def settle(self) -> None:
+        """The emulator stopped at the deadline: take the console bytes still on their way to the
+        log (none can come after: the CPU is stopped)."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 0.1:
+            before = len(self.console)
+            self.pump(0.02)
+            if len(self.console) != before:
+                quiet_since = time.monotonic()
+
     def wait_for(self, pattern: re.Pattern[bytes], timeout: float, what: str, wall_guard: float,
-                 limit: float | None = None) -> bytes:
+                 limit: float | None = None, deadline: float | None = None) -> bytes:
         """Wait until `pattern` matches the console after the cursor; move the cursor past it.
-        A forbidden text that appears before the match fails the check, whatever the batching."""
+        A forbidden text that appears before the match fails the check, whatever the batching.
+        `deadline`: when it times out, on the run's clock (default: `timeout` from now)."""
         start, wall_start = self.now(), time.monotonic()
         limit = timeout if limit is None else limit
+        deadline = start + timeout if deadline is None else deadline
         while True:
             m = pattern.search(self.console, self.cursor)
             self._fail_on_forbidden(before=m.end() if m else None)
             if m:
                 self.cursor = self.decided = m.end()
                 return m.group(0)
-            if self.now() - start >= timeout:
+            if self.now() >= deadline:
+                if self.exact:  # stopped at the deadline: what it printed before it is all that counts
+                    self.settle()
+                    if pattern.search(self.console, self.cursor):
+                        continue
                 raise CheckFailed(Status.TIMEOUT, f"{what} did not appear within {limit:g}s of "
                                                   f"{'virtual' if self.virtual else 'wall'} time")
             if time.monotonic() - wall_start >= wall_guard:
@@ -299,14 +331,20 @@ class Monitor:
                                                   "(the virtual clock barely moved)")
             self.pump(CLOCK_SAMPLE)
 
-    def run_for(self, seconds: float, wall_guard: float) -> None:
+    def run_for(self, seconds: float, wall_guard: float, exact: bool = False) -> None:
+        """Let the firmware run `seconds` on the run's clock (`exact`: to a deadline the emulator
+        stops at, when it can)."""
         start, wall_start = self.now(), time.monotonic()
+        if exact:
+            self.set_deadline(start + seconds)
         while self.now() - start < seconds:
             self._fail_on_forbidden()
             if time.monotonic() - wall_start >= wall_guard:
                 raise CheckFailed(Status.TIMEOUT, f"{seconds:g}s of virtual time did not pass within {wall_guard:g}s "
                                                   "of host time (the virtual clock barely moved)")
             self.pump(CLOCK_SAMPLE)
+        if self.exact:
+            self.settle()
         self._fail_on_forbidden()
 
 
@@ -471,6 +509,8 @@ class Runner:
             m = self.monitor
             if not interrupted:
                 m.final_sample()
+                if self.opts.keep and m.exact:
+                    m.set_deadline(None)  # the kept session runs on past the run's deadline
             result.serial_log = bytes(m.console[:m.decided] if result.status in (Status.PASSED, Status.FAILED)
                                       and m.decided else m.console)
             result.virtual_ns = m.virtual_ns()
@@ -513,23 +553,27 @@ class Runner:
         assert m is not None
         timeout = self.opts.timeout or DEFAULT_TIMEOUT
         try:
-            deadline_start = m.now()
+            # Virtual time starts at 0 with the run (the session was created halted), so the one
+            # limit of all the expectations is virtual time `timeout`, where the emulator is told to
+            # stop: a text printed before it passes, one after it cannot be seen.
+            deadline = timeout if self.virtual else m.now() + timeout
         except CheckFailed as fail:
             self._failed_start(result, fail)
             return
+        if self.opts.expect_text:
+            m.set_deadline(deadline)
         for text in self.opts.expect_text:
             pattern, shown = _pattern(text)
-            remaining = max(0.0, timeout - (m.now() - deadline_start))
             if not self._check(result, f"expect-text {shown}",
-                               lambda p=pattern, s=shown, r=remaining: self._expect(p, s, r, timeout)):
+                               lambda p=pattern, s=shown: self._expect(p, s, deadline, timeout)):
                 return
         if not self.opts.expect_text:  # no expectation: run for the timeout and pass unless a fail text shows
             self._check(result, f"ran {timeout:g}s without a fail text",
-                        lambda: m.run_for(timeout, self._wall_guard(timeout)) or None)
+                        lambda: m.run_for(timeout, self._wall_guard(timeout), exact=True) or None)
 
-    def _expect(self, pattern: re.Pattern[bytes], shown: str, remaining: float, timeout: float) -> None:
+    def _expect(self, pattern: re.Pattern[bytes], shown: str, deadline: float, timeout: float) -> None:
         assert self.monitor is not None
-        self.monitor.wait_for(pattern, remaining, shown, self._wall_guard(timeout), limit=timeout)
+        self.monitor.wait_for(pattern, timeout, shown, self._wall_guard(timeout), limit=timeout, deadline=deadline)
 
     # ------------------------------------------------------------------------------------ scenario
 
@@ -545,8 +589,8 @@ class Runner:
     def _ensure_running(self) -> None:
         assert self.client is not None and self.session is not None
         info = self.client.session("show", self.session)
-        if info.state == "paused":
-            self.client.debug("continue", self.session)
+        if info.state == "paused":  # halted by a break-at (its debugger resumes it) or at a deadline
+            self.client.session("resume", self.session)
 
     def _step(self, step: Step, timeout: float) -> str | None:
         m, c, sid = self.monitor, self.client, self.session
@@ -555,7 +599,13 @@ class Runner:
         if action == "wait-serial":
             self._ensure_running()
             pattern, shown = _pattern(arg)
-            return m.wait_for(pattern, timeout, shown, self._wall_guard(timeout)).decode("latin-1")
+            deadline = m.now() + timeout
+            m.set_deadline(deadline)
+            try:
+                return m.wait_for(pattern, timeout, shown, self._wall_guard(timeout), deadline=deadline).decode("latin-1")
+            finally:
+                if m.exact:
+                    m.set_deadline(None)  # the steps after it run on
         if action == "write-serial":
             self._ensure_running()
             c.console_send(sid, unescape(arg))

@@ -91,6 +91,7 @@ class Daemon:
             "session.power_on": self.sessions.power_on,
             "session.delete": self.sessions.delete,
             "session.clock": self.sessions.clock,
+            "session.stop_at": self.sessions.stop_at,
             "session.replay": self.sessions.replay,
             "console.read": self.sessions.console_read,
             "console.send": self.sessions.console_send,

@@ -58,6 +58,7 @@ class Live:
         self.tail = tail_
         self.hot_until = 0.0  # pump the console eagerly until then (bytes just arrived)
         self.speed_sample: tuple[float, int] | None = None  # (host time, instructions) at the last show
+        self.stop_at: int | None = None  # the virtual time the CPU is set to stop at (session.stop_at)
 
 
 class SessionService:
@@ -588,6 +589,35 @@ class SessionService:
                 ns = count = None
         return p.Clock(session=row["id"], virtual_ns=ns, instructions=count, state=row["state"])
 
+    def stop_at(self, req: p.SessionStopAt) -> p.Clock:
+        """Stop the CPU at a virtual time, exactly (virsim run's deadlines); the session then shows
+        `paused`, reason 'reached virtual time …'."""
+        row = self.row(req.session)
+        self.need(row, Capability.VIRTUAL_TIME)
+        live = self.live.get(row["id"])
+        if live is None:
+            raise InvalidState(f"session {row['id']} has no running emulator (it is {row['state']})",
+                               session=row["id"], current=row["state"])
+        # A CPU that stopped at the previous deadline (before the tick noticed) runs on to the new one.
+        held = (live.stop_at is not None and self.state_of(row) == S.RUNNING
+                and not live.instance.run_status().running)
+        live.instance.stop_at(req.virtual_ns or None)
+        live.stop_at = req.virtual_ns or None
+        if held:
+            live.instance.resume()
+        return self.clock(p.SessionRef(session=row["id"]))
+
+    def _stop_time_reached(self, sid: str, live: Live) -> None:
+        """A CPU set to stop at a virtual time stopped there by itself: show the session as paused."""
+        if live.stop_at is None:
+            return
+        row = self.store.get_session(sid)
+        if self.state_of(row) != S.RUNNING or live.instance.run_status().running:
+            return
+        at = live.stop_at
+        live.stop_at = None
+        self.set_state(row, S.PAUSED, f"reached virtual time {at / 1e9:g}s")
+
     def console_read(self, req: p.ConsoleRead) -> p.ConsoleChunk:
         row = self.row(req.session)
         live = self.live.get(row["id"])
@@ -657,6 +687,7 @@ class SessionService:
                 try:
                     live.instance.tick()
                     self._replay_reached(sid, live)
+                    self._stop_time_reached(sid, live)
                 except VirsimError:
                     log.exception("instance tick of session %s", sid)
                 continue

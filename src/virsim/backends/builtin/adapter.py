@@ -107,6 +107,9 @@ class BuiltinInstance(SupervisedInstance):
             "fault_table": str(spec.rundir / FAULT_TABLE) if spec.node.processor.profile == "m" else None,
         }
 
+    def stop_at(self, virtual_ns: int | None) -> None:
+        self._ctl().call("stop_at", ns=int(virtual_ns or 0))
+
     def fault_table(self) -> Path | None:
         return self.spec.rundir / FAULT_TABLE if self.spec.node.processor.profile == "m" else None
 

@@ -321,6 +321,11 @@ class Engine:
         if op == "resume":
             self.resume()
             return {}
+        if op == "stop_at":  # halt when the virtual clock reaches ns (0: cancel), like --until
+            ns = int(req.get("ns") or 0)
+            self.until = ("ns", ns) if ns > 0 else None
+            self.idle = False  # a sleeping CPU's clock must run on to it
+            return {}
         if op == "reset":
             self._input("reset")
             if self.spec.replay:
@@ -640,7 +645,7 @@ class Engine:
             elif self.running and not self.idle:
                 budget = self._budget()
                 if budget is None:
-                    self.halt("replay reached --until")
+                    self.halt("reached the stop time (--until, stop_at)")
                     continue
                 stop = self.machine.run(budget)
                 self.history.advanced()

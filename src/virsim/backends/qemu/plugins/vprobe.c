@@ -5,7 +5,10 @@
  * Clock. It adds a QMP command, x-virsim-clock, answering {"ns": QEMU_CLOCK_VIRTUAL, "icount":
  * instructions}. QMP's query-replay gives the instruction count only; with -icount shift=S,sleep=off
  * a sleeping CPU (WFI) skips to its next timer, so the virtual clock, which is what the firmware's
- * timers and virsim's timeouts count, is not instructions << S.
+ * timers and virsim's timeouts count, is not instructions << S. And x-virsim-stop-at {"ns": T}
+ * stops the VM at virtual time T (as QMP `stop` would): a QEMU timer on the virtual clock, which
+ * icount never runs past, so the VM stops within one instruction of T whatever the host is doing
+ * (virsim run's virtual-time deadlines); {"ns": 0} cancels it.
  *
  * Faults. virsim passes the addresses of the fault handlers (HardFault, MemManage, BusFault,
  * UsageFault; from the image's vector table). When QEMU translates a block that starts at one,
@@ -22,13 +25,14 @@
  *
  * QEMU 7.2's plugin API has none of this. Debian's qemu-system binaries export QEMU's own
  * functions, so the plugin looks up what it needs by name (qmp_register_command, qmp_commands,
- * qdict_new, qdict_put_int, qemu_clock_get_ns, icount_get_raw, current_cpu, qemu_get_cpu,
+ * qdict_new, qdict_put_int, qdict_get_try_int, timer_init_full, timer_mod, timer_del,
+ * qemu_clock_get_ns, icount_get_raw, current_cpu, qemu_get_cpu,
  * arm_cpu_gdb_read_register, cpu_memory_rw_debug, vm_stop and glib's GByteArray), and leaves out a
  * part whose functions are missing (saying so on stderr) instead of failing QEMU's start.
  * Limitation: QEMU 7.2 exposes no PSP, so the frame of a fault taken from a thread running on the
  * process stack is not read (the record says so).
  *
- * Loaded with:  -plugin vprobe.so,table=FILE[,handlers=ADDR:ADDR...]
+ * Loaded with:  -plugin vprobe.so[,table=FILE,handlers=ADDR:ADDR...]
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -66,6 +70,8 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 #define MAX_HANDLERS 8
 #define QEMU_CLOCK_VIRTUAL 1
 #define RUN_STATE_DEBUG 0
+#define RUN_STATE_PAUSED 4
+#define SCALE_NS 1
 #define QCO_NO_OPTIONS 0
 
 struct record {
@@ -90,6 +96,13 @@ static void *(*q_get_cpu)(int index);
 static int (*q_gdb_read_register)(void *cpu, GByteArray *buf, int n);
 static int (*q_memory_rw_debug)(void *cpu, uint64_t addr, void *ptr, size_t len, int is_write);
 static int (*q_vm_stop)(int state);
+static int64_t (*q_qdict_get_try_int)(const void *dict, const char *key, int64_t def);
+static void (*q_timer_init_full)(void *ts, void *group, int type, int scale, int attributes,
+                                 void (*cb)(void *), void *opaque);
+static void (*q_timer_mod)(void *ts, int64_t expire);
+static void (*q_timer_del)(void *ts);
+static uint64_t stop_timer[32]; /* a QEMUTimer (7 words in QEMU 7.2), with room to spare */
+static int stop_timer_ready;
 static GByteArray *(*g_byte_array_new_)(void);
 static void *(*g_byte_array_free_)(GByteArray *array, int free_segment);
 static GByteArray *(*g_byte_array_set_size_)(GByteArray *array, unsigned int length);
@@ -132,6 +145,30 @@ static void qmp_clock(void *args, void **ret, void **errp)
     q_qdict_put_int(dict, "ns", ns);
     q_qdict_put_int(dict, "icount", insns);
     *ret = dict; /* a QDict starts with its QObject header */
+}
+
+static void at_stop_time(void *opaque)
+{
+    (void)opaque;
+    q_vm_stop(RUN_STATE_PAUSED); /* main loop, big lock held: as QMP stop */
+}
+
+/* QMP x-virsim-stop-at {"ns": T}: stop the VM at virtual time T; T <= 0 cancels. */
+static void qmp_stop_at(void *args, void **ret, void **errp)
+{
+    int64_t ns = q_qdict_get_try_int(args, "ns", 0);
+    void *dict = q_qdict_new();
+    (void)errp;
+    if (!stop_timer_ready) {
+        q_timer_init_full(stop_timer, NULL, QEMU_CLOCK_VIRTUAL, SCALE_NS, 0, at_stop_time, NULL);
+        stop_timer_ready = 1;
+    }
+    if (ns > 0)
+        q_timer_mod(stop_timer, ns);
+    else
+        q_timer_del(stop_timer);
+    q_qdict_put_int(dict, "ns", ns > 0 ? ns : 0);
+    *ret = dict;
 }
 
 static uint32_t reg(void *cpu, GByteArray *buf, int n)
@@ -245,6 +282,16 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     q_qdict_put_int = (void (*)(void *, const char *, int64_t))need("qdict_put_int", "x-virsim-clock");
     if (q_clock_get_ns && q_register_command && q_commands && q_qdict_new && q_qdict_put_int)
         q_register_command(q_commands, "x-virsim-clock", qmp_clock, QCO_NO_OPTIONS, 0);
+    q_vm_stop = (int (*)(int))need("vm_stop", "halting at a fault, x-virsim-stop-at");
+    q_qdict_get_try_int = (int64_t(*)(const void *, const char *, int64_t))need("qdict_get_try_int",
+                                                                             "x-virsim-stop-at");
+    q_timer_init_full = (void (*)(void *, void *, int, int, int, void (*)(void *), void *))need(
+        "timer_init_full", "x-virsim-stop-at");
+    q_timer_mod = (void (*)(void *, int64_t))need("timer_mod", "x-virsim-stop-at");
+    q_timer_del = (void (*)(void *))need("timer_del", "x-virsim-stop-at");
+    if (q_register_command && q_commands && q_qdict_new && q_qdict_put_int && q_vm_stop && q_qdict_get_try_int
+        && q_timer_init_full && q_timer_mod && q_timer_del)
+        q_register_command(q_commands, "x-virsim-stop-at", qmp_stop_at, QCO_NO_OPTIONS, 0);
 
     q_get_cpu = (void *(*)(int))need("qemu_get_cpu", "fault records");
     q_gdb_read_register = (int (*)(void *, GByteArray *, int))need("arm_cpu_gdb_read_register", "fault records");
@@ -253,7 +300,6 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     g_byte_array_free_ = (void *(*)(GByteArray *, int))need("g_byte_array_free", "fault records");
     g_byte_array_set_size_ = (GByteArray * (*)(GByteArray *, unsigned int)) need("g_byte_array_set_size",
                                                                                "fault records");
-    q_vm_stop = (int (*)(int))need("vm_stop", "halting at a fault");
     if (!(q_get_cpu && q_gdb_read_register && q_memory_rw_debug && g_byte_array_new_ && g_byte_array_free_
           && g_byte_array_set_size_ && q_clock_get_ns) || table_path == NULL || list == NULL)
         return 0; /* the clock alone */
