@@ -156,3 +156,14 @@ def test_long_commands_say_what_they_do_on_a_terminal(cli, tmp_path) -> None:  #
     assert "starting the run's daemon" in on_a_terminal("run", str(HELLO), "-e", "Hello", "--backend", "builtin")
     piped = cli("session", "create", "--board", "mps2-an385", "--firmware", str(HELLO), "--backend", "builtin")
     assert "starting the emulator" not in piped.stderr
+
+
+def test_a_missing_firmware_is_reported_before_any_daemon_starts(cli, home) -> None:  # noqa: ANN001
+    from virsim.client import daemon_pid
+    from virsim.paths import get_paths
+
+    proc = cli("session", "create", "--board", "mps2-an385", "--firmware", "nope.elf", check=2)
+    assert proc.stderr.count("nope.elf does not exist") == 1
+    run = cli("run", "nope.elf", "-e", "x", check=2)
+    assert (run.stdout + run.stderr).count("does not exist") == 1
+    assert daemon_pid(get_paths()) is None
