@@ -7,7 +7,8 @@ Cost (QEMU, raw processes, no daemon): examples/hello/hello.elf from start until
     with: QEMU then runs the code sharing the handler's page one instruction per block) vs none.
 Verdict latency (both backends, the real daemon): examples/hello/fault.elf prints "about to
 divide by zero" just before it faults; the time from that line reaching a subscriber to the
-`fault` event reaching it, which is what `virsim run` fails on.
+`fault` event reaching it, which is what `virsim run` fails on; and end to end, from that line to
+`virsim run`'s FAILED verdict line on its stdout.
 
 Prints medians side by side and the ratio (no pass/fail).
 
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import qemu_binary, side_by_side
+from common import qemu_binary, side_by_side, virsim_script
 
 from virsim.backends.faults import FaultTable
 from virsim.backends.qemu import icount_shift, plugins, qemu_version
@@ -93,7 +94,7 @@ def _break_and_continue(path: Path, address: int) -> None:
 def fault_latency(client: Client, backend: str) -> float:
     """Seconds from "about to divide by zero" reaching a subscriber to the fault event reaching it."""
     info = client.session_create("mps2-an385", FAULT, backend=backend, deterministic=True, paused=True)
-    seen, line_at = b"", None
+    seen, line_at, fault_at = b"", None, None
     with client.subscribe(info.id) as sub:
         client.session("resume", info.id)
         deadline = time.monotonic() + 60
@@ -107,10 +108,30 @@ def fault_latency(client: Client, backend: str) -> float:
                 seen += data
                 if line_at is None and b"about to divide by zero\n" in seen:
                     line_at = now
-            elif event.type == "fault" and line_at is not None:
+            elif event.type == "fault":
+                fault_at = now
+            if line_at is not None and fault_at is not None:
                 client.session_delete(info.id, purge=True)
-                return now - line_at
+                return max(0.0, fault_at - line_at)  # the fault may even be told before the line
     raise SystemExit(f"bench: no fault event from {backend}")
+
+
+def run_verdict_latency(backend: str) -> float:
+    """`virsim run fault.elf`: seconds from the console line printed just before the fault to the
+    FAILED verdict line, both read from its stdout as a CI log would."""
+    proc = subprocess.Popen([virsim_script(), "run", str(FAULT), "-e", "tick 3", "--backend", backend],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line_at = None
+    for line in proc.stdout:
+        now = time.perf_counter()
+        if b"about to divide by zero" in line:
+            line_at = now
+        elif b"FAILED" in line and line_at is not None:
+            proc.wait()
+            return now - line_at
+    proc.wait()
+    raise SystemExit(f"bench: virsim run on {backend} printed no FAILED verdict after the fault")
 
 
 def row(label: str, unit: str, ours: float, base: float) -> None:
@@ -144,6 +165,10 @@ def main() -> int:
         for backend in ("qemu", "builtin"):
             samples = [fault_latency(client, backend) for _ in range(args.runs)]
             print(f"{backend:<56}  {'ms':>4}  {statistics.median(samples) * 1000:>9.1f}  {max(samples) * 1000:>9.1f}")
+        for backend in ("qemu", "builtin"):
+            samples = [run_verdict_latency(backend) for _ in range(args.runs)]
+            label = f"virsim run on {backend}: that line -> FAILED verdict line"
+            print(f"{label:<56}  {'ms':>4}  {statistics.median(samples) * 1000:>9.1f}  {max(samples) * 1000:>9.1f}")
         client.close()
     finally:
         private.close()

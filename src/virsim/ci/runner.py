@@ -103,6 +103,7 @@ class RunOptions:
     name: str | None = None
     on_output: Callable[[bytes], None] | None = None  # live console bytes (the CLI streams them)
     on_progress: Callable[[str], None] | None = None  # what the run is doing while it starts up
+    on_verdict: Callable[[RunResult], None] | None = None  # the result, as soon as it is known (before clean-up)
     allow_faults: bool = False  # a firmware fault does not end the run (firmware that handles its own)
     interactive: bool = False  # stdin goes to the console UART
     coverage: Path | None = None  # write the run's coverage here (lcov; .json -> json, .drcov -> drcov)
@@ -453,7 +454,7 @@ class Runner:
                                   else self.opts.firmware.name)
         result = RunResult(name=name, firmware=str(self.opts.firmware), board=self.opts.board,
                            status=Status.PASSED, seconds=0.0)
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         try:
             self._start()
             assert self.monitor is not None
@@ -483,12 +484,17 @@ class Runner:
             if held and result.status != Status.INTERRUPTED:
                 self._interrupted(result, held[0])
         result.seconds = time.perf_counter() - t0
+        self._derive_status(result)
+        return result
+
+    @staticmethod
+    def _derive_status(result: RunResult) -> None:
+        """A run that passed so far takes the status of its first check that did not."""
         if result.status == Status.PASSED:
             for check in result.checks:
                 if check.status != Status.PASSED:
                     result.status, result.message = check.status, check.message
                     break
-        return result
 
     @staticmethod
     def _failed_start(result: RunResult, fail: CheckFailed) -> None:
@@ -523,6 +529,11 @@ class Runner:
             except VirsimError as err:
                 if result.status == Status.PASSED:
                     result.status, result.message = Status.ERROR, f"writing coverage: {err}"
+        if self.opts.on_verdict is not None:
+            # The verdict is known: say it now, not after the emulator and the daemon are stopped.
+            self._derive_status(result)
+            result.seconds = time.perf_counter() - self._t0
+            self.opts.on_verdict(result)
         killed = self._finish(interrupted)
         if killed and result.status == Status.PASSED:
             result.status, result.message = Status.ERROR, f"cleaning up: had to kill {', '.join(killed)[:300]}"

@@ -124,6 +124,7 @@ def run(
         firmware = Path(image)
     label = firmware or Path("+".join(sorted(per_node)) or "firmware")
     stream = sys.stderr if as_json else sys.stdout
+    said: list[Any] = []  # the verdict printed before the clean-up (its status then)
     streamed = bytearray(b"\n")  # the last byte streamed: the verdict starts on a line of its own
 
     def show(data: bytes) -> None:
@@ -151,7 +152,9 @@ def run(
                 scenario=load_scenario(scenario) if scenario is not None else None, keep=keep,
                 coverage=coverage.expanduser().resolve() if coverage is not None else None,
                 allow_faults=allow_faults, interactive=interactive,
-                on_output=None if quiet else show, on_progress=progress)
+                on_output=None if quiet else show, on_progress=progress,
+                on_verdict=None if as_json else lambda r: (said.append(r.status), _verdict(
+                    r, streamed[-1:] != b"\n", streamed=not quiet)))
             result = Runner(opts).run()
     except VirsimError as error:  # before the run could start: bad scenario, bad option, missing file
         result = RunResult(name=label.name, firmware=str(label), board=board, status=Status.ERROR,
@@ -178,8 +181,10 @@ def run(
                           for c in result.checks],
                "serial_log": result.serial_log.decode("latin-1")}
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    else:
+    elif not said:
         _verdict(result, streamed[-1:] != b"\n", streamed=not quiet)
+    elif said[0] != result.status:  # the clean-up changed it (it had to kill something)
+        err.print(f"[red]{result.status.value.upper()}[/] {result.message}", highlight=False)
     raise typer.Exit(code)
 
 
