@@ -1,16 +1,26 @@
 """The docs keep up with the code: every CLI command is in docs/cli.md, has an example in its help
 and takes --json; its --help shows every [bracketed] word of its help texts (not eaten as Rich
 markup) and its summary reads as one line of its group's listing; every error code is in
-docs/exit-codes.md; every board template is in docs/boardconfig.md.
+docs/exit-codes.md; every board template is in docs/boardconfig.md; the README's tour runs as
+written.
 
-No daemon or emulator is needed: the command tree comes from the Typer app itself, and --help is
-rendered in this process by Typer's CliRunner.
+Only the tour needs a daemon and emulators (it runs them, as a user would, in a temp home); for
+the rest the command tree comes from the Typer app itself, and --help is rendered in this process
+by Typer's CliRunner.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +29,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from conftest import need_tool, processes_using, wait_for
 from virsim.cli.app import app
 from virsim.errors import error_codes
 
@@ -149,3 +160,150 @@ def test_board_templates_are_found() -> None:
 @pytest.mark.parametrize("template", board_templates())
 def test_every_board_template_is_in_boardconfig(template: str) -> None:
     assert f"`{template}`" in (DOCS / "boardconfig.md").read_text(), f"docs/boardconfig.md does not list {template}"
+
+
+# ------------------------------------------------------------------------------ the README's tour
+
+@dataclass
+class TourLine:
+    """One line of the tour: the shell command and what its `# comment` promises. `exits N` in the
+    comment is its exit code (else 0); `Ctrl-C` means it runs until interrupted, and then the
+    "quoted" texts of the comment are what it must have printed first."""
+
+    command: str
+    comment: str
+    exit_code: int = 0
+    interrupted: bool = False
+    prints: list[str] = field(default_factory=list)
+
+
+def comment_start(line: str) -> int | None:
+    """Where the shell comment of `line` starts: a `#` opening a word, outside quotes."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return i
+    return None
+
+
+def readme_tour() -> list[TourLine]:
+    section = (ROOT / "README.md").read_text().split("\n## A tour\n", 1)[1]
+    block = re.search(r"^```bash\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
+    assert block, "README.md's tour has no ```bash block"
+    lines = []
+    for raw in block.group(1).splitlines():
+        cut = comment_start(raw)
+        command, comment = (raw[:cut], raw[cut + 1:]) if cut is not None else (raw, "")
+        if not command.strip():
+            continue
+        exits = re.search(r"\bexits (\d+)\b", comment)
+        interrupted = "Ctrl-C" in comment
+        lines.append(TourLine(command.strip(), comment.strip(), int(exits.group(1)) if exits else 0, interrupted,
+                              re.findall(r'"([^"]+)"', comment) if interrupted else []))
+    return lines
+
+
+def test_readme_tour_is_parsed() -> None:
+    # Guards the parser: a tour read as nothing would pass vacuously.
+    tour = readme_tour()
+    assert len(tour) > 20 and tour[0].command == "virsim board list"
+    assert [t.command.split()[:3] for t in tour if t.interrupted] == [["virsim", "console", "$sid"]]
+    assert any(t.exit_code == 1 for t in tour)
+    assert "Hello from virsim on mps2-an385" in next(t for t in tour if t.interrupted).prints
+    quoted = "virsim console $sid --send 'hi # not a comment'  # a comment"
+    assert comment_start(quoted) == quoted.index("# a comment")
+
+
+LINE_TIMEOUT = 120.0  # seconds a line may take on a loaded machine (the slowest runs firmware)
+FOLLOW_FOR = 60.0     # how long a Ctrl-C line may take to print what its comment says
+
+
+class TourShell:
+    """Runs tour lines one at a time through bash, as a user types them at a prompt: in the repo
+    root, `virsim` from this venv on PATH, the shell variables of earlier lines (`sid=$(...)`) kept
+    in a file between lines. `set -e`: a line of several commands fails at the first that does."""
+
+    def __init__(self, home: Path, names: list[str]) -> None:
+        self.state = home / "tour-vars.sh"
+        self.state.write_text("")
+        tmp = home / "tmp"  # virsim run's private homes go there, so the home fixture sees their processes
+        tmp.mkdir()
+        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                    "VIRSIM_HOME": str(home), "TMPDIR": str(tmp)}
+        self.names = " ".join(names)
+
+    def script(self, command: str) -> str:
+        save = f"declare -p {self.names} > {self.state} 2>/dev/null || :" if self.names else ":"
+        return f". {self.state}\ntrap '{save}' EXIT\nset -e\n{command}\n"
+
+    def run(self, line: TourLine) -> tuple[int, str]:
+        """The line's exit code and output (stdout and stderr together)."""
+        proc = subprocess.Popen(["bash", "-c", self.script(line.command)], cwd=ROOT, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        output = bytearray()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            while chunk := proc.stdout.read1(4096):
+                output.extend(chunk)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            if line.interrupted:
+                wanted = [text.encode() for text in line.prints] or [b""]
+                wait_for(lambda: proc.poll() is not None or all(w in output for w in wanted) and output,
+                         timeout=FOLLOW_FOR, interval=0.1, what=f"{line.command!r} to print {line.prints}")
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground job
+            code = proc.wait(timeout=LINE_TIMEOUT)
+        except (subprocess.TimeoutExpired, AssertionError) as err:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            reader.join(timeout=10)
+            raise AssertionError(f"tour line {line.command!r}: {err}; it printed:\n{output.decode(errors='replace')}") from err
+        reader.join(timeout=10)
+        return code, output.decode(errors="replace")
+
+
+def tour_outputs() -> set[Path]:
+    """What in the repo root the tour may add to: its top level and out/."""
+    return {*ROOT.iterdir(), *((ROOT / "out").iterdir() if (ROOT / "out").is_dir() else ())}
+
+
+def remove_tour_outputs(before: set[Path], tour: list[TourLine]) -> None:
+    """Remove what the tour wrote into the checkout (s.vsnap, out/, ...): new paths it names."""
+    commands = " ".join(t.command for t in tour)
+    for path in sorted(tour_outputs() - before, reverse=True):
+        if str(path.relative_to(ROOT)) in commands:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+@pytest.mark.timeout(900)
+def test_readme_tour_runs_as_written(home: Path) -> None:
+    need_tool("qemu-system-arm")
+    need_tool("qemu-img")
+    need_tool("gdb-multiarch")
+    tour = readme_tour()
+    names = sorted({m.group(1) for t in tour for m in re.finditer(r"(?:^|[;&|]\s*)([A-Za-z_]\w*)=\$\(", t.command)})
+    shell = TourShell(home, names)
+    before = tour_outputs()
+    try:
+        for line in tour:
+            started = time.monotonic()
+            code, output = shell.run(line)
+            if line.interrupted:
+                for text in line.prints:
+                    assert text in output, f"{line.command!r} did not print {text!r} before Ctrl-C:\n{output}"
+            else:
+                assert code == line.exit_code, (f"tour line {line.command!r} exited {code}, its comment says "
+                                                f"{line.exit_code}; output:\n{output}")
+            print(f"{time.monotonic() - started:6.1f}s  {line.command}")
+        # The tour ends with `daemon stop` and runs that clean up after themselves: nothing is left.
+        wait_for(lambda: not processes_using(home), timeout=30, what="the tour's processes to end")
+    finally:
+        remove_tour_outputs(before, tour)

@@ -191,8 +191,9 @@ def test_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Clien
     assert client.console_text(replay["id"]).startswith(original)  # same bytes, byte for byte
     client.console_send(replay["id"], b"live\n")  # a replay takes its input from the recording only
     assert b"echo: live" not in client.console_text(replay["id"])
-    # --until: a second replay pauses exactly there.
-    until = cli.json("session", "replay", made["recording"], "--until", "2000000")
+    # --until: a second replay pauses exactly there; named by the session that recorded it, this time.
+    until = cli.json("session", "replay", made["name"], "--until", "2000000")
+    assert until["replaying"] == made["recording"]
     wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
     assert client.clock(until["id"]).virtual_ns == 2_000_000 * 40  # 25 MHz: 40 ns per instruction
     with client.subscribe() as events:
@@ -263,4 +264,10 @@ def test_record_and_replay_refusals(cli: CLI, tmp_path: Path) -> None:
     assert "not a virsim recording" in err["error"]  # the file is checked first
     err = cli.json("session", "replay", str(tmp_path / "missing.vrec"), check=2)
     assert "not a readable recording" in err["error"]
+    err = cli.json("session", "replay", "nosuchsession", check=2)
+    assert err["error"] == "nosuchsession: neither a recording file nor a session"
     assert cli.json("session", "list") == []
+    plain = cli.json("session", "create", "-b", "mps2-an385", "--backend", "builtin", "--name", "plain")
+    err = cli.json("session", "replay", "plain", check=2)
+    assert err["error"] == "session plain has no recording: create a session with --record to replay it"
+    assert [s["id"] for s in cli.json("session", "list")] == [plain["id"]]  # no replay session was made

@@ -9,9 +9,10 @@ import typer
 
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_int, split_firmware
 from virsim.cli.render import duration, emit, err, out, state, table, when, working
-from virsim.errors import FirmwareError, InvalidInput
+from virsim.errors import FirmwareError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from virsim.client import Client
     from virsim.protocol import SessionInfo
 
 app = typer.Typer(help="Emulation sessions: create, list, show, control, delete.", no_args_is_help=True)
@@ -116,9 +117,26 @@ def create(
     emit(info, as_json, human)
 
 
+def recording_of(c: Client, arg: str) -> Path:
+    """RECORDING as typed: a file path (it has a `/` or ends in .vrec, or exists), else a session
+    created with --record, whose recording `session show` names."""
+    path = Path(arg).expanduser()
+    if "/" in arg or arg.endswith(".vrec") or path.exists():
+        return path
+    try:
+        recording = c.session("show", arg).recording
+    except NotFound as err:
+        raise InvalidInput(f"{arg}: neither a recording file nor a session", field="recording", value=arg) from err
+    if recording is None:
+        raise InvalidInput(f"session {arg} has no recording: create a session with --record to replay it",
+                           field="recording", value=arg)
+    return Path(recording)
+
+
 @app.command("replay")
 def replay(
-    recording: Annotated[Path, typer.Argument(help="A recording.vrec (session show: recording).")],
+    recording: Annotated[str, typer.Argument(help="A recording.vrec (session show: recording), or the session "
+                                                  "that recorded it.", show_default=False)],
     until: Annotated[Optional[str], typer.Option(help="Pause there: an instruction count (5000000), or on the "
                                                       "built-in engine also a virtual time (250ms).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name for the new session.")] = None,
@@ -131,11 +149,14 @@ def replay(
     the same bytes; --until pauses it there. A recording still being written (its session is live)
     is refused: power that session off first.
 
+    Example: virsim session replay 3fa9c2d1   # the recording of session 3fa9c2d1
+
     Example: virsim session replay ~/.local/share/virsim/sessions/3fa9c2d1/recording.vrec --until 5000000
 
     Example: virsim session replay RECORDING --until 250ms   # built-in engine: a virtual time too
     """
-    info = client().session_replay(recording, until=until, name=name, paused=paused)
+    c = client()
+    info = c.session_replay(recording_of(c, recording), until=until, name=name, paused=paused)
 
     def human() -> None:
         print(info.id)

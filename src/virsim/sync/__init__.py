@@ -1,5 +1,4 @@
-"""The multi-node synchroniser (timeslice, step and event modes) — built by the multi-node issue.
-
-Nothing lives here yet: single-node sessions need no synchronisation, and `session create` refuses
-multi-node boards with a NOT_SUPPORTED error until this package drives them.
+"""The multi-node synchroniser (timeslice, step and event modes): a multi-node board as one
+session of the `system` backend (instance.py), its nodes' processes and merged console
+(system.py), and the shared-memory lockstep barrier they meet at (lockstep.py). docs/multinode.md.
 """
