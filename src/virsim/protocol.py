@@ -91,7 +91,9 @@ class SessionRef(Message):
 
 class SessionStopAt(SessionRef):
     virtual_ns: int | None = Field(None, ge=0, description="stop the CPU when the virtual clock reaches this (ns "
-                                   "since power-on); null or 0 cancels")
+                                   "since power-on); null or 0 (and no after_ns) cancels")
+    after_ns: int | None = Field(None, ge=0, description="instead: stop it this long after now, 'now' read exactly "
+                                 "(the CPU held meanwhile)")
 
 
 class SessionReplay(Message):
@@ -479,6 +481,7 @@ class JobInfo(Message):
 
 class Clock(Message):
     session: str
+    stop_at_ns: int | None = Field(None, description="session.stop_at: the deadline now set, if any")
     virtual_ns: int | None = Field(None, description="virtual time in ns (deterministic sessions), else null")
     instructions: int | None = Field(None, description="instructions executed since power-on, where counted exactly")
     state: str

@@ -194,9 +194,10 @@ class Instance(ABC):
         """Instructions executed since power-on, where the backend counts them exactly; else None."""
         return None
 
-    def stop_at(self, virtual_ns: int | None) -> None:
+    def stop_at(self, virtual_ns: int | None, after_ns: int | None = None) -> int | None:
         """Stop the CPU when the virtual clock reaches `virtual_ns` (as a pause would), within one
-        instruction of it whatever the host does; None cancels. Backends with VIRTUAL_TIME."""
+        instruction of it whatever the host does; or `after_ns` after now, "now" read exactly (the
+        CPU held meanwhile); neither cancels. Returns the deadline set. Backends with VIRTUAL_TIME."""
         raise NotSupported(f"{type(self).__name__} cannot stop at a virtual time",
                            capability=str(Capability.VIRTUAL_TIME))
 

@@ -281,20 +281,23 @@ class Monitor:
             if event.type == "state" and event.state in ("failed", "lost", "stopped"):
                 self._emulator_gone()
 
-    def set_deadline(self, at: float | None) -> bool:
-        """Have the emulator stop when the virtual clock reaches `at` s (None: cancel): a deadline
-        then decides exactly, whatever the host's speed (the clock is only sampled every 10 ms, and
-        a sleeping QEMU CPU skips ahead in virtual time far faster than that). False where it
-        cannot (wall time, a backend without it): the deadline is then decided by the samples."""
+    def set_deadline(self, at: float | None = None, after: float | None = None) -> float | None:
+        """Have the emulator stop when the virtual clock reaches `at` s, or `after` s from now
+        (neither: cancel): a deadline then decides exactly, whatever the host's speed (the clock is
+        only sampled every 10 ms, and a sleeping QEMU CPU skips ahead in virtual time far faster
+        than that). Returns the deadline in s, or None where it cannot be set (wall time, a
+        backend without it): the deadline is then decided by the samples."""
         self.exact = False
         if not self.virtual:
-            return False
+            return None
         try:
-            self.client.request("session.stop_at", self.session, virtual_ns=int(at * 1e9) if at else None)
+            clock = self.client.request("session.stop_at", self.session,
+                                        virtual_ns=int(at * 1e9) if at else None,
+                                        after_ns=int(after * 1e9) if after else None)
         except VirsimError:
-            return False
-        self.exact = at is not None
-        return self.exact
+            return None
+        self.exact = clock.stop_at_ns is not None
+        return clock.stop_at_ns / 1e9 if clock.stop_at_ns is not None else None
 
     def settle(self) -> None:
         """The emulator stopped at the deadline: take the console bytes still on their way to the
@@ -336,9 +339,8 @@ class Monitor:
         """Let the firmware run `seconds` on the run's clock (`exact`: to a deadline the emulator
         stops at, when it can)."""
         start, wall_start = self.now(), time.monotonic()
-        if exact:
-            self.set_deadline(start + seconds)
-        while self.now() - start < seconds:
+        end = (self.set_deadline(after=seconds) if exact else None) or start + seconds
+        while self.now() < end:
             self._fail_on_forbidden()
             if time.monotonic() - wall_start >= wall_guard:
                 raise CheckFailed(Status.TIMEOUT, f"{seconds:g}s of virtual time did not pass within {wall_guard:g}s "
@@ -416,6 +418,9 @@ class Runner:
                 self.client.debug("where", info.id)
             except VirsimError:
                 pass  # no debugger here (a QEMU node, a backend without one): the step itself says so
+        if self.opts.scenario is None and self.opts.expect_text and self.virtual:
+            # The expectations' one deadline, set while the CPU is still halted at virtual time 0.
+            self.monitor.set_deadline(at=self.opts.timeout or DEFAULT_TIMEOUT)
         self._progress(f"session {info.id} on {info.backend}: running")
         try:
             self.client.session("resume", info.id)
@@ -571,8 +576,6 @@ class Runner:
         except CheckFailed as fail:
             self._failed_start(result, fail)
             return
-        if self.opts.expect_text:
-            m.set_deadline(deadline)
         for text in self.opts.expect_text:
             pattern, shown = _pattern(text)
             if not self._check(result, f"expect-text {shown}",
@@ -610,8 +613,7 @@ class Runner:
         if action == "wait-serial":
             self._ensure_running()
             pattern, shown = _pattern(arg)
-            deadline = m.now() + timeout
-            m.set_deadline(deadline)
+            deadline = m.set_deadline(after=timeout) or m.now() + timeout
             try:
                 return m.wait_for(pattern, timeout, shown, self._wall_guard(timeout), deadline=deadline).decode("latin-1")
             finally:

@@ -601,11 +601,10 @@ class SessionService:
         # A CPU that stopped at the previous deadline (before the tick noticed) runs on to the new one.
         held = (live.stop_at is not None and self.state_of(row) == S.RUNNING
                 and not live.instance.run_status().running)
-        live.instance.stop_at(req.virtual_ns or None)
-        live.stop_at = req.virtual_ns or None
+        live.stop_at = live.instance.stop_at(req.virtual_ns or None, req.after_ns or None)
         if held:
             live.instance.resume()
-        return self.clock(p.SessionRef(session=row["id"]))
+        return self.clock(p.SessionRef(session=row["id"])).model_copy(update={"stop_at_ns": live.stop_at})
 
     def _stop_time_reached(self, sid: str, live: Live) -> None:
         """A CPU set to stop at a virtual time stopped there by itself: show the session as paused."""

@@ -107,8 +107,8 @@ class BuiltinInstance(SupervisedInstance):
             "fault_table": str(spec.rundir / FAULT_TABLE) if spec.node.processor.profile == "m" else None,
         }
 
-    def stop_at(self, virtual_ns: int | None) -> None:
-        self._ctl().call("stop_at", ns=int(virtual_ns or 0))
+    def stop_at(self, virtual_ns: int | None, after_ns: int | None = None) -> int | None:
+        return int(self._ctl().call("stop_at", ns=int(virtual_ns or 0), after_ns=int(after_ns or 0))["ns"]) or None
 
     def fault_table(self) -> Path | None:
         return self.spec.rundir / FAULT_TABLE if self.spec.node.processor.profile == "m" else None

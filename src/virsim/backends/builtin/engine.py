@@ -321,11 +321,12 @@ class Engine:
         if op == "resume":
             self.resume()
             return {}
-        if op == "stop_at":  # halt when the virtual clock reaches ns (0: cancel), like --until
-            ns = int(req.get("ns") or 0)
+        if op == "stop_at":  # halt when the virtual clock reaches ns, or after_ns from now (0: cancel)
+            after = int(req.get("after_ns") or 0)
+            ns = m.time_ns() + after if after > 0 else int(req.get("ns") or 0)
             self.until = ("ns", ns) if ns > 0 else None
             self.idle = False  # a sleeping CPU's clock must run on to it
-            return {}
+            return {"ns": max(ns, 0)}
         if op == "reset":
             self._input("reset")
             if self.spec.replay:

@@ -508,11 +508,12 @@ class QemuInstance(SupervisedInstance):
             return None
         return self._clock()[1]
 
-    def stop_at(self, virtual_ns: int | None) -> None:
+    def stop_at(self, virtual_ns: int | None, after_ns: int | None = None) -> int | None:
         if self.virtual_time_ns() is None or not self._probed():
             raise NotSupported("this QEMU session cannot stop at a virtual time (it needs --deterministic and "
                                "virsim's vprobe plugin)", capability=str(Capability.VIRTUAL_TIME))
-        self._qmp().execute("x-virsim-stop-at", ns=int(virtual_ns or 0))
+        args = {"after_ns": int(after_ns)} if after_ns else {"ns": int(virtual_ns or 0)}
+        return int(self._qmp().execute("x-virsim-stop-at", **args)["ns"]) or None
 
     def _shift(self) -> int:
         return icount_shift(self.spec.node.processor.frequency)

@@ -49,7 +49,8 @@ def cache_dir() -> Path:
 def build(name: str, qemu_version: str) -> Path:
     """The path of plugin `name` built for this QEMU; compiled now if not cached."""
     source = SOURCE_DIR / f"{name}.c"
-    digest = hashlib.sha256(source.read_bytes() + qemu_version.encode()).hexdigest()[:16]
+    headers = b"".join(h.read_bytes() for h in sorted(SOURCE_DIR.glob("*.h")))  # included by every plugin
+    digest = hashlib.sha256(source.read_bytes() + headers + qemu_version.encode()).hexdigest()[:16]
     out = cache_dir() / f"{name}-{digest}.so"
     if out.exists():
         return out

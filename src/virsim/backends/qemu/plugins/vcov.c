@@ -12,6 +12,8 @@
  * The few plugin API declarations below are those of QEMU's include/qemu/qemu-plugin.h for API
  * version 1 (QEMU 6.0 to 8.1), written out here so no QEMU source is needed to build this file.
  */
+#define _GNU_SOURCE
+#include "virsim_plugin.h"
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,23 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef uint64_t qemu_plugin_id_t;
-typedef struct qemu_info_t qemu_info_t;
-struct qemu_plugin_tb;
-struct qemu_plugin_insn;
-enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
-typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
-
-extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
-extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
-extern struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
-extern size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
-extern uint64_t qemu_plugin_insn_vaddr(const struct qemu_plugin_insn *insn);
-extern void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
-                                                     void *ptr, uint64_t imm);
-
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 #define MAGIC "VCOV0001"
 

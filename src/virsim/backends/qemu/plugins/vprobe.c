@@ -8,7 +8,7 @@
  * timers and virsim's timeouts count, is not instructions << S. And x-virsim-stop-at {"ns": T}
  * stops the VM at virtual time T (as QMP `stop` would): a QEMU timer on the virtual clock, which
  * icount never runs past, so the VM stops within one instruction of T whatever the host is doing
- * (virsim run's virtual-time deadlines); {"ns": 0} cancels it.
+ * (virsim run's virtual-time deadlines); {"after_ns": D} stops it D after now; {"ns": 0} cancels.
  *
  * Faults. virsim passes the addresses of the fault handlers (HardFault, MemManage, BusFault,
  * UsageFault; from the image's vector table). When QEMU translates a block that starts at one,
@@ -26,6 +26,7 @@
  * QEMU 7.2's plugin API has none of this. Debian's qemu-system binaries export QEMU's own
  * functions, so the plugin looks up what it needs by name (qmp_register_command, qmp_commands,
  * qdict_new, qdict_put_int, qdict_get_try_int, timer_init_full, timer_mod, timer_del,
+ * runstate_is_running, pause_all_vcpus, resume_all_vcpus,
  * qemu_clock_get_ns, icount_get_raw, current_cpu, qemu_get_cpu,
  * arm_cpu_gdb_read_register, cpu_memory_rw_debug, vm_stop and glib's GByteArray), and leaves out a
  * part whose functions are missing (saying so on stderr) instead of failing QEMU's start.
@@ -35,6 +36,7 @@
  * Loaded with:  -plugin vprobe.so[,table=FILE,handlers=ADDR:ADDR...]
  */
 #define _GNU_SOURCE
+#include "virsim_plugin.h"
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -46,19 +48,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef uint64_t qemu_plugin_id_t;
-typedef struct qemu_info_t qemu_info_t;
-struct qemu_plugin_tb;
-enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
-typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
-typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
-
-extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-extern void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
-                                                 enum qemu_plugin_cb_flags flags, void *userdata);
-extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
-
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 /* virsim/backends/faults.py: header "<8sQII40x" (64 bytes), records "<IIQQ12I8x" (80 bytes). */
 #define MAGIC "VFAULT01"
@@ -68,7 +57,6 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 #define FLAG_PSP 2u        /* the frame is on the process stack */
 #define FLAG_STATUS 4u     /* CFSR/HFSR/MMFAR/BFAR were read */
 #define MAX_HANDLERS 8
-#define QEMU_CLOCK_VIRTUAL 1
 #define RUN_STATE_DEBUG 0
 #define RUN_STATE_PAUSED 4
 #define SCALE_NS 1
@@ -103,6 +91,9 @@ static void (*q_timer_mod)(void *ts, int64_t expire);
 static void (*q_timer_del)(void *ts);
 static uint64_t stop_timer[32]; /* a QEMUTimer (7 words in QEMU 7.2), with room to spare */
 static int stop_timer_ready;
+static int (*q_runstate_is_running)(void);
+static void (*q_pause_all_vcpus)(void);
+static void (*q_resume_all_vcpus)(void);
 static GByteArray *(*g_byte_array_new_)(void);
 static void *(*g_byte_array_free_)(GByteArray *array, int free_segment);
 static GByteArray *(*g_byte_array_set_size_)(GByteArray *array, unsigned int length);
@@ -116,22 +107,9 @@ static int have_last;
 static volatile uint64_t *count(void) { return (volatile uint64_t *)(table + 8); }
 static volatile uint32_t *halt_flag(void) { return (volatile uint32_t *)(table + 16); }
 
-/* The virtual clock and instruction count as last published. In the vCPU thread QEMU's icount
- * read aborts unless the current instruction may do I/O; hiding current_cpu makes it read the
- * count the vCPU published at the start of its budget (as vsync does). */
 static int64_t virtual_clock(int64_t *insns)
 {
-    void **cur = dlsym(RTLD_DEFAULT, "current_cpu"); /* thread-local: looked up in this thread */
-    void *saved = cur ? *cur : NULL;
-    int64_t clock;
-    if (cur)
-        *cur = NULL;
-    clock = q_clock_get_ns(QEMU_CLOCK_VIRTUAL);
-    if (insns)
-        *insns = q_icount_get_raw ? q_icount_get_raw() : 0;
-    if (cur)
-        *cur = saved;
-    return clock;
+    return virsim_virtual_clock(q_clock_get_ns, q_icount_get_raw, insns);
 }
 
 /* QMP x-virsim-clock (main loop, big lock held). */
@@ -153,12 +131,23 @@ static void at_stop_time(void *opaque)
     q_vm_stop(RUN_STATE_PAUSED); /* main loop, big lock held: as QMP stop */
 }
 
-/* QMP x-virsim-stop-at {"ns": T}: stop the VM at virtual time T; T <= 0 cancels. */
+/* QMP x-virsim-stop-at {"ns": T} or {"after_ns": D}: stop the VM at virtual time T, or D after now
+ * (read with the vCPUs held, so "now" is exact, without a run-state change a gdb would see);
+ * neither, or 0, cancels. Answers {"ns": the deadline set, 0 for none}. */
 static void qmp_stop_at(void *args, void **ret, void **errp)
 {
     int64_t ns = q_qdict_get_try_int(args, "ns", 0);
+    int64_t after = q_qdict_get_try_int(args, "after_ns", 0);
     void *dict = q_qdict_new();
+    int running = q_runstate_is_running();
     (void)errp;
+    /* With the vCPU held, "now" is exact, and a vCPU that resumes recomputes its instruction
+     * budget (or its warp to the next timer, asleep) with this timer in the list: armed from the
+     * main loop while the vCPU runs, icount would honour it only at its next budget. */
+    if (running)
+        q_pause_all_vcpus();
+    if (after > 0)
+        ns = virtual_clock(NULL) + after;
     if (!stop_timer_ready) {
         q_timer_init_full(stop_timer, NULL, QEMU_CLOCK_VIRTUAL, SCALE_NS, 0, at_stop_time, NULL);
         stop_timer_ready = 1;
@@ -167,6 +156,8 @@ static void qmp_stop_at(void *args, void **ret, void **errp)
         q_timer_mod(stop_timer, ns);
     else
         q_timer_del(stop_timer);
+    if (running)
+        q_resume_all_vcpus();
     q_qdict_put_int(dict, "ns", ns > 0 ? ns : 0);
     *ret = dict;
 }
@@ -289,8 +280,12 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         "timer_init_full", "x-virsim-stop-at");
     q_timer_mod = (void (*)(void *, int64_t))need("timer_mod", "x-virsim-stop-at");
     q_timer_del = (void (*)(void *))need("timer_del", "x-virsim-stop-at");
+    q_runstate_is_running = (int (*)(void))need("runstate_is_running", "x-virsim-stop-at");
+    q_pause_all_vcpus = (void (*)(void))need("pause_all_vcpus", "x-virsim-stop-at");
+    q_resume_all_vcpus = (void (*)(void))need("resume_all_vcpus", "x-virsim-stop-at");
     if (q_register_command && q_commands && q_qdict_new && q_qdict_put_int && q_vm_stop && q_qdict_get_try_int
-        && q_timer_init_full && q_timer_mod && q_timer_del)
+        && q_timer_init_full && q_timer_mod && q_timer_del && q_runstate_is_running && q_pause_all_vcpus
+        && q_resume_all_vcpus)
         q_register_command(q_commands, "x-virsim-stop-at", qmp_stop_at, QCO_NO_OPTIONS, 0);
 
     q_get_cpu = (void *(*)(int))need("qemu_get_cpu", "fault records");

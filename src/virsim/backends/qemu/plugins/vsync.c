@@ -37,9 +37,9 @@
  *
  * Loaded with:  -plugin vsync.so,seg=F,index=N,hz=HZ,console=LOG,timeline=F,max_quantum=N,irq_dev=PATH
  *                       [,link=SLOT/CHARDEV/TARGET/TARGET_SLOT/TXFILE ...]
- * The plugin API declarations are QEMU's include/qemu/qemu-plugin.h (API version 1), written out.
  */
 #define _GNU_SOURCE
+#include "virsim_plugin.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -54,20 +54,6 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef uint64_t qemu_plugin_id_t;
-typedef struct qemu_info_t qemu_info_t;
-typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
-struct qemu_plugin_tb;
-enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
-typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
-typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
-
-extern void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
-extern void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
-                                                 enum qemu_plugin_cb_flags flags, void *userdata);
-extern void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
-
-__attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 #define MAGIC "VSYNC001"
 #define HEADER_SIZE 64
@@ -81,7 +67,6 @@ __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 #define KIND_UART 2
 #define MAX_LINKS 8
 #define MAX_INBOX 4096
-#define QEMU_CLOCK_VIRTUAL 1
 #define SCALE_NS 1
 #define MAX_IRQ 496
 #define NS_PER_S 1000000000ull
@@ -175,22 +160,11 @@ static uint64_t host_ns(void)
     return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
 }
 
-/* QEMU's virtual clock and instruction count, read as the main loop would: in the vCPU thread
- * QEMU's icount read aborts unless the current instruction may do I/O, and at a timer the vCPU is
- * out of its execution loop, so the count it last published is exact. */
+/* QEMU's virtual clock and instruction count, read as the main loop would (at a timer the vCPU is
+ * out of its execution loop, so the count it last published is exact). */
 static int64_t virtual_clock(int64_t *insns)
 {
-    void **cur = dlsym(RTLD_DEFAULT, "current_cpu"); /* thread-local: this thread's copy */
-    void *saved = cur ? *cur : NULL;
-    int64_t clock;
-    if (cur)
-        *cur = NULL;
-    clock = q_clock_get_ns(QEMU_CLOCK_VIRTUAL);
-    if (insns)
-        *insns = q_icount_get_raw();
-    if (cur)
-        *cur = saved;
-    return clock;
+    return virsim_virtual_clock(q_clock_get_ns, q_icount_get_raw, insns);
 }
 
 static void write_all(int fd, const void *buf, size_t len)
