@@ -72,12 +72,16 @@ def _packet(payload: str) -> bytes:
 
 def _break_and_continue(path: Path, address: int) -> None:
     deadline = time.monotonic() + 10
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise SystemExit("bench: QEMU's gdb stub did not come up")
-        time.sleep(0.005)
-    sock = socket.socket(socket.AF_UNIX)
-    sock.connect(str(path))
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(str(path))
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: QEMU's gdb stub did not come up") from None
+            time.sleep(0.005)
     for cmd in (f"Z0,{address:x},2", "c"):
         sock.sendall(_packet(cmd))
         reply = b""
