@@ -26,7 +26,7 @@
  * QEMU 7.2's plugin API has none of this. Debian's qemu-system binaries export QEMU's own
  * functions, so the plugin looks up what it needs by name (qmp_register_command, qmp_commands,
  * qdict_new, qdict_put_int, qdict_get_try_int, timer_init_full, timer_mod, timer_del,
- * runstate_is_running, pause_all_vcpus, resume_all_vcpus,
+ * runstate_is_running, run_on_cpu,
  * qemu_clock_get_ns, icount_get_raw, current_cpu, qemu_get_cpu,
  * arm_cpu_gdb_read_register, cpu_memory_rw_debug, vm_stop and glib's GByteArray), and leaves out a
  * part whose functions are missing (saying so on stderr) instead of failing QEMU's start.
@@ -92,8 +92,7 @@ static void (*q_timer_del)(void *ts);
 static uint64_t stop_timer[32]; /* a QEMUTimer (7 words in QEMU 7.2), with room to spare */
 static int stop_timer_ready;
 static int (*q_runstate_is_running)(void);
-static void (*q_pause_all_vcpus)(void);
-static void (*q_resume_all_vcpus)(void);
+static void (*q_run_on_cpu)(void *cpu, void (*fn)(void *cpu, void *data), void *data);
 static GByteArray *(*g_byte_array_new_)(void);
 static void *(*g_byte_array_free_)(GByteArray *array, int free_segment);
 static GByteArray *(*g_byte_array_set_size_)(GByteArray *array, unsigned int length);
@@ -131,34 +130,52 @@ static void at_stop_time(void *opaque)
     q_vm_stop(RUN_STATE_PAUSED); /* main loop, big lock held: as QMP stop */
 }
 
-/* QMP x-virsim-stop-at {"ns": T} or {"after_ns": D}: stop the VM at virtual time T, or D after now
- * (read with the vCPUs held, so "now" is exact, without a run-state change a gdb would see);
- * neither, or 0, cancels. Answers {"ns": the deadline set, 0 for none}. */
-static void qmp_stop_at(void *args, void **ret, void **errp)
+/* Where x-virsim-stop-at's work runs: the deadline asked for and the one set. */
+struct stop_request {
+    int64_t ns, after;
+};
+
+static void set_stop_timer(struct stop_request *request)
 {
-    int64_t ns = q_qdict_get_try_int(args, "ns", 0);
-    int64_t after = q_qdict_get_try_int(args, "after_ns", 0);
-    void *dict = q_qdict_new();
-    int running = q_runstate_is_running();
-    (void)errp;
-    /* With the vCPU held, "now" is exact, and a vCPU that resumes recomputes its instruction
-     * budget (or its warp to the next timer, asleep) with this timer in the list: armed from the
-     * main loop while the vCPU runs, icount would honour it only at its next budget. */
-    if (running)
-        q_pause_all_vcpus();
-    if (after > 0)
-        ns = virtual_clock(NULL) + after;
+    if (request->after > 0)
+        request->ns = virtual_clock(NULL) + request->after;
     if (!stop_timer_ready) {
         q_timer_init_full(stop_timer, NULL, QEMU_CLOCK_VIRTUAL, SCALE_NS, 0, at_stop_time, NULL);
         stop_timer_ready = 1;
     }
-    if (ns > 0)
-        q_timer_mod(stop_timer, ns);
+    if (request->ns > 0)
+        q_timer_mod(stop_timer, request->ns);
     else
         q_timer_del(stop_timer);
-    if (running)
-        q_resume_all_vcpus();
-    q_qdict_put_int(dict, "ns", ns > 0 ? ns : 0);
+}
+
+/* run_on_cpu's callback: (CPUState *, run_on_cpu_data), the data a pointer-sized union. */
+static void set_stop_timer_on_cpu(void *cpu, void *data)
+{
+    (void)cpu;
+    set_stop_timer(data);
+}
+
+/* QMP x-virsim-stop-at {"ns": T} or {"after_ns": D}: stop the VM at virtual time T, or D after now;
+ * neither, or 0, cancels. Answers {"ns": the deadline set, 0 for none}.
+ * While the VM runs, the timer is set from the vCPU thread between two blocks (run_on_cpu, as the
+ * gdb stub does): "now" is then exact, and the vCPU's next instruction budget (or its warp to the
+ * next timer, asleep) already counts this timer; armed from the main loop while the vCPU runs,
+ * icount would honour it only at its next budget. Not with the vCPUs paused (pause_all_vcpus):
+ * a paused vCPU counts as idle, so arming a virtual timer then warps the clock to the earliest
+ * deadline under sleep=off, and QEMU's vCPU loop re-enables the clock pause_all_vcpus disabled
+ * (seen: seconds of virtual time gone in one call). */
+static void qmp_stop_at(void *args, void **ret, void **errp)
+{
+    struct stop_request request = { q_qdict_get_try_int(args, "ns", 0), q_qdict_get_try_int(args, "after_ns", 0) };
+    void *dict = q_qdict_new();
+    void *cpu = q_get_cpu(0);
+    (void)errp;
+    if (q_runstate_is_running() && cpu)
+        q_run_on_cpu(cpu, set_stop_timer_on_cpu, &request);
+    else
+        set_stop_timer(&request);
+    q_qdict_put_int(dict, "ns", request.ns > 0 ? request.ns : 0);
     *ret = dict;
 }
 
@@ -281,14 +298,13 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     q_timer_mod = (void (*)(void *, int64_t))need("timer_mod", "x-virsim-stop-at");
     q_timer_del = (void (*)(void *))need("timer_del", "x-virsim-stop-at");
     q_runstate_is_running = (int (*)(void))need("runstate_is_running", "x-virsim-stop-at");
-    q_pause_all_vcpus = (void (*)(void))need("pause_all_vcpus", "x-virsim-stop-at");
-    q_resume_all_vcpus = (void (*)(void))need("resume_all_vcpus", "x-virsim-stop-at");
+    q_run_on_cpu = (void (*)(void *, void (*)(void *, void *), void *))need("run_on_cpu", "x-virsim-stop-at");
+    q_get_cpu = (void *(*)(int))need("qemu_get_cpu", "x-virsim-stop-at");
     if (q_register_command && q_commands && q_qdict_new && q_qdict_put_int && q_vm_stop && q_qdict_get_try_int
-        && q_timer_init_full && q_timer_mod && q_timer_del && q_runstate_is_running && q_pause_all_vcpus
-        && q_resume_all_vcpus)
+        && q_timer_init_full && q_timer_mod && q_timer_del && q_runstate_is_running && q_run_on_cpu
+        && q_get_cpu)
         q_register_command(q_commands, "x-virsim-stop-at", qmp_stop_at, QCO_NO_OPTIONS, 0);
 
-    q_get_cpu = (void *(*)(int))need("qemu_get_cpu", "fault records");
     q_gdb_read_register = (int (*)(void *, GByteArray *, int))need("arm_cpu_gdb_read_register", "fault records");
     q_memory_rw_debug = (int (*)(void *, uint64_t, void *, size_t, int))need("cpu_memory_rw_debug", "fault records");
     g_byte_array_new_ = (GByteArray * (*)(void)) need("g_byte_array_new", "fault records");
