@@ -135,15 +135,15 @@ def cli(home: Path) -> CLI:
     return CLI(home)
 
 
-def reverse_walk(cli: CLI, sid: str, timeout: str) -> None:
+def reverse_walk(cli: CLI, client: Client, sid: str) -> None:
     """On hello's on_tick(n): run to n=3, reverse-continue to n=2 and n=1 (each a breakpoint stop),
     reverse-stepi into main's call, stepi back to the same on_tick pc. Both backends must agree."""
     cli.json("debug", "break", sid, "on_tick")
     for _ in range(3):
-        cli.json("debug", "continue", sid, "--wait", "--timeout", timeout)
+        cli_debug_stop(cli, client, sid, "continue")
     assert cli.json("debug", "eval", sid, "n")["value"] == "3"
     for expected in ("2", "1"):
-        stop = cli.json("debug", "reverse-continue", sid, "--timeout", timeout)["stop"]
+        stop = cli_debug_stop(cli, client, sid, "reverse-continue")["stop"]
         assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
         assert cli.json("debug", "eval", sid, "n")["value"] == expected
     back = cli.json("debug", "reverse-stepi", sid)["stop"]
