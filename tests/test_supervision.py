@@ -73,6 +73,7 @@ def test_daemon_kill9_reattaches_to_running_emulators(cli: CLI, client: Client, 
     assert listed["sleeper"]["state"] == "paused" and listed["sleeper"]["pid"] == paused.pid
     c = Client(get_paths()).connect()
     text = c.console_text(running.id)
+    text = text[:text.rfind(b"\n") + 1]  # the firmware runs on: its last line may be half written
     ticks = [line for line in text.splitlines() if line.startswith(b"tick ")]
     assert text.startswith(GREETING) and len(ticks) >= 3  # nothing lost while the daemon was down
     assert ticks == [b"tick %d" % n for n in range(1, len(ticks) + 1)]
