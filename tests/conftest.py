@@ -170,10 +170,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
         time.sleep(interval)
 
 
-def console_contains(client: Client, session: str, text: bytes) -> Callable[[], bool]:
-    return lambda: text in client.console_text(session)
-
-
 # ---------------------------------------------------------------------------- firmware waits
 
 STALL = 120.0  # s of host time in which nothing at all moved before a firmware wait gives up
