@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import HELLO, JITTER, ROOT, CLI, need_tool, process_progress, wait_progress
+from conftest import HELLO, HOST_S, JITTER, ROOT, CLI, need_tool, process_progress, wait_progress
 
 pytestmark = pytest.mark.usefixtures("qemu")
 
@@ -181,7 +181,7 @@ def test_examples_ci_makefile_target_runs(cli: CLI) -> None:
     need_tool("make")
     env = {**cli.env, "VIRSIM": f"{sys.executable} -m virsim"}
     proc = subprocess.run(["make", "-s", "-C", str(ROOT / "examples" / "ci"), "test"], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=2 * HOST_S)  # two runs, each bounding itself
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.path.exists(ROOT / "examples" / "ci" / "out" / "junit.xml")
 
