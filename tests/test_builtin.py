@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, ROOT, console_contains, need_tool, reverse_walk, wait_for
+from conftest import (HELLO, HELLO_SYSTICK, LM3S_HELLO, ROOT, cli_debug_stop, need_tool, process_progress, reverse_walk,
+                      wait_console)
 from virsim.backends import get_backend
 from virsim.backends.base import Capability, InstanceSpec, SharedMapping
 from virsim.backends.builtin.machine import Machine
@@ -84,9 +84,9 @@ def test_exception_model_checks_all_pass_and_match_qemu() -> None:
     try:
         assert proc.stdout is not None
         seen = b""
-        deadline = time.monotonic() + 10
+        qemu_ran = process_progress([proc.pid])  # fails once QEMU used more CPU than it could need
         while b"DONE" not in seen or not seen.endswith(b"\n"):
-            assert time.monotonic() < deadline, seen
+            qemu_ran()
             seen += proc.stdout.read1(4096)
     finally:
         proc.kill()
@@ -100,11 +100,11 @@ def test_rtos_example_behaves_the_same_on_both_backends(client, backend: str) ->
     # Deterministic on QEMU too: with host-timed QEMU this test saw one extra "\n" before
     # "rtos: tasks done" about once in ten runs (not understood yet; see the closing note).
     info = client.session_create("mps2-an385", RTOS, backend=backend, deterministic=True)
-    wait_for(console_contains(client, info.id, b"ready for input\n"), timeout=30)
+    wait_console(client, info.id, b"ready for input\n")
     client.console_send(info.id, b"hello\n")
-    wait_for(console_contains(client, info.id, b"echo: hello\n"), timeout=30)
+    wait_console(client, info.id, b"echo: hello\n")
     client.console_send(info.id, b"second line\r")
-    wait_for(console_contains(client, info.id, b"echo: second line\n"), timeout=30)
+    wait_console(client, info.id, b"echo: second line\n")
     assert client.console_text(info.id) == RTOS_OUTPUT + b"echo: hello\necho: second line\n"
 
 
@@ -389,12 +389,12 @@ def test_history_reverse_step_reaches_exactly_the_previous_instruction() -> None
 def test_reverse_debugging_through_the_cli(cli, client) -> None:  # noqa: ANN001
     need_tool("gdb-multiarch")
     sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin", paused=True).id
-    reverse_walk(cli, sid, "30s")
-    start = cli.json("debug", "reverse-continue", sid, "--timeout", "30s")["stop"]
+    reverse_walk(cli, client, sid)
+    start = cli_debug_stop(cli, client, sid, "reverse-continue")["stop"]
     assert start["reason"] == "history-start"
     cli.json("debug", "delete", sid, "--all")
     cli.json("debug", "continue", sid)
-    wait_for(console_contains(client, sid, b"tick 5\n"), timeout=30)
+    wait_console(client, sid, b"tick 5\n")
     text = client.console_text(sid)
     assert text.count(b"tick 1\n") == 1 and text.count(b"Hello") == 1  # re-executed output is not written twice
 

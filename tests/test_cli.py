@@ -12,7 +12,7 @@ import click
 import pytest
 import typer
 
-from conftest import HELLO, ROOT, CLI, console_contains, wait_for
+from conftest import HELLO, ROOT, CLI, wait_console
 from virsim.cli.app import app
 from virsim.client import Client
 from virsim.protocol import PROTOCOL_VERSION
@@ -77,10 +77,10 @@ def test_missing_emulator_is_a_clear_error(cli: CLI, tmp_path: Path) -> None:
 def test_backend_override(cli: CLI, client: Client) -> None:
     info = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu")
     assert info["backend"] == "qemu"
-    wait_for(console_contains(client, info["id"], b"tick 1\n"))
+    wait_console(client, info["id"], b"tick 1\n")
     built = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin")
     assert built["backend"] == "builtin" and built["deterministic"]  # the engine is always deterministic
-    wait_for(console_contains(client, built["id"], b"tick 1\n"), timeout=20)
+    wait_console(client, built["id"], b"tick 1\n")
     virt = ROOT / "examples" / "virt-a15" / "hello.elf"
     err = cli.json("session", "create", "-b", "virt-a15", "-f", str(virt), "--backend", "builtin", check=5)
     assert err["code"] == "NOT_SUPPORTED" and "cortex-a15" in err["error"]

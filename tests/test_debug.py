@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, ROOT, CLI, console_contains, need_tool, wait_for
+from conftest import (HELLO, ROOT, STALL, CLI, cli_debug_stop, debug_stop, need_tool, session_progress, wait_console,
+                      wait_for, wait_progress, wait_state)
 from virsim.client import Client
 from virsim.errors import VirsimError
+from virsim.protocol import Event
 
 FAULT = ROOT / "examples" / "hello" / "fault.elf"
 
@@ -34,15 +36,16 @@ def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: C
     sid = paused_hello(client, backend=backend)
     bp = cli.json("debug", "break", sid, "on_tick")
     assert bp["resolved"] == "on_tick at hello.c:24" and bp["address"] == 0x40
-    first = cli.json("debug", "continue", sid, "--wait", "--timeout", "10s")
+    first = cli_debug_stop(cli, client, sid, "continue")
     assert first["stop"]["reason"] == "breakpoint" and first["stop"]["function"] == "on_tick"
     start = int(cli.json("debug", "eval", sid, "tick_count")["value"])
     for _ in range(5):
-        assert cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]["breakpoint"] == bp["id"]
+        assert cli_debug_stop(cli, client, sid, "continue")["stop"]["breakpoint"] == bp["id"]
     assert int(cli.json("debug", "eval", sid, "tick_count")["value"]) == start + 5
     assert int(cli.json("debug", "eval", sid, "n")["value"]) == start + 5  # the argument, a local
     assert cli.json("debug", "list", sid)["breakpoints"][0]["hits"] == 6
-    human = cli("debug", "continue", sid, "--wait", "--timeout", "60s").stdout
+    # (rendered as people see it, so one wait: the firmware's next tick, with a bound far beyond it)
+    human = cli("debug", "continue", sid, "--wait", "--timeout", f"{STALL:g}s", timeout=STALL + 60).stdout
     assert human.startswith(f"stopped: breakpoint {bp['id']} at on_tick (hello.c:24)")
     assert client.session("show", sid).state == "paused"
 
@@ -50,13 +53,13 @@ def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: C
 def test_condition_ignore_count_and_temporary(client: Client, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick", condition="n > 3")
-    stop = client.debug("continue", sid, wait=True, timeout=60).stop
+    stop = debug_stop(client, sid).stop
     assert stop is not None and stop.reason == "breakpoint"
     assert client.debug("eval", sid, expression="n").value == "4"
     client.debug("delete", sid, all=True)
     assert client.debug("list", sid).breakpoints == []
     client.debug("break", sid, location="on_tick", ignore_count=2, temporary=True)
-    stop = client.debug("continue", sid, wait=True, timeout=60).stop
+    stop = debug_stop(client, sid).stop
     assert stop.reason == "breakpoint" and client.debug("eval", sid, expression="n").value == "7"
     assert client.debug("list", sid).breakpoints == []  # temporary: gone after its hit
     reply = client.debug("continue", sid, wait=True, timeout=0.5)
@@ -73,10 +76,10 @@ def test_watchpoint_fires_on_write(cli: CLI, client: Client, backend: str) -> No
     sid = paused_hello(client, backend=backend)
     w = cli.json("debug", "watch", sid, "tick_count", "--access", "write")
     assert w["kind"] == "watchpoint" and w["address"] == 0x20000054 and w["size"] == 4
-    stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
+    stop = cli_debug_stop(cli, client, sid, "continue")["stop"]
     assert stop["reason"] == "watchpoint" and stop["function"] == "main"
     assert (stop["watch"]["old"], stop["watch"]["new"]) == ("0", "1")
-    stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
+    stop = cli_debug_stop(cli, client, sid, "continue")["stop"]
     assert (stop["watch"]["old"], stop["watch"]["new"]) == ("1", "2")
     by_address = client.debug("watch", sid, target="0x20000054", size=4, access="read")
     assert by_address.location == "*(unsigned int *)0x20000054"
@@ -85,12 +88,12 @@ def test_watchpoint_fires_on_write(cli: CLI, client: Client, backend: str) -> No
 def test_step_into_over_and_finish(client: Client, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
     into = client.debug("step", sid, kind="step", count=2).stop
     assert into.function == "uart_puts" or into.function == "uart_putc"  # stepped into the callee
     out = client.debug("step", sid, kind="finish").stop
     assert out.reason == "finish"
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
     # next over `uart_puts("tick ")` and `uart_putu(n)`: still in on_tick, two lines further.
     # (The last line is a tail call to uart_putc at -Os, where gdb's next lands in the callee.)
     over = client.debug("step", sid, kind="next", count=2).stop
@@ -102,24 +105,24 @@ def test_step_into_over_and_finish(client: Client, backend: str) -> None:
 def test_register_write_changes_behaviour(client: Client, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
     assert client.debug("reg_set", sid, name="r0", value=4242).value == 4242  # n, the tick number to print
     client.debug("delete", sid, all=True)
     client.debug("continue", sid)
-    wait_for(console_contains(client, sid, b"tick 4242\n"), what="the tick number set through r0")
+    wait_console(client, sid, b"tick 4242\n")
 
 
 def test_memory_write_changes_console_output(cli: CLI, client: Client, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
     mem = cli.json("debug", "mem", sid, "tick_count")
     assert mem["address"] == 0x20000054 and mem["size"] == 4 and mem["data"] == "01000000"
     cli("debug", "mem-write", sid, "tick_count", "1000", "--width", "4")
     assert cli.json("debug", "mem", sid, "0x20000054", "4")["data"] == (1000).to_bytes(4, "little").hex()
     client.debug("delete", sid, all=True)
     client.debug("continue", sid)
-    wait_for(console_contains(client, sid, b"tick 1001\n"), what="output after the memory write")
+    wait_console(client, sid, b"tick 1001\n")
 
 
 def test_registers_are_the_cortex_m_set(cli: CLI, client: Client, backend: str) -> None:
@@ -182,7 +185,7 @@ def test_bad_debug_input_is_typed(cli: CLI, client: Client, backend: str) -> Non
 
 def test_fault_stops_with_decoded_reason(cli: CLI, client: Client, backend: str) -> None:
     sid = paused_hello(client, FAULT, backend=backend)
-    stop = cli.json("debug", "continue", sid, "--wait", "--timeout", "60s")["stop"]
+    stop = cli_debug_stop(cli, client, sid, "continue")["stop"]
     assert stop["reason"] == "fault"
     fault = stop["fault"]
     assert fault["handler"] == "HardFault"
@@ -196,16 +199,16 @@ def test_fault_stops_with_decoded_reason(cli: CLI, client: Client, backend: str)
 def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client, home: Path, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     bp = client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=60)
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
+    debug_stop(client, sid)
     assert client.debug("eval", sid, expression="n").value == "2"
     client.session("reset", sid)  # CPU from reset; gdb keeps its breakpoints in QEMU
-    stop = client.debug("continue", sid, wait=True, timeout=60).stop
+    stop = debug_stop(client, sid).stop
     assert stop.breakpoint == bp.id and client.debug("eval", sid, expression="n").value == "1"
     client.session("power_off", sid)
     assert client.session("power_on", sid).state == "running"
     # Re-applied before the first instruction: the very first tick stops.
-    wait_for(lambda: client.session("show", sid).state == "paused", what="the re-applied breakpoint to hit")
+    wait_state(client, sid, "paused")  # the re-applied breakpoint hit
     assert client.debug("eval", sid, expression="n").value == "1"
     text = client.console_text(sid)  # three boots (first, reset, power cycle); halted before the first tick
     assert text.count(b"Hello from virsim") == 3 and text.endswith(b"mps2-an385\n")
@@ -217,7 +220,7 @@ def test_breakpoints_survive_reset_power_cycle_and_daemon_restart(client: Client
     os.kill(pid, signal.SIGKILL)
     c = Client(client.paths).connect()
     assert [b.id for b in c.debug("list", sid).breakpoints] == [bp.id]
-    stop = c.debug("continue", sid, wait=True, timeout=60).stop
+    stop = debug_stop(c, sid).stop
     assert stop.breakpoint == bp.id
     c.close()
 
@@ -228,19 +231,21 @@ def test_stop_events_reach_the_live_stream(client: Client, backend: str) -> None
     with client.subscribe(sid) as sub:
         time.sleep(0.2)  # let the subscription reach the daemon
         client.debug("continue", sid)
-        deadline = time.monotonic() + 10
         stops = []
-        while time.monotonic() < deadline and not stops:
+
+        def stopped() -> list[Event]:
             got = sub.recv(0.5)
             if got and got[0].type == "stop":
                 stops.append(got[0])
+            return stops
+        wait_progress(stopped, progress=session_progress(client, sid), what="a stop event")
     assert stops and stops[0].stop is not None and stops[0].stop.function == "on_tick"
 
 
 def test_where_peek_on_a_running_target_says_running(cli: CLI, client: Client, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick")
-    assert client.debug("continue", sid, wait=True, timeout=60).stop.reason == "breakpoint"
+    assert debug_stop(client, sid).stop.reason == "breakpoint"
     client.debug("delete", sid, all=True)
     client.debug("continue", sid)  # runs on: the breakpoint stop is history now
     peek = cli.json("debug", "where", sid, "--peek")
@@ -260,14 +265,14 @@ def test_breakpoints_are_numbered_per_session(cli: CLI, client: Client, backend:
     assert cli("debug", "break", b, "on_tick").stdout.startswith("breakpoint 1 at on_tick")
     assert client.debug("watch", b, target="tick_count").id == 2
     # main writes tick_count, then calls on_tick: the watchpoint (2) stops first, then breakpoint 1.
-    assert cli.json("debug", "continue", b, "--wait", "--timeout", "60s")["stop"]["breakpoint"] == 2
-    stop = cli.json("debug", "continue", b, "--wait", "--timeout", "60s")["stop"]
+    assert cli_debug_stop(cli, client, b, "continue")["stop"]["breakpoint"] == 2
+    stop = cli_debug_stop(cli, client, b, "continue")["stop"]
     assert (stop["reason"], stop["breakpoint"]) == ("breakpoint", 1)
     assert [(x["id"], x["hits"]) for x in cli.json("debug", "list", b)["breakpoints"]] == [(1, 1), (2, 1)]
     assert cli.json("debug", "delete", b, "1")["deleted"] == [1]
     assert cli.json("debug", "delete", b, "1", check=3)["code"] == "NOT_FOUND"
     assert [x["id"] for x in cli.json("debug", "list", a)["breakpoints"]] == [1]  # a's 1 is its own
-    assert client.debug("continue", a, wait=True, timeout=60).stop.breakpoint == 1
+    assert debug_stop(client, a).stop.breakpoint == 1
     assert client.debug("break", b, location="main").id == 3  # never given out twice in a session
 
 
@@ -302,28 +307,28 @@ def test_external_gdb_attach_and_detach(cli: CLI, client: Client, backend: str) 
     info = client.session_create("mps2-an385", HELLO, backend=backend)
     sid = info.id
     client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
     ep = cli.json("debug", "gdb", sid)
     assert ep["address"].endswith("/gdb.sock") and ep["command"].startswith("gdb-multiarch -q ")
     assert f"target remote {ep['address']}" in ep["command"]
     gdb = subprocess.Popen(
         ["gdb-multiarch", "-q", "-batch", "-nx", str(HELLO), "-ex", f"target remote {ep['address']}",
-         "-ex", "print tick_count", "-ex", "python import time; time.sleep(3)", "-ex", "detach"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "-ex", "print tick_count", "-ex", "python import sys; sys.stdin.readline()", "-ex", "detach"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: client.session("show", sid).debugger == "external", what="the external attach")
         err = cli.json("debug", "regs", sid, check=4)
         assert err["code"] == "DEBUGGER_BUSY" and "external debugger" in err["error"]
-        output, _ = gdb.communicate(timeout=30)
+        output, _ = gdb.communicate("detach now\n", timeout=60)  # gdb held on until this line
     finally:
         gdb.kill()
     assert "$1 = " in output and "detached" in output
     # virsim's debugger comes back at once with the stored breakpoints, and the running target
     # stops at the next tick by itself.
     wait_for(lambda: client.session("show", sid).debugger == "virsim", what="virsim's debugger back")
-    wait_for(lambda: client.session("show", sid).state == "paused", what="the stored breakpoint to hit")
+    wait_state(client, sid, "paused")  # the stored breakpoint hit
     assert client.session("show", sid).stop.function == "on_tick"
-    stop = client.debug("continue", sid, wait=True, timeout=60).stop
+    stop = debug_stop(client, sid).stop
     assert stop.function == "on_tick"
 
 
@@ -331,7 +336,7 @@ def test_external_gdb_over_tcp_and_a_profile_board(cli: CLI, client: Client) -> 
     virt = ROOT / "examples" / "virt-a15" / "hello.elf"
     sid = client.session_create("virt-a15", virt, paused=True).id
     client.debug("break", sid, location="on_tick")
-    stop = client.debug("continue", sid, wait=True, timeout=60).stop
+    stop = debug_stop(client, sid).stop
     assert stop.function == "on_tick" and stop.file == "hello.c"
     regs = {r.name: r.value for r in client.debug("regs", sid).registers}
     assert "cpsr" in regs and regs["pc"] == stop.pc  # A-profile: cpsr, not xpsr
@@ -360,7 +365,7 @@ def test_breakpoint_ids_are_never_reused_and_reset_clears_the_stop(client: Clien
     first = client.debug("break", sid, location="on_tick").id
     client.debug("delete", sid, all=True)
     assert client.debug("break", sid, location="on_tick").id > first
-    client.debug("continue", sid, wait=True, timeout=60)
+    debug_stop(client, sid)
     assert client.session("show", sid).stop.reason == "breakpoint"
     client.session("reset", sid)
     assert client.session("show", sid).stop is None

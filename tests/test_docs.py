@@ -29,7 +29,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from conftest import need_tool, processes_using, wait_for
+from conftest import HOST_S, need_tool, processes_using, wait_for
 from virsim.cli.app import app
 from virsim.errors import error_codes
 
@@ -218,8 +218,10 @@ def test_readme_tour_is_parsed() -> None:
     assert comment_start(quoted) == quoted.index("# a comment")
 
 
-LINE_TIMEOUT = 120.0  # seconds a line may take on a loaded machine (the slowest runs firmware)
-FOLLOW_FOR = 60.0     # how long a Ctrl-C line may take to print what its comment says
+# Host-time guards, as the CLI's (conftest.HOST_S): a line that runs firmware bounds itself (virsim
+# run's own timeouts), and the Ctrl-C line prints history the session wrote in earlier lines.
+LINE_TIMEOUT = HOST_S  # seconds a line may take on a loaded machine
+FOLLOW_FOR = HOST_S    # how long a Ctrl-C line may take to print what its comment says
 
 
 class TourShell:
@@ -283,7 +285,7 @@ def remove_tour_outputs(before: set[Path], tour: list[TourLine]) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(3600)  # the last resort for ~30 lines, each with its own LINE_TIMEOUT
 def test_readme_tour_runs_as_written(home: Path) -> None:
     need_tool("qemu-system-arm")
     need_tool("qemu-img")

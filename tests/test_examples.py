@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, console_contains, need_tool, wait_for
+from conftest import ROOT, need_tool, wait_console
 from virsim.client import Client
 
 BUILDS = {  # directory -> (ELF, board, what it prints first)
@@ -54,4 +54,4 @@ def test_rebuilt_elf_runs(rebuilt: Path, client: Client, folder: str, elf: str, 
                           expected: bytes) -> None:
     need_tool("qemu-system-arm")
     info = client.session_create(board, rebuilt / folder / elf)
-    wait_for(console_contains(client, info.id, expected), what=f"{folder}/{elf} output")
+    wait_console(client, info.id, expected)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HELLO, ROOT, CLI, need_tool, wait_for
+from conftest import HELLO, ROOT, CLI, need_tool, session_progress, wait_for, wait_progress
 from virsim.client import Client
 from virsim.daemon.debugger import GDB
 from virsim.paths import get_paths
@@ -115,7 +115,8 @@ def test_proxy_keeps_gdb_from_ending_qemu(cli: CLI, client: Client, tmp_path: Pa
     after = client.session("show", info.id)
     assert after.state == "running" and after.pid == info.pid
     before = len(client.console_text(info.id))
-    wait_for(lambda: len(client.console_text(info.id)) > before, what="QEMU to print more ticks")
+    wait_progress(lambda: len(client.console_text(info.id)) > before, progress=session_progress(client, info.id),
+                  what="QEMU to print more ticks")
 
 
 def word(hex_le: str) -> int:

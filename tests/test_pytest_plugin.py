@@ -23,7 +23,7 @@ pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "examples" / "hello" / "hello.elf"
 LM3S_HELLO = ROOT / "examples" / "lm3s811evb" / "hello.elf"
-INNER_TIMEOUT = 60  # seconds; each inner run takes a few
+INNER_TIMEOUT = 300  # s of host time: each inner run takes a few, a loaded host makes that many more
 
 # With virsim installed, its pytest11 entry point already loads the plugin, and listing it in
 # pytest_plugins as well makes pytest refuse to register the module twice; before the entry point

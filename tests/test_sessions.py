@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GREETING, HELLO, HELLO_SYSTICK, JITTER, LM3S_HELLO, CLI, console_contains, need_tool, wait_for
+from conftest import (GREETING, HELLO, HELLO_SYSTICK, JITTER, LM3S_HELLO, CLI, need_tool, session_progress,
+                      wait_console, wait_progress)
 from virsim.client import Client
 
 pytestmark = pytest.mark.usefixtures("qemu")
@@ -17,7 +18,7 @@ def test_create_prints_id_and_console_shows_greeting(cli: CLI, client: Client) -
     proc = cli("session", "create", "--board", "mps2-an385", "--firmware", str(HELLO), "--name", "demo")
     sid = proc.stdout.strip()
     assert len(sid) == 8 and all(c in "0123456789abcdef" for c in sid)
-    wait_for(console_contains(client, sid, b"tick 2\n"), what="tick 2 on the console")
+    wait_console(client, sid, b"tick 2\n")
     text = cli("console", "demo").stdout
     assert text.startswith(GREETING.decode())
     assert "tick 1\ntick 2\n" in text
@@ -46,7 +47,7 @@ def test_every_session_command_speaks_json(cli: CLI) -> None:
 
 def test_pause_stops_output_and_resume_continues(client: Client, backend: str) -> None:
     info = client.session_create("mps2-an385", HELLO, backend=backend)
-    wait_for(console_contains(client, info.id, b"tick 1\n"))
+    wait_console(client, info.id, b"tick 1\n")
     client.session("pause", info.id)
     frozen = client.console_text(info.id)
     import time
@@ -54,7 +55,8 @@ def test_pause_stops_output_and_resume_continues(client: Client, backend: str) -
     time.sleep(0.3)  # ~6 ticks would print in this time if it still ran
     assert client.console_text(info.id) == frozen
     client.session("resume", info.id)
-    wait_for(lambda: len(client.console_text(info.id)) > len(frozen), what="output after resume")
+    wait_progress(lambda: len(client.console_text(info.id)) > len(frozen), progress=session_progress(client, info.id),
+                  what="output after resume")
 
 
 def test_wrong_state_is_a_typed_error_naming_both_states(cli: CLI) -> None:
@@ -78,16 +80,17 @@ def test_unknown_session_id(cli: CLI) -> None:
 
 def test_console_send_reaches_the_uart(client: Client, cli: CLI, backend: str) -> None:
     info = client.session_create("mps2-an385", HELLO, backend=backend)
-    wait_for(console_contains(client, info.id, b"tick 1\n"))
+    wait_console(client, info.id, b"tick 1\n")
     cli("console", info.id, "--send", r"ping 42\n")
-    wait_for(console_contains(client, info.id, b"echo: ping 42\n"), what="the firmware's echo")
+    wait_console(client, info.id, b"echo: ping 42\n")
 
 
 def test_reset_restarts_the_firmware(client: Client, backend: str) -> None:
     info = client.session_create("mps2-an385", HELLO, backend=backend)
-    wait_for(console_contains(client, info.id, b"tick 2\n"))
+    wait_console(client, info.id, b"tick 2\n")
     client.session("reset", info.id)
-    wait_for(lambda: client.console_text(info.id).count(GREETING) == 2, what="a second greeting after reset")
+    wait_progress(lambda: client.console_text(info.id).count(GREETING) == 2, progress=session_progress(client, info.id),
+                  what="a second greeting after reset")
 
 
 def test_program_upload_and_start(cli: CLI, client: Client, tmp_path: Path) -> None:
@@ -95,7 +98,7 @@ def test_program_upload_and_start(cli: CLI, client: Client, tmp_path: Path) -> N
     prog = cli.json("program", "upload", sid, str(HELLO_SYSTICK))
     assert prog["format"] == "elf" and prog["machine"] == "ARM" and prog["size"] == HELLO_SYSTICK.stat().st_size
     cli("program", "start", sid, prog["id"])
-    wait_for(console_contains(client, sid, b"(SysTick)\ntick 1\n"), what="the SysTick variant's output")
+    wait_console(client, sid, b"(SysTick)\ntick 1\n")
     assert cli.json("session", "show", sid)["program"] == prog["id"]
 
 
@@ -109,7 +112,7 @@ def test_hex_and_bin_images_run(fmt: str, client: Client, tmp_path: Path, backen
                    check=True)
     extra = {"load_address": 0} if fmt == "bin" else {}
     info = client.session_create("mps2-an385", image, backend=backend, **extra)
-    wait_for(console_contains(client, info.id, GREETING + b"tick 1\n"), what=f"output of the {fmt} image")
+    wait_console(client, info.id, GREETING + b"tick 1\n")
     assert client.program_upload(info.id, image, **extra).format == fmt
 
 
@@ -120,7 +123,7 @@ def test_session_without_firmware_waits_for_a_program(cli: CLI, client: Client) 
     assert "no program" in proc.stderr
     pid = client.program_upload(sid, HELLO).id
     assert client.program_start(sid, pid).state == "running"
-    wait_for(console_contains(client, sid, GREETING))
+    wait_console(client, sid, GREETING)
 
 
 def test_bad_firmware_is_refused_and_leaves_nothing(cli: CLI, tmp_path: Path) -> None:
@@ -134,7 +137,7 @@ def test_bad_firmware_is_refused_and_leaves_nothing(cli: CLI, tmp_path: Path) ->
 
 def test_other_board_lm3s811evb(client: Client, backend: str) -> None:
     info = client.session_create("lm3s811evb", LM3S_HELLO, backend=backend)
-    wait_for(console_contains(client, info.id, b"Hello from virsim on lm3s811evb\ntick 1\n"))
+    wait_console(client, info.id, b"Hello from virsim on lm3s811evb\ntick 1\n")
     # The mps2 image is linked for 4 MiB of SSRAM at 0x0: its RAM lies outside lm3s811evb's 8 KiB.
     with pytest.raises(Exception) as excinfo:
         client.program_upload(info.id, HELLO)
@@ -144,7 +147,7 @@ def test_other_board_lm3s811evb(client: Client, backend: str) -> None:
 def test_a_profile_board_and_profile_check(client: Client) -> None:
     virt_hello = HELLO.parents[1] / "virt-a15" / "hello.elf"
     info = client.session_create("virt-a15", virt_hello)
-    wait_for(console_contains(client, info.id, b"Hello from virsim on virt (Cortex-A15)\ntick 1\n"))
+    wait_console(client, info.id, b"Hello from virsim on virt (Cortex-A15)\ntick 1\n")
     for board, image, built_for in (("virt-a15", HELLO, "M-profile"), ("mps2-an385", virt_hello, "A-profile")):
         with pytest.raises(Exception) as excinfo:
             client.session_create(board, image)
@@ -169,7 +172,7 @@ def test_multi_node_board_with_a_node_no_lockstep_backend_runs_is_refused(cli: C
 def test_delete_keeps_the_console_log_unless_purged(cli: CLI, client: Client) -> None:
     a = client.session_create("mps2-an385", HELLO, name="keep")
     b = client.session_create("mps2-an385", HELLO, name="purge")
-    wait_for(console_contains(client, a.id, b"tick 1\n"))
+    wait_console(client, a.id, b"tick 1\n")
     pid_a, pid_b = a.pid, b.pid
     kept = cli.json("session", "delete", "keep")
     log = Path(kept["console_log"])
@@ -217,7 +220,7 @@ def test_console_follow_streams_live_output(cli: CLI, client: Client, backend: s
 
 def test_follow_joins_history_and_live_without_gaps(client: Client) -> None:
     info = client.session_create("mps2-an385", HELLO)
-    wait_for(console_contains(client, info.id, b"tick 2\n"))
+    wait_console(client, info.id, b"tick 2\n")
     got = b""
     for data in client.follow_console(info.id, poll=0.1):
         got += data
@@ -229,7 +232,7 @@ def test_follow_joins_history_and_live_without_gaps(client: Client) -> None:
 
 def _jitter_output(client: Client, deterministic: bool) -> bytes:
     info = client.session_create("mps2-an385", JITTER, deterministic=deterministic)
-    wait_for(console_contains(client, info.id, b"tick 12 "), timeout=20)
+    wait_console(client, info.id, b"tick 12 ")
     client.session("pause", info.id)
     text = client.console_text(info.id)
     client.session_delete(info.id, purge=True)
@@ -249,4 +252,4 @@ def test_console_input_sent_before_the_firmware_listens_arrives(client: Client, 
     # Sent at once, before the firmware has enabled its UART receiver: QEMU must still get it.
     info = client.session_create("mps2-an385", HELLO, deterministic=True, backend=backend)
     client.console_send(info.id, b"early\n")
-    wait_for(console_contains(client, info.id, b"echo: early\n"), what="the early input's echo")
+    wait_console(client, info.id, b"echo: early\n")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, console_contains, need_tool, reverse_walk, wait_for
+from conftest import (HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, cli_debug_stop, debug_stop, need_tool, reverse_walk,
+                      session_progress, wait_console, wait_for, wait_progress, wait_state)
 from virsim import snapshot
 from virsim.client import Client, Subscription
 from virsim.daemon.snapshots import SnapshotService
@@ -28,7 +29,7 @@ def ram_digest(client: Client, sid: str) -> str:
 
 def run_ticks(client: Client, sid: str, n: int) -> None:
     for _ in range(n):
-        stop = client.debug("continue", sid, wait=True, timeout=60).stop
+        stop = debug_stop(client, sid).stop
         assert stop is not None and stop.function == "on_tick"
 
 
@@ -57,7 +58,7 @@ def test_restore_replays_exactly_what_ran_the_first_time(client: Client, backend
 
 def test_snapshot_of_a_running_session_list_delete_and_names(cli: CLI, client: Client, backend: str) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend=backend, deterministic=True).id
-    wait_for(console_contains(client, sid, b"tick 1\n"), timeout=30)
+    wait_console(client, sid, b"tick 1\n")
     made = cli.json("snapshot", "create", sid)
     assert made["name"] == "snap-1" and made["virtual_ns"] > 0
     assert client.session("show", sid).state == "running"  # taken between instructions, not stopped
@@ -104,7 +105,7 @@ def test_export_outlives_the_session_and_starts_a_new_one(cli: CLI, client: Clie
 
 def test_bad_snapshot_files_are_refused_and_change_nothing(cli: CLI, client: Client, tmp_path: Path) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend="builtin").id
-    wait_for(console_contains(client, sid, b"Hello"), timeout=30)
+    wait_console(client, sid, b"Hello")
     client.snapshot("create", sid, name="s")
     good = tmp_path / "s.vsnap"
     client.snapshot("export", sid, snapshot="s", out=good)
@@ -177,32 +178,33 @@ def test_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: Clien
     made = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "builtin", "--record")
     sid = made["id"]
     assert made["deterministic"] and made["recording"].endswith("recording.vrec")
-    wait_for(console_contains(client, sid, b"Hello"), timeout=30)
+    wait_console(client, sid, b"Hello")
     refuses_a_recording_in_progress(cli, sid, made["recording"])
     client.console_send(sid, b"ping\n")
-    wait_for(console_contains(client, sid, b"echo: ping\n"), timeout=30)
+    wait_console(client, sid, b"echo: ping\n")
     client.console_send(sid, b"pong\n")
-    wait_for(console_contains(client, sid, b"echo: pong\n"), timeout=30)
+    wait_console(client, sid, b"echo: pong\n")
     client.session("power_off", sid)
     original = client.console_text(sid)
     replay = cli.json("session", "replay", made["recording"])
     assert replay["replaying"] == made["recording"] and replay["backend"] == "builtin"
-    wait_for(lambda: len(client.console_text(replay["id"])) >= len(original), timeout=30)
+    wait_progress(lambda: len(client.console_text(replay["id"])) >= len(original),
+                  progress=session_progress(client, replay["id"]), what="the replay to print what the original did")
     assert client.console_text(replay["id"]).startswith(original)  # same bytes, byte for byte
     client.console_send(replay["id"], b"live\n")  # a replay takes its input from the recording only
     assert b"echo: live" not in client.console_text(replay["id"])
     # --until: a second replay pauses exactly there; named by the session that recorded it, this time.
     until = cli.json("session", "replay", made["name"], "--until", "2000000")
     assert until["replaying"] == made["recording"]
-    wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
+    wait_state(client, until["id"], "paused")
     assert client.clock(until["id"]).virtual_ns == 2_000_000 * 40  # 25 MHz: 40 ns per instruction
     with client.subscribe() as events:
         by_time = cli.json("session", "replay", made["recording"], "--until", "30ms")
-        wait_for(lambda: client.session("show", by_time["id"]).state == "paused", timeout=30)
+        wait_state(client, by_time["id"], "paused")
         assert client.clock(by_time["id"]).virtual_ns == 30_000_000
         # Messages about --until quote it as typed (not as the 30000000ns the engine is given).
         poll = state_reasons(events, by_time["id"])
-        reasons = wait_for(lambda: [r for r in poll() if "until" in r], timeout=10)
+        reasons = wait_for(lambda: [r for r in poll() if "until" in r])
         assert reasons == ["replay reached --until 30ms"]
 
 
@@ -213,12 +215,12 @@ def record_qemu_session(cli: CLI, client: Client, refusal: bool = False) -> tupl
     made = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "qemu", "--record")
     sid = made["id"]
     assert made["deterministic"] and made["recording"].endswith("recording.vrec")
-    wait_for(console_contains(client, sid, b"tick 1\n"), timeout=30)
+    wait_console(client, sid, b"tick 1\n")
     if refusal:
         refuses_a_recording_in_progress(cli, sid, made["recording"])
     client.console_send(sid, b"ping\n")  # paced a byte at a time under rr=record: no byte lost
-    wait_for(console_contains(client, sid, b"echo: ping\n"), timeout=30)
-    wait_for(console_contains(client, sid, b"tick 8\n"), timeout=30)
+    wait_console(client, sid, b"echo: ping\n")
+    wait_console(client, sid, b"tick 8\n")
     client.session("power_off", sid)
     return sid, made["recording"], client.console_text(sid)
 
@@ -228,11 +230,11 @@ def test_qemu_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: 
     replay = cli.json("session", "replay", recording)
     assert replay["replaying"] == recording and replay["backend"] == "qemu"
     # QEMU ends the replay where the recording ended (its recorded shutdown): the session stops.
-    wait_for(lambda: client.session("show", replay["id"]).state == "stopped", timeout=60)
+    wait_state(client, replay["id"], "stopped")
     assert client.console_text(replay["id"]) == original  # byte for byte, nothing more
     # --until: QEMU's replay-break pauses at exactly that instruction (the example of the help).
     until = cli.json("session", "replay", recording, "--until", "5000000")
-    wait_for(lambda: client.session("show", until["id"]).state == "paused", timeout=30)
+    wait_state(client, until["id"], "paused")
     assert client.clock(until["id"]).instructions == 5_000_000
     # A time is refused at once, quoting what was typed.
     err = cli.json("session", "replay", recording, "--until", "30ms", check=5)
@@ -247,11 +249,11 @@ def test_qemu_record_then_replay_gives_the_same_console_bytes(cli: CLI, client: 
 def test_qemu_reverse_debugging_on_a_replay(cli: CLI, client: Client) -> None:
     sid, recording, original = record_qemu_session(cli, client)
     rid = cli.json("session", "replay", recording, "--paused")["id"]
-    reverse_walk(cli, rid, "60s")
+    reverse_walk(cli, client, rid)
     # QEMU re-ran the recording from its start for each reverse command; the log shows it once.
     assert client.console_text(rid) == original[:original.index(b"tick 3\n")]
     for _ in range(4):  # forward again, past the furthest point reached before
-        cli.json("debug", "continue", rid, "--wait", "--timeout", "60s")
+        cli_debug_stop(cli, client, rid, "continue")
     assert client.console_text(rid) == original[:original.index(b"tick 5\n")]
 
 

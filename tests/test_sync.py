@@ -10,7 +10,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,14 @@ import psutil
 import pytest
 import yaml
 
-from conftest import ROOT, console_contains, wait_for
+from conftest import ROOT, VIRTUAL_S, cli_debug_stop, session_progress, wait_console, wait_for, wait_progress
 from virsim.client import Client
 from virsim.paths import get_paths
 from virsim.board import BoardConfig, resolve_board
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
 from virsim.sync import lockstep
-from virsim.sync.system import System, merged_console, plan, quantum_cycles
+from virsim.sync.system import Plan, System, merged_console, plan, quantum_cycles
 
 BOARD = ROOT / "boards" / "dual-core-mailbox.yaml"
 FIRMWARE = {n: ROOT / "examples" / "multinode" / f"{n}.elf" for n in ("cpu0", "cpu1")}
@@ -68,6 +68,29 @@ def test_barrier_delivers_events_in_virtual_time_order(short_tmp: Path) -> None:
                 (q * 1000 + 100, lockstep.KIND_UART, 1 - index), (q * 1000 + 900, lockstep.KIND_IRQ, 1 - index)]
 
 
+def logged(path: Path) -> bytes:
+    """A node's console log so far (nothing before the node created it)."""
+    return path.read_bytes() if path.exists() else b""
+
+
+def wait_nodes(p: Plan, done: Callable[[], Any], what: str, virtual_s: float = VIRTUAL_S) -> None:
+    """Wait for `done` while the nodes of `p` run with no daemon (tests/conftest.py: waiting).
+    Progress: the nodes' console logs and the cycles they reached at their barriers; it fails once
+    every node is `virtual_s` seconds of the board's time in."""
+    lock = lockstep.Lockstep(p.segment, 0)
+
+    def progress() -> tuple[Any, ...]:
+        reached = [lock.reached(n.index) for n in p.nodes]
+        ran = min(cycles / n.spec.node.processor.frequency for cycles, n in zip(reached, p.nodes))
+        if ran > virtual_s:
+            raise AssertionError(f"the nodes ran {ran:.2f}s of virtual time, more than the {virtual_s:g}s allowed")
+        return tuple(reached), tuple(len(logged(n.spec.console_log)) for n in p.nodes)
+    try:
+        wait_progress(done, progress=progress, what=what)
+    finally:
+        lock.close()
+
+
 def run_system(board: BoardConfig, images: dict[str, Any], tmp: Path, until: dict[str, bytes],
                mode: str = "timeslice", quantum: str = "100us") -> tuple[bytes, list[dict[str, int]]]:
     """Run `board` until each node in `until` printed its text; the merged console and every
@@ -77,8 +100,7 @@ def run_system(board: BoardConfig, images: dict[str, Any], tmp: Path, until: dic
     try:
         system.start()
         logs = {n.spec.console_log: until[n.node] for n in p.nodes if n.node in until}
-        wait_for(lambda: all(end in (log.read_bytes() if log.exists() else b"") for log, end in logs.items()),
-                 timeout=60, what=f"{board.system_id} output")
+        wait_nodes(p, lambda: all(end in logged(log) for log, end in logs.items()), f"{board.system_id} output")
         lock = lockstep.Lockstep(p.segment, 0)
         stats = [lock.stats(i) for i in range(lock.nodes)]
         lock.close()
@@ -158,15 +180,14 @@ def test_board_list_and_session_show_name_the_multi_node_backend_alike(cli) -> N
 def kill_one_node(client, sid: str, pids: list[int], index: int, name: str) -> None:  # noqa: ANN001
     """Kill node `index` from outside: the session fails naming it and every node process ends."""
     os.kill(pids[index], signal.SIGKILL)
-    wait_for(lambda: client.session("show", sid).state == "failed", timeout=30)
+    wait_for(lambda: client.session("show", sid).state == "failed")
     assert f"node {name}" in (client.session("show", sid).error or "")
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
-             timeout=10)
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids))
 
 
 def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     sid = cli.json("session", "create", *mailbox_args(), "--sync", "timeslice", "--quantum", "100us")["id"]
-    wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
+    wait_console(client, sid, b"[cpu0] cpu0: done\n")
     assert client.console_text(sid) == MAILBOX_OUTPUT  # one console: both nodes, in virtual-time order
     shown = cli.json("session", "show", sid)
     assert shown["backend"] == "system" and shown["state"] == "running"
@@ -188,7 +209,8 @@ def test_multi_node_session(cli, client) -> None:  # noqa: ANN001
     cli.json("session", "resume", sid)
     # reset: every node again from its first instruction, together; the log keeps the first run
     assert cli.json("session", "reset", sid)["state"] == "running"
-    wait_for(lambda: client.console_text(sid).count(b"[cpu0] cpu0: done\n") == 2, timeout=60)
+    wait_progress(lambda: client.console_text(sid).count(b"[cpu0] cpu0: done\n") == 2,
+                  progress=session_progress(client, sid), what="the mailbox output again")
     assert client.console_text(sid) == MAILBOX_OUTPUT * 2
     fresh = cli.json("session", "show", sid)["nodes"]
     assert {n["pid"] for n in fresh}.isdisjoint(n["pid"] for n in paused["nodes"])  # new node processes
@@ -258,8 +280,7 @@ def test_a_forwarded_read_stalls_the_reader_to_the_barrier(short_tmp: Path) -> N
     system = System(p)
     try:
         system.start()
-        log = p.nodes[0].spec.console_log
-        wait_for(lambda: b"cpu0: done" in (log.read_bytes() if log.exists() else b""), timeout=30)
+        wait_nodes(p, lambda: b"cpu0: done" in logged(p.nodes[0].spec.console_log), "cpu0: done")
         system.pause()
         time.sleep(0.2)
         lock = lockstep.Lockstep(p.segment, 0)
@@ -287,10 +308,7 @@ def test_mailbox_through_mmio_map_instead_of_shared_memory(short_tmp: Path) -> N
     system = System(p)
     try:
         system.start()
-        deadline = time.monotonic() + 60
-        while b"cpu0: done" not in p.nodes[0].spec.console_log.read_bytes():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_nodes(p, lambda: b"cpu0: done" in logged(p.nodes[0].spec.console_log), "cpu0: done")
     finally:
         system.stop()
     assert merged_console(p) == MAILBOX_OUTPUT
@@ -312,15 +330,16 @@ def test_daemon_restart_reattaches_every_node(cli, client, tmp_path: Path) -> No
     board.write_text(yaml.safe_dump(data))
     args = ["--board", str(board)] + [a for n in ("cpu0", "cpu1", "cpu2") for a in ("--firmware", f"{n}={hello}")]
     sid = cli.json("session", "create", *args, "--quantum", "1ms")["id"]
-    wait_for(console_contains(client, sid, b"] tick 3\n"), timeout=30)
+    wait_console(client, sid, b"] tick 3\n")
     pids = [n["pid"] for n in cli.json("session", "show", sid)["nodes"]]
     kill_daemon(client)
     shown = cli.json("session", "show", sid)  # a new daemon
     assert shown["state"] == "running" and [n["pid"] for n in shown["nodes"]] == pids
     before = max(n["virtual_ns"] for n in shown["nodes"])
     c = Client(get_paths()).connect()
-    wait_for(lambda: min(n["virtual_ns"] for n in cli.json("session", "show", sid)["nodes"]) > before, timeout=20)
-    wait_for(console_contains(c, sid, b"] tick 9\n"), timeout=60)
+    wait_progress(lambda: min(n["virtual_ns"] for n in cli.json("session", "show", sid)["nodes"]) > before,
+                  progress=session_progress(c, sid), what="every node to run on")
+    wait_console(c, sid, b"] tick 9\n")
     merged = c.console_text(sid)
     for node in (b"cpu0", b"cpu1", b"cpu2"):
         ticks = [ln for ln in merged.splitlines() if ln.startswith(b"[" + node + b"] tick ")]
@@ -329,8 +348,7 @@ def test_daemon_restart_reattaches_every_node(cli, client, tmp_path: Path) -> No
     kill_daemon(c)
     os.kill(pids[1], signal.SIGKILL)
     assert cli.json("session", "show", sid)["state"] == "lost"
-    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids),
-             timeout=10)
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids))
     c.close()
 
 
@@ -413,8 +431,7 @@ def test_two_qemu_nodes_share_their_machine_ram(short_tmp: Path) -> None:
     try:
         system.start()
         logs = [p.nodes[i].spec.console_log for i in (1, 2)]
-        wait_for(lambda: all(b"cpu2: got 1 (1)" in (log.read_bytes() if log.exists() else b"") for log in logs),
-                 timeout=30)
+        wait_nodes(p, lambda: all(b"cpu2: got 1 (1)" in logged(log) for log in logs), "both QEMU nodes' first message")
     finally:
         system.stop()  # cpu0 waits for an answer no QEMU node can give (no GPIO): stopped here
 
@@ -448,14 +465,13 @@ def test_a_qemu_node_held_at_a_barrier_still_ends_on_sigterm(short_tmp: Path) ->
     system = System(p)
     try:
         system.start()
-        wait_for(lambda: b"cpu2: ready" in (p.nodes[2].spec.console_log.read_bytes()
-                                            if p.nodes[2].spec.console_log.exists() else b""), timeout=30)
+        wait_nodes(p, lambda: b"cpu2: ready" in logged(p.nodes[2].spec.console_log), "cpu2: ready")
         system.pause()  # every node holds; the QEMU one inside its plugin's barrier wait
         pid = system.instances["cpu2"].pid
         assert pid is not None
         time.sleep(0.2)
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", timeout=5)
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
     finally:
         system.stop()
 
@@ -490,7 +506,7 @@ def test_run_and_session_with_a_qemu_node(cli, client, tmp_path: Path) -> None: 
     assert result["status"] == "passed" and log.read_bytes() == TRI_OUTPUT[:TRI_OUTPUT.index(b"cpu2: got 10") + 12]
 
     sid = cli.json("session", "create", *tri_args())["id"]
-    wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
+    wait_console(client, sid, b"[cpu0] cpu0: done\n")
     shown = cli.json("session", "show", sid)
     assert [(n["node"], n["backend"], n["state"]) for n in shown["nodes"]] == [
         ("cpu0", "builtin", "running"), ("cpu1", "builtin", "running"), ("cpu2", "qemu", "running")]
@@ -505,8 +521,8 @@ def test_run_and_session_with_a_qemu_node(cli, client, tmp_path: Path) -> None: 
     assert first["state"] == "paused" and all(n["state"] == "paused" for n in second["nodes"])
     assert [n["virtual_ns"] for n in first["nodes"]] == [n["virtual_ns"] for n in second["nodes"]]
     cli.json("session", "resume", sid)
-    wait_for(lambda: cli.json("session", "show", sid)["nodes"][2]["virtual_ns"] > second["nodes"][2]["virtual_ns"],
-             timeout=10)
+    wait_progress(lambda: cli.json("session", "show", sid)["nodes"][2]["virtual_ns"] > second["nodes"][2]["virtual_ns"],
+                  progress=session_progress(client, sid), what="the QEMU node to run on")
     # the QEMU node dies: the session fails naming it, the built-in nodes are stopped
     kill_one_node(client, sid, [n["pid"] for n in shown["nodes"]], 2, "cpu2")
 
@@ -517,7 +533,7 @@ def test_debug_one_node_halts_the_system(cli, client) -> None:  # noqa: ANN001
     sid = cli.json("session", "create", *mailbox_args(), "--quantum", "100us", "--paused")["id"]
     bp = cli.json("debug", "break", sid, "--node", "cpu1", "IRQ7_Handler")
     assert bp["resolved"] and "IRQ7_Handler" in bp["resolved"]
-    stop = cli.json("debug", "continue", sid, "--node", "cpu1", "--wait", "--timeout", "30")["stop"]
+    stop = cli_debug_stop(cli, client, sid, "continue", "--node", "cpu1")["stop"]
     assert stop["reason"] == "breakpoint" and stop["function"] == "IRQ7_Handler"
     first = {n["node"]: n for n in cli.json("session", "show", sid)["nodes"]}
     time.sleep(0.3)
@@ -529,7 +545,7 @@ def test_debug_one_node_halts_the_system(cli, client) -> None:  # noqa: ANN001
     assert b"cpu1: got 1" not in client.console_text(sid)  # halted before it printed
     cli.json("debug", "delete", sid, "--all")
     cli.json("debug", "continue", sid, "--node", "cpu1")
-    wait_for(console_contains(client, sid, b"[cpu0] cpu0: done\n"), timeout=60)
+    wait_console(client, sid, b"[cpu0] cpu0: done\n")
     assert client.console_text(sid) == MAILBOX_OUTPUT  # the stop changed nothing the firmware sees
     # the debugger moves to another node once no breakpoints are left behind
     assert cli.json("debug", "where", sid, "--node", "cpu0", "--peek")["pc"] is not None
