@@ -50,6 +50,20 @@ def test_break_continue_n_times_advances_the_counter_exactly(cli: CLI, client: C
     assert client.session("show", sid).state == "paused"
 
 
+def test_a_breakpoint_stop_keeps_the_virtual_clock_exact(client: Client, backend: str) -> None:
+    """Stopped at a breakpoint, the virtual clock is the time the instructions took (hello never
+    sleeps, so nothing may skip ahead), and it goes on from there: the same as a run without
+    stops. Regression: QEMU's main loop warped the clock by the next timer's deadline (160 s)
+    between the vCPU's stop and the VM's."""
+    sid = client.session_create("mps2-an385", HELLO, paused=True, backend=backend, deterministic=True).id
+    client.debug("break", sid, location="on_tick")
+    for _ in range(3):
+        debug_stop(client, sid, "continue")
+        info = client.session("show", sid)
+        assert info.instructions and info.clock
+        assert info.virtual_ns == round(info.instructions * info.clock["instruction_ns"]), info
+
+
 def test_condition_ignore_count_and_temporary(client: Client, backend: str) -> None:
     sid = paused_hello(client, backend=backend)
     client.debug("break", sid, location="on_tick", condition="n > 3")

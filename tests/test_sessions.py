@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (GREETING, HELLO, HELLO_SYSTICK, JITTER, LM3S_HELLO, CLI, need_tool, session_progress,
-                      wait_console, wait_progress)
+                      wait_console, wait_progress, wait_state)
 from virsim.client import Client
 
 pytestmark = pytest.mark.usefixtures("qemu")
@@ -253,3 +253,20 @@ def test_console_input_sent_before_the_firmware_listens_arrives(client: Client, 
     info = client.session_create("mps2-an385", HELLO, deterministic=True, backend=backend)
     client.console_send(info.id, b"early\n")
     wait_console(client, info.id, b"echo: early\n")
+
+
+def test_stop_at_stops_on_the_firmware_clock_after_it_ran_that_long(client: Client, backend: str) -> None:
+    """session.stop_at while the firmware runs: the CPU stops at the deadline, and the virtual time
+    up to it was run, not skipped (hello never sleeps: its ticks count the time). Regression: arming
+    QEMU's timer with the vCPU paused warped the clock past the deadline at once."""
+    info = client.session_create("mps2-an385", HELLO, backend=backend, deterministic=True)
+    wait_console(client, info.id, b"tick 1\n")
+    ticks_before = client.console_text(info.id).count(b"tick ")
+    clock = client.request("session.stop_at", info.id, after_ns=3_000_000_000)
+    assert clock.stop_at_ns is not None
+    stopped = wait_state(client, info.id, "paused")
+    assert clock.stop_at_ns <= stopped.virtual_ns < clock.stop_at_ns + 1_000_000, (clock, stopped.virtual_ns)
+    ticks = client.console_text(info.id).count(b"tick ") - ticks_before
+    assert ticks >= 2, f"3 s of hello's time printed {ticks} ticks (one a second or faster)"
+    client.session("resume", info.id)
+    wait_console(client, info.id, f"tick {ticks_before + ticks + 1}\n".encode())

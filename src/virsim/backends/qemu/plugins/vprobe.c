@@ -26,7 +26,7 @@
  * QEMU 7.2's plugin API has none of this. Debian's qemu-system binaries export QEMU's own
  * functions, so the plugin looks up what it needs by name (qmp_register_command, qmp_commands,
  * qdict_new, qdict_put_int, qdict_get_try_int, timer_init_full, timer_mod, timer_del,
- * runstate_is_running, run_on_cpu,
+ * runstate_is_running, run_on_cpu, cpu_is_stopped, qemu_in_vcpu_thread, main_loop_poll_add_notifier,
  * qemu_clock_get_ns, icount_get_raw, current_cpu, qemu_get_cpu,
  * arm_cpu_gdb_read_register, cpu_memory_rw_debug, vm_stop and glib's GByteArray), and leaves out a
  * part whose functions are missing (saying so on stderr) instead of failing QEMU's start.
@@ -80,7 +80,6 @@ static void *(*q_qdict_new)(void);
 static void (*q_qdict_put_int)(void *dict, const char *key, int64_t value);
 static int64_t (*q_clock_get_ns)(int type);
 static int64_t (*q_icount_get_raw)(void);
-static void *(*q_get_cpu)(int index);
 static int (*q_gdb_read_register)(void *cpu, GByteArray *buf, int n);
 static int (*q_memory_rw_debug)(void *cpu, uint64_t addr, void *ptr, size_t len, int is_write);
 static int (*q_vm_stop)(int state);
@@ -91,7 +90,7 @@ static void (*q_timer_mod)(void *ts, int64_t expire);
 static void (*q_timer_del)(void *ts);
 static uint64_t stop_timer[32]; /* a QEMUTimer (7 words in QEMU 7.2), with room to spare */
 static int stop_timer_ready;
-static int (*q_runstate_is_running)(void);
+static _Bool (*q_runstate_is_running)(void); /* QEMU's bool */
 static void (*q_run_on_cpu)(void *cpu, void (*fn)(void *cpu, void *data), void *data);
 static GByteArray *(*g_byte_array_new_)(void);
 static void *(*g_byte_array_free_)(GByteArray *array, int free_segment);
@@ -124,10 +123,56 @@ static void qmp_clock(void *args, void **ret, void **errp)
     *ret = dict; /* a QDict starts with its QObject header */
 }
 
+/* A stop the vCPU makes itself (a gdb breakpoint or step, the stop timer in the vCPU thread, a
+ * fault halt) is a request the main loop carries out later: the vCPU is stopped at once, the run
+ * state says "running" until then. icount takes a stopped vCPU for an idle one, and with
+ * sleep=off the main loop, woken by that very request, warps the virtual clock to the next
+ * timer's deadline before it stops the VM (QEMU 7.2 main_loop_wait: icount_start_warp_timer,
+ * then the requests): seen, 160 s of virtual time gone at a breakpoint, which the firmware's
+ * timers then see too. The main loop's poll notifier runs just before that warp; it completes
+ * such a stop there (vm_stop from the main loop, as the request would), so the warp finds the VM
+ * stopped. The state is the one the vCPU asked for: DEBUG for gdb (its stop reply), unless ours
+ * (stop_state) says otherwise. */
+static int stop_state = -1;
+static void *(*q_get_cpu)(int index);
+static _Bool (*q_cpu_is_stopped)(void *cpu);
+static _Bool (*q_in_vcpu_thread)(void);
+static void (*q_poll_add_notifier)(void *notifier);
+static void *poll_notifier[3]; /* a Notifier: notify(Notifier *, void *), then a list entry */
+
+static void complete_vcpu_stop(void)
+{
+    void *cpu = q_get_cpu ? q_get_cpu(0) : NULL;
+    if (!q_runstate_is_running || !q_runstate_is_running()) {
+        __atomic_store_n(&stop_state, -1, __ATOMIC_SEQ_CST); /* carried out already */
+        return;
+    }
+    if (cpu && q_cpu_is_stopped && q_cpu_is_stopped(cpu)) {
+        int state = __atomic_exchange_n(&stop_state, -1, __ATOMIC_SEQ_CST);
+        q_vm_stop(state >= 0 ? state : RUN_STATE_DEBUG);
+    }
+}
+
+static void on_main_loop_poll(void *notifier, void *data)
+{
+    (void)notifier;
+    (void)data;
+    complete_vcpu_stop();
+}
+
+/* Stop the VM in `state` from wherever this runs: at once from the main loop; from the vCPU
+ * thread as a request (the vCPU stops now, complete_vcpu_stop carries it out). */
+static void stop_vm(int state)
+{
+    if (q_in_vcpu_thread && q_in_vcpu_thread())
+        __atomic_store_n(&stop_state, state, __ATOMIC_SEQ_CST);
+    q_vm_stop(state);
+}
+
 static void at_stop_time(void *opaque)
 {
     (void)opaque;
-    q_vm_stop(RUN_STATE_PAUSED); /* main loop, big lock held: as QMP stop */
+    stop_vm(RUN_STATE_PAUSED); /* as QMP stop: virsim shows the session paused */
 }
 
 /* Where x-virsim-stop-at's work runs: the deadline asked for and the one set. */
@@ -171,6 +216,7 @@ static void qmp_stop_at(void *args, void **ret, void **errp)
     void *dict = q_qdict_new();
     void *cpu = q_get_cpu(0);
     (void)errp;
+    complete_vcpu_stop(); /* a vCPU stopped on its own counts as idle: arming a timer would warp */
     if (q_runstate_is_running() && cpu)
         q_run_on_cpu(cpu, set_stop_timer_on_cpu, &request);
     else
@@ -241,7 +287,7 @@ static void on_handler(unsigned int vcpu_index, void *userdata)
     __sync_synchronize(); /* the record before the count that publishes it */
     *count() = at + 1;
     if (*halt_flag() && q_vm_stop)
-        q_vm_stop(RUN_STATE_DEBUG);
+        stop_vm(RUN_STATE_DEBUG);
 }
 
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -297,9 +343,17 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         "timer_init_full", "x-virsim-stop-at");
     q_timer_mod = (void (*)(void *, int64_t))need("timer_mod", "x-virsim-stop-at");
     q_timer_del = (void (*)(void *))need("timer_del", "x-virsim-stop-at");
-    q_runstate_is_running = (int (*)(void))need("runstate_is_running", "x-virsim-stop-at");
+    q_runstate_is_running = (_Bool (*)(void))need("runstate_is_running", "x-virsim-stop-at");
     q_run_on_cpu = (void (*)(void *, void (*)(void *, void *), void *))need("run_on_cpu", "x-virsim-stop-at");
     q_get_cpu = (void *(*)(int))need("qemu_get_cpu", "x-virsim-stop-at");
+    q_cpu_is_stopped = (_Bool (*)(void *))need("cpu_is_stopped", "exact virtual time at a stop");
+    q_in_vcpu_thread = (_Bool (*)(void))need("qemu_in_vcpu_thread", "exact virtual time at a stop");
+    q_poll_add_notifier = (void (*)(void *))need("main_loop_poll_add_notifier", "exact virtual time at a stop");
+    if (q_cpu_is_stopped && q_in_vcpu_thread && q_poll_add_notifier && q_runstate_is_running && q_get_cpu
+        && q_vm_stop) {
+        poll_notifier[0] = (void *)on_main_loop_poll;
+        q_poll_add_notifier(poll_notifier);
+    }
     if (q_register_command && q_commands && q_qdict_new && q_qdict_put_int && q_vm_stop && q_qdict_get_try_int
         && q_timer_init_full && q_timer_mod && q_timer_del && q_runstate_is_running && q_run_on_cpu
         && q_get_cpu)
