@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from virsim import limits
 from virsim.errors import BoardConfigError, NotFound
 from virsim.yamlmodel import FieldProblem, load_model
 
@@ -340,11 +341,7 @@ def parse_board(text: str, source: str) -> BoardConfig:
 
 
 def load_board_file(path: Path) -> BoardConfig:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise BoardConfigError(f"{path}: cannot read board file: {err.strerror}", file=str(path)) from err
-    return parse_board(text, str(path))
+    return parse_board(limits.read_text(path, "board file", error=BoardConfigError), str(path))
 
 
 def _templates() -> dict[str, Path]:

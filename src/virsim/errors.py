@@ -35,7 +35,9 @@ class VirsimError(Exception):
         return self.message
 
     def to_wire(self) -> dict[str, Any]:
-        return {"error": self.message, "code": self.code, "details": self.details}
+        """The error as the wire carries it: message and details bounded (clip), whatever input
+        they were built from, so an error reply always fits a frame."""
+        return {"error": clip(self.message, 4000), "code": self.code, "details": clip(self.details, 2000)}
 
     @staticmethod
     def from_wire(reply: dict[str, Any]) -> VirsimError:
@@ -49,6 +51,33 @@ class VirsimError(Exception):
 
 
 _BY_CODE[VirsimError.code] = VirsimError
+
+
+def clip(value: Any, limit: int = 200, _depth: int = 0) -> Any:
+    """`value` bounded for a message or an error's details: strings cut to `limit` characters
+    (saying how long they were), containers to 100 items and 6 levels; numbers too long to print
+    shown by their size. User input goes into errors only through this."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
+    if isinstance(value, bytes):
+        return clip(value.decode("latin-1"), limit, _depth)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value if abs(value) < 10**18 else f"an integer of {value.bit_length()} bits"
+    if _depth >= 6:
+        return f"({type(value).__name__} nested deeper)"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {clip(str(k), 80): clip(v, limit, _depth + 1) for k, v in items[:100]}
+        if len(items) > 100:
+            out["…"] = f"{len(items) - 100} more"
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        seq = list(value)
+        out_list = [clip(v, limit, _depth + 1) for v in seq[:100]]
+        return out_list + ([f"… {len(seq) - 100} more"] if len(seq) > 100 else [])
+    return clip(repr(value), limit)
 
 
 class InvalidInput(VirsimError):
@@ -151,6 +180,14 @@ class DaemonMismatch(DaemonUnavailable):
     was not restarted. details: pid, daemon_version, daemon_install, client_version, client_install."""
 
     code = "DAEMON_MISMATCH"
+
+
+class StorageError(VirsimError):
+    """virsim could not write its own state or an artifact: the disk is full, or the store or a
+    file cannot be written (details: path, reason). Nothing was half-changed."""
+
+    code = "STORAGE_FAILED"
+    exit_code = 74  # EX_IOERR
 
 
 class ProtocolError(VirsimError):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from virsim import limits
 from virsim.errors import FirmwareError
 
 if TYPE_CHECKING:
@@ -155,12 +156,7 @@ def vector_table(image: FirmwareImage, base: int = 0, count: int = 16) -> list[i
 
 def inspect(path: Path, fmt: str = "auto", load_address: int | None = None) -> FirmwareImage:
     """Read an image and describe it; raise FirmwareError for unreadable or malformed files."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as err:
-        raise FirmwareError(f"firmware file {path} does not exist", file=str(path)) from err
-    except OSError as err:
-        raise FirmwareError(f"cannot read firmware file {path}: {err.strerror}", file=str(path)) from err
+    data = limits.read_file(path, "firmware file", error=FirmwareError)
     if not data:
         raise FirmwareError(f"firmware file {path} is empty", file=str(path))
     kind = detect_format(data) if fmt == "auto" else fmt

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from virsim import limits
 from virsim.errors import SnapshotInvalid
 
 MAGIC = b"VSNAP1\n"
@@ -45,6 +46,7 @@ def write(path: Path, meta: dict[str, Any], sections: dict[str, bytes], durable:
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The header only (cheap), after checking the magic; raises SnapshotInvalid."""
+    limits.open_checked(path, "snapshot file", error=SnapshotInvalid)
     try:
         with path.open("rb") as fh:
             magic = fh.read(len(MAGIC))

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from virsim.errors import InvalidInput
+from virsim import limits
+from virsim.errors import InvalidInput, clip
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,8 +64,8 @@ def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
 def load_model(text: str, source: str, model: type[M], error: type[InvalidInput], what: str) -> M:
     """Validate YAML/JSON `text` as `model`; raise `error` with file, line, field path and value."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root = limits.yaml_node(text, source, error=error)  # bounded before anything is built from it
+        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -80,7 +81,7 @@ def load_model(text: str, source: str, model: type[M], error: type[InvalidInput]
         for e in sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden"):
             loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
             loc += getattr((e.get("ctx") or {}).get("error"), "loc", ())
-            value = _value_at(data, loc) if loc else None
+            value = clip(_value_at(data, loc), 120) if loc else None
             problems.append({"path": dotted(loc), "line": line_of(root, loc), "value": value,
                              "message": e["msg"].removeprefix("Value error, ")})
         first = problems[0]

@@ -27,6 +27,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from virsim import limits
 from virsim.errors import ScenarioError
 from virsim.yamlmodel import load_model
 
@@ -135,8 +136,5 @@ class Scenario(BaseModel):
 
 
 def load_scenario(path: Path) -> Scenario:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ScenarioError(f"{path}: cannot read scenario file: {err.strerror}", file=str(path)) from err
+    text = limits.read_text(path, "scenario file", error=ScenarioError)
     return load_model(text, str(path), Scenario, ScenarioError, "a scenario must be a mapping with 'steps'")

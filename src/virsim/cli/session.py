@@ -9,6 +9,7 @@ import typer
 
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_int, split_firmware
 from virsim.cli.render import duration, emit, err, out, state, table, when, working
+from virsim import limits
 from virsim.errors import FirmwareError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ def create(
                            field="from_snapshot")
     image, per_node = split_firmware(firmware)
     for path in ([image] if image else []) + list(per_node.values()):
-        if not Path(path).expanduser().is_file():  # said now, before a daemon is started for nothing
-            raise FirmwareError(f"firmware file {path} does not exist", file=str(Path(path).expanduser()))
+        # said now, before a daemon is started for nothing
+        limits.open_checked(Path(path).expanduser(), "firmware file", error=FirmwareError)
     c = client()
     what = f"snapshot {from_snapshot}" if from_snapshot else f"{board}" + (f" on {backend}" if backend else "")
     with working(f"starting the emulator for {what} (a first QEMU session also builds virsim's QEMU plugins)",
