@@ -198,7 +198,7 @@ class Client:
 
     def _hello(self, sock: zmq.Socket[Any], deadline: float) -> p.HelloReply | None:
         """The daemon's hello reply; None if the daemon died while we waited."""
-        hello = p.Hello(pid=os.getpid(), user=getpass.getuser(), version=__version__, install=INSTALL)
+        hello = p.Hello(pid=os.getpid(), user=getpass.getuser()[:64], version=__version__, install=INSTALL)
         request_id = p.new_id()
         sock.send(p.encode("hello", hello, request_id))
         while time.monotonic() < deadline:
@@ -210,7 +210,7 @@ class Client:
                     if env["payload"].get("code") == InvalidInput.code and hello.install is not None:
                         # A daemon older than protocol 1.7 refuses the version fields: ask it plainly
                         # (its reply, without an install, then counts as another install).
-                        hello = p.Hello(pid=os.getpid(), user=getpass.getuser())
+                        hello = p.Hello(pid=os.getpid(), user=getpass.getuser()[:64])
                         request_id = p.new_id()
                         sock.send(p.encode("hello", hello, request_id))
                         continue
@@ -250,10 +250,28 @@ class Client:
         """Send raw frames and return the decoded reply envelope (for protocol tests)."""
         self.connect()
         assert self.sock is not None
-        self.sock.send_multipart(frames)
-        if not self.sock.poll(int((timeout or self.timeout) * 1000)):
-            raise DaemonUnavailable("no reply from the daemon")
-        return p.decode_envelope(self.sock.recv())
+        for attempt in range(2):
+            self.sock.send_multipart(frames)
+            if not self.sock.poll(int((timeout or self.timeout) * 1000)):
+                raise DaemonUnavailable("no reply from the daemon")
+            env = p.decode_envelope(self.sock.recv())
+            if attempt == 0 and self._hello_again(env, timeout):
+                continue
+            return env
+        raise AssertionError("unreachable")
+
+    def _hello_again(self, env: dict[str, Any], timeout: float | None) -> bool:
+        """After ZeroMQ reconnected this socket (the daemon restarted, or reset the connection), the
+        daemon knows it as a new connection and wants a hello first: say it; True if it did."""
+        payload = env.get("payload") or {}
+        if env.get("type") != "error" or not (payload.get("details") or {}).get("hello_required"):
+            return False
+        assert self.sock is not None
+        reply = self._hello(self.sock, time.monotonic() + (timeout or self.timeout))
+        if reply is None:
+            raise DaemonUnavailable("the daemon stopped while this client reconnected")
+        self.daemon = reply
+        return True
 
     def call(self, type_: str, payload: p.Message | dict[str, Any] | None = None,
              timeout: float | None = None) -> p.Message:
@@ -263,8 +281,10 @@ class Client:
             self.connect()
         assert self.sock is not None
         request_id = p.new_id()
-        self.sock.send(p.encode(type_, payload if payload is not None else {}, request_id))
-        deadline = time.monotonic() + (timeout or self.timeout)
+        waits = timeout or self.timeout
+        self.sock.send(p.encode(type_, payload if payload is not None else {}, request_id, deadline=time.time() + waits))
+        deadline = time.monotonic() + waits
+        said_hello = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.sock.poll(int(remaining * 1000)):
@@ -273,6 +293,11 @@ class Client:
             env = p.decode_envelope(self.sock.recv())
             if env.get("id") != request_id:
                 continue  # a late reply to an earlier request that timed out
+            if not said_hello and self._hello_again(env, timeout):
+                said_hello = True
+                self.sock.send(p.encode(type_, payload if payload is not None else {}, request_id,
+                                        deadline=time.time() + max(0.0, deadline - time.monotonic())))
+                continue
             if env["type"] == "error":
                 raise VirsimError.from_wire(env["payload"])
             return p.REQUESTS[type_][1].model_validate(env["payload"])

@@ -20,19 +20,35 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from virsim.errors import InvalidInput, ProtocolError, VersionMismatch
+from virsim import limits
+from virsim.errors import InvalidInput, ProtocolError, VersionMismatch, clip
 
-PROTOCOL_VERSION = "1.8"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.9"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
 # and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined; 1.8: DebugGdb.port,
-# GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at
+# GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at; 1.9: the envelope's
+# `deadline` (until when the client waits); hello first; bounded fields (PathStr, Ref, Hello)
 MAX_FRAME = 1024 * 1024
+
+
+def _path(value: str) -> str:
+    problem = limits.path_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# A file on the daemon's machine named in a request: refused here, naming the field, when it
+# cannot be a path (NUL, not encodable, too long), before any handler opens it.
+PathStr = Annotated[str, AfterValidator(_path)]
+# A session, snapshot, program or breakpoint reference, or a name: short, matched literally.
+Ref = Annotated[str, Field(max_length=256)]
 
 
 def major(version: str) -> str:
@@ -47,12 +63,13 @@ class Message(BaseModel):
 
 
 class Hello(Message):
-    protocol: str = PROTOCOL_VERSION
-    client: str = "virsim"
-    pid: int = 0
-    user: str = ""
-    version: str | None = Field(None, description="the client's virsim package version")
-    install: str | None = Field(None, description="where the client's virsim package is installed")
+    protocol: str = Field(PROTOCOL_VERSION, max_length=32)
+    client: str = Field("virsim", max_length=64)
+    pid: int = Field(0, ge=0, le=2**31 - 1)
+    user: str = Field("", max_length=64, description="informational: on the ipc socket the daemon takes the user "
+                      "from the kernel (SO_PEERCRED)")
+    version: str | None = Field(None, max_length=64, description="the client's virsim package version")
+    install: str | None = Field(None, max_length=4096, description="where the client's virsim package is installed")
 
 
 class Empty(Message):
@@ -60,23 +77,23 @@ class Empty(Message):
 
 
 class SessionCreate(Message):
-    board: str = Field("", description="board template name or absolute path of a board file "
-                       "(not needed with from_snapshot)")
-    firmware: str | None = Field(None, description="absolute path of the firmware image")
+    board: PathStr = Field("", description="board template name or absolute path of a board file "
+                           "(not needed with from_snapshot)")
+    firmware: PathStr | None = Field(None, description="absolute path of the firmware image")
     firmware_format: Literal["auto", "elf", "bin", "hex"] = "auto"
     load_address: int | None = Field(None, description="load address for raw binaries")
     backend: str | None = Field(None, description="override the board node's backend")
-    from_snapshot: str | None = Field(None, description="absolute path of an exported .vsnap: board, backend, "
+    from_snapshot: PathStr | None = Field(None, description="absolute path of an exported .vsnap: board, backend, "
                                       "program and state all come from it")
     record: bool = Field(False, description="record the execution (deterministic) to <session dir>/recording.vrec")
     coverage: bool = Field(False, description="collect block coverage from the first instruction")
-    node_firmware: dict[str, str] = Field({}, description="multi-node boards: node id -> absolute path of its "
+    node_firmware: dict[Ref, PathStr] = Field({}, description="multi-node boards: node id -> absolute path of its "
                                           "firmware (--firmware NODE=IMAGE)")
     sync: Literal["timeslice", "step", "event"] = Field("timeslice", description="multi-node boards: how nodes keep "
                                                        "in step")
     quantum: str = Field("100us", description="multi-node: timeslice quantum (time like 100us, or cycles); step: "
                          "instructions")
-    name: str | None = None
+    name: Ref | None = None
     paused: bool = False
     deterministic: bool = False
 
@@ -86,7 +103,7 @@ class SessionList(Message):
 
 
 class SessionRef(Message):
-    session: str = Field(description="session id, unique id prefix or name")
+    session: Ref = Field(description="session id, unique id prefix or name")
 
 
 class SessionStopAt(SessionRef):
@@ -97,23 +114,23 @@ class SessionStopAt(SessionRef):
 
 
 class SessionReplay(Message):
-    recording: str = Field(description="absolute path of a recording.vrec")
+    recording: PathStr = Field(description="absolute path of a recording.vrec")
     until: str | None = Field(None, description="stop there: an instruction count (e.g. 5000000) or a virtual "
                               "time (e.g. 250ms)")
-    name: str | None = None
+    name: Ref | None = None
     paused: bool = False
 
 
 class SnapshotCreate(SessionRef):
-    name: str | None = Field(None, description="a name unique in the session (default snap-N)")
+    name: Ref | None = Field(None, description="a name unique in the session (default snap-N)")
 
 
 class SnapshotRef(SessionRef):
-    snapshot: str = Field(description="snapshot name or id")
+    snapshot: Ref = Field(description="snapshot name or id")
 
 
 class SnapshotExport(SnapshotRef):
-    out: str = Field(description="absolute path of the .vsnap file to write")
+    out: PathStr = Field(description="absolute path of the .vsnap file to write")
 
 
 class SessionDelete(SessionRef):
@@ -131,7 +148,7 @@ class ConsoleSend(SessionRef):
 
 
 class ProgramUpload(SessionRef):
-    path: str = Field(description="absolute path of the image on the daemon's machine")
+    path: PathStr = Field(description="absolute path of the image on the daemon's machine")
     format: Literal["auto", "elf", "bin", "hex"] = "auto"
     load_address: int | None = None
 
@@ -434,7 +451,7 @@ class CoverageReport(Message):
 class CoverageExport(Message):
     session: str
     format: Literal["lcov", "json", "drcov"] = "lcov"
-    out: str = Field(description="absolute path of the file to write")
+    out: PathStr = Field(description="absolute path of the file to write")
 
 
 class TraceStart(Message):
@@ -459,7 +476,7 @@ class TraceInfo(Message):
 class TraceExport(Message):
     session: str
     format: Literal["text", "json", "chrome"] = "chrome"
-    out: str = Field(description="absolute path of the file to write")
+    out: PathStr = Field(description="absolute path of the file to write")
 
 
 class JobRef(Message):
@@ -589,11 +606,15 @@ def new_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def encode(type_: str, payload: dict[str, Any] | Message, request_id: str | None = None) -> bytes:
+def encode(type_: str, payload: dict[str, Any] | Message, request_id: str | None = None,
+           deadline: float | None = None) -> bytes:
+    """One request frame; `deadline`: until when (time.time()) the client waits for the reply."""
     if isinstance(payload, Message):
         payload = payload.model_dump(mode="json")
-    frame = json.dumps({"v": PROTOCOL_VERSION, "id": request_id or new_id(), "type": type_, "payload": payload},
-                       separators=(",", ":")).encode()
+    envelope = {"v": PROTOCOL_VERSION, "id": request_id or new_id(), "type": type_, "payload": payload}
+    if deadline is not None:
+        envelope["deadline"] = round(deadline, 3)
+    frame = json.dumps(envelope, separators=(",", ":")).encode()
     if len(frame) > MAX_FRAME:
         raise ProtocolError(f"message of {len(frame)} bytes exceeds the {MAX_FRAME}-byte frame limit",
                             size=len(frame), limit=MAX_FRAME)
@@ -606,9 +627,11 @@ def decode_envelope(frame: bytes) -> dict[str, Any]:
         raise ProtocolError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME}-byte limit",
                             size=len(frame), limit=MAX_FRAME)
     try:
-        env = json.loads(frame)
+        env = json.loads(frame, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProtocolError(f"frame is not a JSON envelope: {err}") from err
+    except RecursionError:
+        raise InvalidInput(f"payload: nested more than {limits.MAX_DEPTH} levels deep", field="payload") from None
     if not isinstance(env, dict) or not isinstance(env.get("type"), str) or not isinstance(env.get("v"), str):
         raise ProtocolError("frame is not an envelope: expected an object with 'v', 'id', 'type' and 'payload'")
     if major(env["v"]) != major(PROTOCOL_VERSION):
@@ -620,7 +643,18 @@ def decode_envelope(frame: bytes) -> dict[str, Any]:
         raise ProtocolError("envelope payload must be an object")
     env.setdefault("id", "")
     env.setdefault("payload", {})
+    if not isinstance(env["id"], str) or len(env["id"]) > 64:
+        raise ProtocolError("envelope id must be a string of at most 64 characters")
+    deadline = env.get("deadline")
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                 or not 0 < deadline < 1e11):
+        raise ProtocolError(f"envelope deadline must be a time in seconds since the epoch (got {clip(deadline)!r})")
+    limits.check_payload(env["payload"])
     return env
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"payload: {name} is not a number a request can hold", field="payload")
 
 
 def parse_request(env: dict[str, Any]) -> Message:
@@ -637,21 +671,30 @@ def make_request(type_: str, payload: dict[str, Any]) -> Message:
     try:
         return entry[0].model_validate(payload)
     except ValidationError as err:
-        problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"], "value": e.get("input")}
-                    for e in err.errors()]
+        problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"].removeprefix("Value error, "),
+                     "value": clip(e.get("input"), 120)} for e in err.errors()]
         first = problems[0]
-        shown = f" (got {first['value']!r})" if not isinstance(first["value"], dict) else ""
+        shown = f" (got {first['value']!r})" if not isinstance(first["value"], (dict, list)) else ""
         raise InvalidInput(f"invalid {type_} request: {first['path']}: {first['message']}{shown}",
                            problems=problems) from err
 
 
 def reply_frame(request_id: str, result: Message | None = None, error: dict[str, Any] | None = None) -> bytes:
+    """One reply frame, never larger than MAX_FRAME: a result that would be is answered with an
+    error saying so (the client could not take the frame)."""
     if error is not None:
         body: dict[str, Any] = {"v": PROTOCOL_VERSION, "id": request_id, "type": "error", "payload": error}
     else:
         assert result is not None
         body = {"v": PROTOCOL_VERSION, "id": request_id, "type": "result", "payload": result.model_dump(mode="json")}
-    return json.dumps(body, separators=(",", ":")).encode()
+    frame = json.dumps(body, separators=(",", ":")).encode()
+    if len(frame) > MAX_FRAME:
+        kind = "error" if error is not None else type(result).__name__
+        too_big = InvalidInput(f"the reply ({kind}) would be {len(frame)} bytes, more than the {MAX_FRAME}-byte frame "
+                               "limit: ask for less (a smaller count, range or limit)", size=len(frame), limit=MAX_FRAME)
+        frame = json.dumps({"v": PROTOCOL_VERSION, "id": request_id, "type": "error", "payload": too_big.to_wire()},
+                           separators=(",", ":")).encode()
+    return frame
 
 
 def schema() -> dict[str, Any]:

@@ -13,9 +13,13 @@ import fcntl
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
+import socket
+import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +33,34 @@ from virsim.daemon.snapshots import SnapshotService
 from virsim.daemon.analysis import AnalysisService
 from virsim.daemon.faults import FaultService
 from virsim.daemon.jobs import JobService
-from virsim.daemon.pending import Deferred, PendingReplies
+from virsim.daemon.pending import Deferred, PendingReplies, check_client_waiting, serving
 from virsim.daemon.sessions import SessionService
 from virsim.daemon.store import Store
-from virsim.errors import ProtocolError, VersionMismatch, VirsimError
+from virsim.errors import ProtocolError, StorageError, VersionMismatch, VirsimError, clip
 from virsim.paths import Paths
 
 log = logging.getLogger("virsim.daemon")
+
+MAX_CLIENTS = 256  # connections remembered (who said hello); the oldest is forgotten past this
+
+
+def peer_credentials(fd: int) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the process at the other end of the unix socket `fd`, from the kernel
+    (SO_PEERCRED): who a client is, whatever its hello says."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            if sock.family != socket.AF_UNIX:
+                return None
+            return struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return None
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 class AlreadyRunning(Exception):
@@ -75,7 +100,9 @@ class Daemon:
         self.analysis = AnalysisService(self.sessions, self.store, self.jobs)
         self.sessions.analysis = self.analysis
         self.faults = FaultService(self.sessions, self.store, self.analysis)
-        self.clients: dict[bytes, dict[str, Any]] = {}
+        # Who said hello on each connection, from the kernel; bounded (ZeroMQ does not say when a
+        # peer leaves without the draft API), so a client that floods connections cannot grow it.
+        self.clients: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         self.stopping = False
         self.handlers: dict[str, Callable[[Any], p.Message]] = {
             "hello": self._hello,
@@ -177,11 +204,14 @@ class Daemon:
             frame = p.reply_frame(request_id, result=answer)
         self.router.send_multipart([identity, frame])
 
-    def handle_frames(self, identity: bytes, frames: list[bytes]) -> bytes | None:
-        """One request's frames -> one reply frame, or None when the reply is deferred. Never raises."""
+    def handle_frames(self, identity: bytes, frames: list[bytes],
+                      peer: Callable[[], tuple[int, int, int] | None] | None = None) -> bytes | None:
+        """One request's frames -> one reply frame, or None when the reply is deferred. Never raises.
+        `peer`: the connection's (pid, uid, gid) from the kernel, asked for at hello."""
         request_id = ""
         started = time.monotonic()
         env: dict[str, Any] | None = None
+        audit: int | None = None
         try:
             if len(frames) != 1:
                 raise ProtocolError(f"expected one frame per request, got {len(frames)}")
@@ -189,42 +219,86 @@ class Daemon:
             request_id = str(env.get("id", ""))
             req = p.parse_request(env)
             if env["type"] == "hello":
-                self.clients[identity] = {"user": getattr(req, "user", ""), "pid": getattr(req, "pid", 0)}
-            result = self.handlers[env["type"]](req)
+                self._remember(identity, req, peer() if peer else None)
+            elif identity not in self.clients:
+                raise ProtocolError(f"{env['type']} before hello: a connection starts with a hello request",
+                                    type=env["type"], hello_required=True)
+            audit = self._audit_start(identity, env, req)
+            with serving(env.get("deadline")):
+                check_client_waiting(env["type"])  # queued behind others until its client gave up: not run
+                result = self.handlers[env["type"]](req)
             if isinstance(result, Deferred):
                 self.pending.add(identity, request_id, result)
-                self._audit(identity, env, req, "ok", None, started)
+                self._audit_end(audit, "ok", None, started)
                 return None
             reply = p.reply_frame(request_id, result=result)
-            self._audit(identity, env, req, "ok", None, started)
+            self._audit_end(audit, "ok", None, started)
             return reply
         except VirsimError as err:
             if not request_id and len(frames) == 1 and len(frames[0]) <= p.MAX_FRAME:
                 try:  # echo the id even when the envelope is refused (version, payload), if there is one
                     raw = json.loads(frames[0])
-                    request_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
-                except ValueError:
+                    request_id = str(raw.get("id", ""))[:64] if isinstance(raw, dict) else ""
+                except (ValueError, RecursionError):
                     pass
-            if env is not None:
-                self._audit(identity, env, None, "error", err.code, started)
+            if audit is None and env is not None:
+                audit = self._audit_refused(identity, env)
+            self._audit_end(audit, "error", err.code, started)
             return p.reply_frame(request_id, error=err.to_wire())
         except Exception as err:  # a bug must not take the daemon down
             log.exception("internal error handling %s", env.get("type") if env else "a frame")
             internal = VirsimError(f"internal daemon error: {type(err).__name__}: {err}")
+            self._audit_end(audit, "error", internal.code, started)
             return p.reply_frame(request_id, error=internal.to_wire())
 
-    def _audit(self, identity: bytes, env: dict[str, Any], req: Any, result: str, code: str | None,
-               started: float) -> None:
+    def _remember(self, identity: bytes, req: p.Hello, cred: tuple[int, int, int] | None) -> None:
+        """Who is on this connection: the kernel's word (SO_PEERCRED) where there is one, the
+        hello's (bounded by the protocol) otherwise."""
+        if cred is not None:
+            pid, uid, _gid = cred
+            client = {"user": user_name(uid), "uid": uid, "pid": pid}
+        else:
+            client = {"user": req.user, "uid": None, "pid": req.pid}
+        self.clients[identity] = client
+        self.clients.move_to_end(identity)
+        while len(self.clients) > MAX_CLIENTS:
+            self.clients.popitem(last=False)
+
+    def _audit_start(self, identity: bytes, env: dict[str, Any], req: Any) -> int | None:
+        """The audit row of a mutating request, written before it runs: a request that cannot be
+        audited is not served (StorageError)."""
         if env.get("type") not in p.MUTATING:
-            return
+            return None
         client = self.clients.get(identity, {})
-        session = getattr(req, "session", None) or env.get("payload", {}).get("session")
+        session = getattr(req, "session", None)
         try:
-            self.store.log_event(user=client.get("user"), client_pid=client.get("pid"), request=env["type"],
-                                 session=session, result=result, code=code,
-                                 duration_ms=(time.monotonic() - started) * 1000)
-        except Exception:  # the audit log must never fail a request
-            log.exception("writing the event log")
+            return self.store.log_event(user=client.get("user"), client_pid=client.get("pid"), request=env["type"],
+                                        session=session, result="started")
+        except Exception as err:
+            log.exception("writing the audit log")
+            raise StorageError(f"{env['type']} was not run: its audit record could not be written ({err})",
+                               reason=str(err)) from err
+
+    def _audit_refused(self, identity: bytes, env: dict[str, Any]) -> int | None:
+        """The audit row of a mutating request refused before it ran (invalid, before hello)."""
+        if env.get("type") not in p.MUTATING:
+            return None
+        client = self.clients.get(identity, {})
+        session = env.get("payload", {}).get("session")
+        try:
+            return self.store.log_event(user=client.get("user"), client_pid=client.get("pid"), request=env["type"],
+                                        session=clip(session, 256) if isinstance(session, str) else None, result="error")
+        except Exception:  # it was refused anyway
+            log.exception("writing the audit log")
+            return None
+
+    def _audit_end(self, audit: int | None, result: str, code: str | None, started: float) -> None:
+        if audit is None:
+            return
+        try:
+            self.store.end_event(audit, result=result, code=code, duration_ms=(time.monotonic() - started) * 1000)
+        except Exception:  # done is done: the row says "started", the log says why
+            log.exception("completing the audit record %s", audit)
 
     def serve(self) -> None:
         self.sessions.reconcile()
@@ -285,11 +359,18 @@ class Daemon:
     def _serve_requests(self) -> None:
         while self.router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             try:
-                msg = self.router.recv_multipart(zmq.NOBLOCK)
+                msg = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            identity, frames = msg[0], msg[1:]
-            reply = self.handle_frames(identity, frames)
+            identity, frames = msg[0].bytes, [f.bytes for f in msg[1:]]
+            last = msg[-1]
+
+            def peer() -> tuple[int, int, int] | None:
+                try:
+                    return peer_credentials(last.get(zmq.SRCFD))  # the connection this message came on
+                except zmq.ZMQError:
+                    return None
+            reply = self.handle_frames(identity, frames, peer)
             if reply is not None:
                 self.router.send_multipart([identity, reply])
 

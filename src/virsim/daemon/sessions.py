@@ -30,6 +30,7 @@ from virsim.backends.process import tail
 from virsim.board import SYSTEM_BACKEND, BoardConfig, Node, resolve_board
 from virsim.daemon.analysis import COVERAGE_ON
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
+from virsim.daemon.pending import check_client_waiting
 from virsim.daemon.states import LIVE, SessionState, require
 from virsim.daemon.store import Store
 from virsim.errors import (EmulatorError, InvalidInput, InvalidState, NotFound, NotSupported, SnapshotInvalid,
@@ -378,9 +379,11 @@ class SessionService:
 
     @contextmanager
     def _undone_on_failure(self, sid: str) -> Iterator[None]:
-        """A session being created that fails leaves nothing: no emulator, no rows, no files."""
+        """A session being created that fails leaves nothing: no emulator, no rows, no files; nor
+        one whose client stopped waiting (it would never learn the session exists)."""
         try:
             yield
+            check_client_waiting("creating the session")
         except BaseException:
             self._stop_instance(sid)
             self.store.delete_session_rows(sid)

@@ -181,7 +181,9 @@ class Store:
         if not rows:
             rows = self._rows("select * from sessions where name = ? and state != 'deleted'", [ref])
         if not rows and len(ref) >= 3:
-            rows = self._rows("select * from sessions where id like ? and state != 'deleted'", [ref + "%"])
+            # literal prefix: '%' and '_' in a reference are characters, not LIKE wildcards
+            rows = self._rows("select * from sessions where substr(id, 1, ?) = ? and state != 'deleted'",
+                              [len(ref), ref])
         if len(rows) == 1:
             return dict(rows[0])
         if not rows:
@@ -284,8 +286,12 @@ class Store:
 
     # --------------------------------------------------------------------------------------- event log
 
-    def log_event(self, **row: Any) -> None:
-        self.db["events"].insert({"time": time.time(), **row})
+    def log_event(self, **row: Any) -> int:
+        """Add an audit row; its id (end_event fills in how it ended)."""
+        return int(self.db["events"].insert({"time": time.time(), **row}).last_pk)
+
+    def end_event(self, event_id: int, **row: Any) -> None:
+        self.db["events"].update(event_id, row)
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db["events"].rows_where(order_by="id desc", limit=limit)]
