@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,13 +100,17 @@ def test_emulator_gone_while_daemon_down_is_lost(cli: CLI, client: Client) -> No
 def test_stray_emulator_is_stopped_on_restart(home: Path, client: Client, backend: str) -> None:
     client.session_create("mps2-an385", HELLO, backend=backend)
     kill_daemon(client)
-    # Something started from our runtime dir that no session accounts for (e.g. a daemon died
-    # between spawning an emulator and recording it): the next daemon must not leave it running.
-    fake = get_paths().runtime / "s" / "deadbeef" / "qmp.sock"
-    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(fake)])
+    # A daemon that died between spawning an emulator and learning its pid left only the record it
+    # wrote before spawning; the emulator carries the record's token in its environment. The next
+    # daemon must stop it (and nothing else: test_isolation.test_stray_sweep_stops_only_what_a_daemon_recorded).
+    children = get_paths().runtime / "children"
+    (children / "0123456789abcdef.json").write_text(json.dumps({"token": "0123456789abcdef", "cmd": ["qemu"]}))
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                             env={**os.environ, "VIRSIM_CHILD": "0123456789abcdef"})
     try:
         Client(get_paths()).connect().session_list()
         assert stray.wait(5) is not None
+        assert not (children / "0123456789abcdef.json").exists()
     finally:
         stray.kill()
 

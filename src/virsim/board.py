@@ -137,6 +137,52 @@ class QemuOptions(Model):
                             "CPU's external interrupt lines (lockstep: other nodes raise them)")
 
 
+# qemu.extra_args that open the host to the firmware or to other users: refused unless the user
+# says --allow-unsafe-qemu-args (a board file passed around must not make QEMU listen on 0.0.0.0).
+_UNSAFE_OPTIONS = {
+    "-net": "a network backend", "-netdev": "a network backend", "-nic": "a network backend",
+    "-semihosting": "semihosting (the firmware reads and writes host files)",
+    "-semihosting-config": "semihosting (the firmware reads and writes host files)",
+    "-monitor": "a monitor (virsim's control channel is QMP)", "-mon": "a monitor", "-qmp": "a second QMP",
+    "-qmp-pretty": "a second QMP", "-gdb": "a second gdb stub", "-s": "a gdb stub on TCP port 1234",
+    "-vnc": "a VNC server", "-spice": "a SPICE server", "-incoming": "a migration listener",
+    "-virtfs": "host file sharing", "-fsdev": "host file sharing", "-plugin": "a host library loaded into QEMU",
+    "-sandbox": "an override of virsim's seccomp sandbox", "-daemonize": "a QEMU virsim cannot supervise",
+    "-runas": "a change of user", "-chroot": "a chroot", "-run-with": "a change of user or root",
+}
+_HOST_CHARDEV = re.compile(r"^(tcp|udp|telnet|websocket|socket)[:,]|[,:](host|port)=", re.I)
+
+
+def unsafe_qemu_args(args: list[str]) -> list[tuple[int, str, str]]:
+    """(index, argument, why) of each QEMU argument that opens the host: network backends,
+    semihosting, monitors and gdb stubs of its own, character devices on TCP/UDP, host file
+    sharing, plugins."""
+    found = []
+    for i, arg in enumerate(args):
+        option = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        option = "-" + option.lstrip("-") if option.startswith("-") else option
+        if option in _UNSAFE_OPTIONS:
+            found.append((i, arg, _UNSAFE_OPTIONS[option]))
+        elif i > 0 and args[i - 1].lstrip("-") in ("chardev", "serial", "parallel", "debugcon") \
+                and _HOST_CHARDEV.search(arg):
+            found.append((i, arg, "a character device on a network socket"))
+    return found
+
+
+def check_qemu_args(board: BoardConfig, source: str, allow_unsafe: bool) -> None:
+    """BoardConfigError naming the first unsafe qemu.extra_args entry, unless `allow_unsafe`."""
+    if allow_unsafe:
+        return
+    for n, node in enumerate(board.nodes):
+        if node.qemu is None:
+            continue
+        for i, arg, why in unsafe_qemu_args(node.qemu.extra_args):
+            path = f"nodes[{n}].qemu.extra_args[{i}]"
+            raise BoardConfigError(f"{source}: {path}: {arg!r} opens the host to the firmware or other users ({why}); "
+                                   "give --allow-unsafe-qemu-args to run it anyway", file=source, problems=[
+                                       {"path": path, "value": arg, "message": f"unsafe: {why}"}])
+
+
 BackendName = Literal["qemu", "builtin", "renode", "skyeye"]
 
 

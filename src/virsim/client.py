@@ -31,6 +31,7 @@ from virsim.private import new_lifeline
 M = TypeVar("M", bound=p.Message)
 DEFAULT_TIMEOUT = float(os.environ.get("VIRSIM_TIMEOUT", "30"))
 START_TIMEOUT = 10.0
+DEATH_CHECK = 0.25  # s between looks at whether the daemon still lives while a reply is awaited
 
 
 # ------------------------------------------------------------------------------------ daemon process
@@ -154,6 +155,7 @@ class Client:
         """
         if self.sock is not None:
             return self
+        self.paths.ensure()  # ours alone, or refused: a socket another user planted is never spoken to
         deadline = time.monotonic() + max(self.timeout, START_TIMEOUT)
         for _attempt in range(3):
             if daemon_pid(self.paths) is None:
@@ -260,6 +262,21 @@ class Client:
             return env
         raise AssertionError("unreachable")
 
+    def _check_daemon_alive(self, request: str) -> None:
+        """DaemonUnavailable at once when the daemon that took `request` has died (killed, crashed):
+        its answer will never come, so waiting out the timeout would only hide that."""
+        pid = self.daemon.pid if self.daemon is not None else None
+        if pid is None:
+            return
+        try:
+            gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
+        if gone:
+            self.close()
+            raise DaemonUnavailable(f"the daemon (pid {pid}) died while handling {request}; see {self.paths.daemon_log} "
+                                    "(the next command starts a new one)", request=request, pid=pid)
+
     def _hello_again(self, env: dict[str, Any], timeout: float | None) -> bool:
         """After ZeroMQ reconnected this socket (the daemon restarted, or reset the connection), the
         daemon knows it as a new connection and wants a hello first: say it; True if it did."""
@@ -287,9 +304,12 @@ class Client:
         said_hello = False
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.sock.poll(int(remaining * 1000)):
+            if remaining <= 0:
                 raise DaemonUnavailable(f"the daemon did not answer {type_} within {timeout or self.timeout:.0f}s; "
                                         f"see {self.paths.daemon_log}", request=type_)
+            if not self.sock.poll(int(min(remaining, DEATH_CHECK) * 1000)):
+                self._check_daemon_alive(type_)
+                continue
             env = p.decode_envelope(self.sock.recv())
             if env.get("id") != request_id:
                 continue  # a late reply to an earlier request that timed out

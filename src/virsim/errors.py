@@ -190,6 +190,14 @@ class StorageError(VirsimError):
     exit_code = 74  # EX_IOERR
 
 
+class UnsafeDirectory(VirsimError):
+    """A directory virsim would keep its sockets or data in is not this user's alone (another
+    user owns it, or it is a symlink): virsim refuses to use it (details: path)."""
+
+    code = "UNSAFE_DIRECTORY"
+    exit_code = 77  # EX_NOPERM
+
+
 class ProtocolError(VirsimError):
     """A wire frame was malformed, too large or of an unknown type."""
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
+
+from virsim.errors import UnsafeDirectory
 
 APP = "virsim"
 # sockaddr_un.sun_path is 108 bytes on Linux; keep margin for the longest socket name we create.
@@ -65,12 +68,29 @@ class Paths:
         return self.runtime / "s" / session_id
 
     def ensure(self) -> Paths:
-        for d in (self.runtime, self.data, self.log, self.sessions_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        # The control socket, the store, firmware and console logs are this user's alone.
+        """Create the dirs, this user's alone (mode 0700); refuse one another user owns (or a
+        symlink): whoever owns the runtime dir could plant a control socket there and receive
+        this user's requests (UnsafeDirectory)."""
         for d in (self.runtime, self.data, self.log):
-            os.chmod(d, 0o700)
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(d)
+        self.sessions_dir.mkdir(exist_ok=True)
         return self
+
+
+def private_dir(d: Path) -> None:
+    """`d` is a real directory owned by this user with no access for others (fixed if it is
+    ours); UnsafeDirectory otherwise."""
+    st = os.lstat(d)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"{d} is not a directory (a symlink or a file is there): virsim will not use it; "
+                              "remove it, or set VIRSIM_HOME to a directory of yours", path=str(d))
+    if st.st_uid != os.getuid():
+        raise UnsafeDirectory(f"{d} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): another user may "
+                              "have created it to intercept virsim; virsim will not use it: remove it, or set "
+                              "VIRSIM_HOME (or XDG_RUNTIME_DIR) to a directory of yours", path=str(d), owner=st.st_uid)
+    if st.st_mode & 0o077:
+        os.chmod(d, 0o700)
 
 
 def _short_runtime(preferred: Path) -> Path:

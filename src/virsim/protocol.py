@@ -96,6 +96,8 @@ class SessionCreate(Message):
     name: Ref | None = None
     paused: bool = False
     deterministic: bool = False
+    allow_unsafe_qemu_args: bool = Field(False, description="run qemu.extra_args that open the host (network, "
+                                         "semihosting, monitors, TCP character devices)")
 
 
 class SessionList(Message):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from virsim import limits
+from virsim.atomic import atomic_file
 from virsim.errors import SnapshotInvalid
 
 MAGIC = b"VSNAP1\n"
@@ -31,16 +31,11 @@ def write(path: Path, meta: dict[str, Any], sections: dict[str, bytes], durable:
     rename (off where the state itself lives elsewhere, e.g. in QEMU's qcow2, which QEMU flushes)."""
     header = dict(meta, format=FORMAT, sections=[
         {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in sections.items()])
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
+    with atomic_file(path, "wb", durable) as fh:
         fh.write(MAGIC)
         fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
         for data in sections.values():
             fh.write(data)
-        fh.flush()
-        if durable:
-            os.fsync(fh.fileno())
-    tmp.replace(path)
     return path.stat().st_size
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from virsim.analysis.symbols import Program
+from virsim.atomic import write_atomic
 
 Block = tuple[int, int, int]  # start, size, count
 Progress = Callable[[int, int], None]
@@ -161,8 +162,7 @@ class Coverage:
 def write(cov: Coverage, fmt: str, out: Path) -> int:
     """Write `cov` to `out` as lcov, json or drcov; returns the size in bytes."""
     data = {"lcov": lambda: cov.lcov().encode(), "json": lambda: cov.json().encode(), "drcov": cov.drcov}[fmt]()
-    out.write_bytes(data)
-    return len(data)
+    return write_atomic(out, data)
 
 
 def parse_drcov(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, int, int]]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from virsim.analysis.symbols import Function, Program
+from virsim.atomic import atomic_file
 
 FORMATS = ("text", "json", "chrome")
 Progress = Callable[[int, int], None]
@@ -94,7 +95,7 @@ def export(program: Program, raw: RawTrace, fmt: str, out: Path, progress: Progr
     else:
         rows = (_row(program, c, a, z, ns(c)) for c, a, z in _progress(raw, progress))
     count = 0
-    with out.open("w") as f:
+    with atomic_file(out, "w") as f:
         if fmt == "json":
             f.write('{"format": "virsim-trace", "version": 1, "level": %s, "truncated": %s, "note": %s, "events": [\n'
                     % (json.dumps(level), json.dumps(bool(raw.header.get("truncated"))), json.dumps(note(raw.header))))
@@ -141,7 +142,7 @@ def _text_line(row: dict[str, Any]) -> str:
 
 def _chrome(program: Program, raw: RawTrace, out: Path, freq: int, progress: Progress | None) -> int:
     count = 0
-    with out.open("w") as f:
+    with atomic_file(out, "w") as f:
         other = {"source": "virsim", "level": raw.header.get("level"), "events_recorded": len(raw),
                  "clock": "virtual time (ts in µs)", "note": note(raw.header)}
         f.write('{"displayTimeUnit": "ns", "otherData": %s, "traceEvents": [\n' % json.dumps(other))

@@ -34,6 +34,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
+from virsim.atomic import write_atomic
 from virsim.ci.result import CheckResult, RunResult, Status
 
 SERIAL_LOG_LIMIT = 64 * 1024  # bytes of the serial log kept in <system-out> (the last ones)
@@ -232,6 +233,4 @@ def write_junit(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_junit_xml(results, suite_name, timestamp=timestamp, hostname=hostname)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(path, data)

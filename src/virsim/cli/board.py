@@ -94,16 +94,21 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
 
 
 @app.command("validate")
-def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .json).")], as_json: JsonOpt = False) -> None:
+def validate(path: Annotated[Path, typer.Argument(help="Board file (.yaml or .json).")], as_json: JsonOpt = False,
+             allow_unsafe_qemu_args: Annotated[bool, typer.Option(
+                 "--allow-unsafe-qemu-args", help="Accept qemu.extra_args that open the host (network, "
+                 "semihosting, monitors, TCP character devices): as `session create` would with it.")] = False) -> None:
     """Validate a board file.
 
-    Errors name the file, line, field path, bad value and what was expected.
+    Errors name the file, line, field path, bad value and what was expected. qemu.extra_args that
+    open the host are errors unless --allow-unsafe-qemu-args.
 
     Example: virsim board validate my-board.yaml
     """
-    from virsim.board import load_board_file
+    from virsim.board import check_qemu_args, load_board_file
 
     config = load_board_file(path)
+    check_qemu_args(config, str(path), allow_unsafe_qemu_args)
     result = {"file": str(path), "valid": True, "system_id": config.system_id, "nodes": len(config.nodes)}
     emit(result, as_json, lambda: out.print(f"[green]ok[/]: {path} is a valid board "
                                              f"({config.system_id}, {len(config.nodes)} node(s))"))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from virsim.atomic import write_atomic
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_duration, parse_int
 from virsim.cli.render import emit, err, out, print_json, table
 from virsim.errors import InvalidInput, Timeout
@@ -284,7 +285,7 @@ def mem(session: SessionArg,
     chunk = client().debug("mem", session, node=node, address=address, size=parse_int(size, "size"), peek=peek)
     data = bytes.fromhex(chunk.data)
     if out_file is not None:
-        out_file.write_bytes(data)
+        write_atomic(out_file, data)
 
     def human() -> None:
         if out_file is not None:

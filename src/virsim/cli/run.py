@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import click
 import typer
 
+from virsim.atomic import write_atomic
 from virsim.cli.common import JsonOpt, parse_duration, split_firmware
 from virsim.cli.render import err, out, print_error
 
@@ -91,6 +92,8 @@ def run(
     allow_faults: Annotated[bool, typer.Option("--allow-faults", help="Keep running when the firmware faults "
                                                                       "(for firmware that handles its own faults).")] = False,
     interactive: Annotated[bool, typer.Option("--interactive", help="Send what is typed on stdin to the console UART.")] = False,
+    allow_unsafe_qemu_args: Annotated[bool, typer.Option(
+        "--allow-unsafe-qemu-args", help="Run the board's qemu.extra_args even where they open the host.")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the session (on the per-user daemon) and print its id.")] = False,
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Instruction-counted time (default on).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream the console while running.")] = False,
@@ -151,7 +154,7 @@ def run(
                 timeout_is=timeout_is, deterministic=deterministic,
                 scenario=load_scenario(scenario) if scenario is not None else None, keep=keep,
                 coverage=coverage.expanduser().resolve() if coverage is not None else None,
-                allow_faults=allow_faults, interactive=interactive,
+                allow_faults=allow_faults, interactive=interactive, allow_unsafe_qemu_args=allow_unsafe_qemu_args,
                 on_output=None if quiet else show, on_progress=progress,
                 on_verdict=None if as_json else lambda r: (said.append(r.status), _verdict(
                     r, streamed[-1:] != b"\n", streamed=not quiet)))
@@ -166,7 +169,7 @@ def run(
                            message=str(error))
     if serial_log is not None:
         serial_log.parent.mkdir(parents=True, exist_ok=True)
-        serial_log.write_bytes(result.serial_log)
+        write_atomic(serial_log, result.serial_log)
     if junit is not None:
         write_junit(junit, [result])
     code = timeout_exit_code if result.status == Status.TIMEOUT else result.exit_code

@@ -82,6 +82,9 @@ def create(
                                            "while no node sends anything).")] = "timeslice",
     quantum: Annotated[str, typer.Option(help="Multi-node boards: the quantum: a time (100us, 1ms) or cycles for "
                                               "timeslice; instructions for step.")] = "100us",
+    allow_unsafe_qemu_args: Annotated[bool, typer.Option(
+        "--allow-unsafe-qemu-args", help="Run the board's qemu.extra_args even where they open the host "
+        "(network backends, semihosting, monitors, TCP character devices).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a session running the firmware; print its id.
@@ -108,7 +111,8 @@ def create(
                                 sync=sync, quantum=quantum,
                                 deterministic=deterministic, firmware_format=fmt,
                                 load_address=parse_int(load_address, "--load-address"),
-                                from_snapshot=from_snapshot, record=record, coverage=coverage)
+                                from_snapshot=from_snapshot, record=record, coverage=coverage,
+                                allow_unsafe_qemu_args=allow_unsafe_qemu_args)
 
     def human() -> None:
         print(info.id)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from virsim import protocol as p
+from virsim.atomic import TMP_MARK, write_atomic
 from virsim.analysis import coverage as cov
 from virsim.analysis import trace as tr
 from virsim.analysis.symbols import Program, source_dir
@@ -86,7 +87,7 @@ class AnalysisService:
         caps = self.sessions.adapter(row).get_capabilities()
         try:
             if row.get("coverage") and Capability.COVERAGE in caps:
-                (workdir / SAVED_BLOCKS).write_text(json.dumps(live.instance.coverage("blocks") or []))
+                write_atomic(workdir / SAVED_BLOCKS, json.dumps(live.instance.coverage("blocks") or []))
             if Capability.TRACE in caps and live.instance.trace("info").get("events"):
                 live.instance.trace("dump", path=str(workdir / SAVED_TRACE))
         except VirsimError:
@@ -132,11 +133,11 @@ class AnalysisService:
         def work(progress: Any) -> dict[str, Any]:
             c = cov.Coverage.compute(program, blocks, source, progress)
             if req.format == "lcov":
-                out.write_text(c.lcov(name))
+                write_atomic(out, c.lcov(name))
             elif req.format == "json":
-                out.write_text(c.json())
+                write_atomic(out, c.json())
             else:
-                out.write_bytes(c.drcov())
+                write_atomic(out, c.drcov())
             return {"path": str(out), "format": req.format, "size": out.stat().st_size, **c.totals()}
 
         return self.jobs.submit("coverage.export", row["id"], work)
@@ -181,7 +182,7 @@ class AnalysisService:
         out = _out_path(req.out)
         program, _ = self.program(row)
         workdir = self.sessions.paths.session_dir(row["id"])
-        raw_path = workdir / f"trace-export-{time.time_ns()}.bin"
+        raw_path = workdir / f".trace-export-{time.time_ns()}.bin{TMP_MARK}"  # debris if the daemon dies
         live = self.sessions.live.get(row["id"])
         if live is not None:
             info = live.instance.trace("dump", path=str(raw_path))  # a snapshot of the events so far

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from virsim.backends.process import set_parent_death_signal
+from virsim.backends.process import minimal_env, set_parent_death_signal
 from virsim.daemon.mi import parse_record
 from virsim.errors import DebugCommandFailed, EmulatorError, EmulatorMissing, Timeout
 
@@ -68,12 +68,13 @@ class Debugger:
         self._raw_token: int | None = None
         args = [gdb_binary(), "--interpreter=mi3", "-q", "-nx"]
         if cwd is not None:
-            # Runs in the session's runtime dir, which names it in its command line: a daemon that
-            # restarts after a crash finds and stops debuggers it did not start (they hold the stub).
+            # Runs in the session's runtime dir (the relative paths it is given); it dies with the
+            # daemon (PR_SET_PDEATHSIG), so none is left holding the stub after a crash.
             args.append(f"--cd={cwd}")
         self._log = log.open("ab") if log else None
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._log or subprocess.DEVNULL, start_new_session=True,
+                                     env=minimal_env(),
                                      preexec_fn=set_parent_death_signal)  # no debugger outlives the daemon
         assert self.proc.stdout is not None and self.proc.stdin is not None
         os.set_blocking(self.proc.stdout.fileno(), False)

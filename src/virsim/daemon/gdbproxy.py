@@ -4,8 +4,10 @@ The backend's gdb stub takes one client at a time and virsim's own debugger is u
 client. When an external debugger (gdb-multiarch, an IDE) connects here, virsim's debugger
 detaches first (`on_attach`), then bytes are forwarded both ways until either side closes; while
 that lasts, virsim's debug commands answer DEBUGGER_BUSY. Only the session's user can connect:
-the sockets live in the 0700 runtime dir and are 0600 themselves (TCP, when asked for, binds
-127.0.0.1). Several addresses can lead to the one stub: the session's `gdb.sock`, its per-name
+the sockets live in the 0700 runtime dir and are 0600 themselves; TCP, when asked for, binds
+127.0.0.1 and accepts a connection only when the kernel's socket table says the connecting socket
+belongs to this user (`tcp_peer_uid`, from /proc/net/tcp): another local user's gdb is refused
+before a byte reaches the stub. Several addresses can lead to the one stub: the session's `gdb.sock`, its per-name
 socket and a TCP port; still one debugger at a time.
 
 On the way to the stub, the packets that would end the emulator are answered here instead: the
@@ -25,6 +27,29 @@ from pathlib import Path
 log = logging.getLogger("virsim.daemon.gdbproxy")
 
 QUIT_MONITOR_COMMANDS = {"quit", "q"}  # QEMU's HMP: `quit|q` ends QEMU
+
+
+def tcp_peer_uid(conn: socket.socket) -> int | None:
+    """The uid owning the other end of an accepted loopback TCP connection: the socket whose local
+    address is our peer's and whose remote address is ours, in /proc/net/tcp; None if not found."""
+    try:
+        ours, theirs = conn.getsockname(), conn.getpeername()
+    except OSError:
+        return None
+
+    def hexaddr(addr: tuple[str, int]) -> str:
+        return socket.inet_aton(addr[0])[::-1].hex().upper() + f":{addr[1]:04X}"
+    want_local, want_remote = hexaddr(theirs), hexaddr(ours)
+    try:
+        with open("/proc/net/tcp") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if len(fields) > 7 and fields[1] == want_local and fields[2] == want_remote:
+                    return int(fields[7])
+    except (OSError, ValueError, StopIteration):
+        return None
+    return None
 
 
 def packet(body: bytes) -> bytes:
@@ -110,6 +135,12 @@ class GdbProxy:
         if self.client is not None:
             conn.close()  # one external debugger at a time, as the stub itself allows
             return
+        if conn.family == socket.AF_INET:
+            uid = tcp_peer_uid(conn)
+            if uid != os.getuid():
+                log.warning("refused a debugger on TCP %s: it is uid %s's, not this user's", self.tcp_address(), uid)
+                conn.close()
+                return
         try:
             self.on_attach()
             up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -27,6 +27,7 @@ import zmq
 
 from virsim import INSTALL, __version__
 from virsim import protocol as p
+from virsim.atomic import as_storage_error
 from virsim.backends import process
 from virsim.daemon.debug import DebugService
 from virsim.daemon.snapshots import SnapshotService
@@ -77,6 +78,7 @@ class Daemon:
         if lifeline is not None:
             os.set_blocking(lifeline, False)
             process.die_with_parent(True)
+        process.record_children_in(self.paths.runtime / "children")  # what a next daemon may stop
         self.started_at = time.time()
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -246,8 +248,12 @@ class Daemon:
             self._audit_end(audit, "error", err.code, started)
             return p.reply_frame(request_id, error=err.to_wire())
         except Exception as err:  # a bug must not take the daemon down
-            log.exception("internal error handling %s", env.get("type") if env else "a frame")
-            internal = VirsimError(f"internal daemon error: {type(err).__name__}: {err}")
+            internal = as_storage_error(err)  # a full disk is the user's to fix, not a bug
+            if internal is None:
+                log.exception("internal error handling %s", env.get("type") if env else "a frame")
+                internal = VirsimError(f"internal daemon error: {type(err).__name__}: {err}")
+            else:
+                log.warning("%s failed: %s", env.get("type") if env else "a frame", internal)
             self._audit_end(audit, "error", internal.code, started)
             return p.reply_frame(request_id, error=internal.to_wire())
 

@@ -20,14 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
 
 from virsim import protocol as p
 from virsim import snapshot
-from virsim.backends import get_backend
+from virsim.atomic import as_storage_error, remove_debris, write_atomic
+from virsim.backends import get_backend, process
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
 from virsim.backends.process import tail
-from virsim.board import SYSTEM_BACKEND, BoardConfig, Node, resolve_board
+from virsim.board import SYSTEM_BACKEND, BoardConfig, Node, check_qemu_args, resolve_board
 from virsim.daemon.analysis import COVERAGE_ON
 from virsim.daemon.console import ConsoleTail, ensure_log, log_size, read_log
 from virsim.daemon.pending import check_client_waiting
@@ -124,6 +124,32 @@ class SessionService:
             self.publish(p.Event(type="state", session=row["id"], time=time.time(), state=state.value,
                                  previous=previous, reason=reason or None), b"")
         return row
+
+    @staticmethod
+    @contextmanager
+    def _removed_unless_recorded(folder: Path) -> Iterator[None]:
+        """A folder made for a row the store then could not take is removed again."""
+        try:
+            yield
+        except BaseException as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            storage = as_storage_error(err) if isinstance(err, Exception) else None
+            if storage is not None and storage is not err:
+                raise storage from err
+            raise
+
+    @staticmethod
+    def _recorded(write: Callable[[], dict[str, Any]], undo: Callable[[], None]) -> dict[str, Any]:
+        """`write()` the new state of what the emulator already did; when the store cannot take
+        it (a full disk), `undo()` what the emulator did, so store and emulator still agree."""
+        try:
+            return write()
+        except Exception as err:
+            try:
+                undo()
+            except Exception:
+                log.exception("undoing an emulator change the store could not record")
+            raise as_storage_error(err) or err
 
     def _attach_live(self, row: dict[str, Any], instance: Instance, from_start: bool) -> None:
         sid = row["id"]
@@ -225,7 +251,9 @@ class SessionService:
             return self._create_from_snapshot(req)
         if not req.board:
             raise InvalidInput("give a board (--board) or a snapshot to start from (--from-snapshot)", field="board")
-        return self._create(req, *resolve_board(req.board))
+        board, source = resolve_board(req.board)
+        check_qemu_args(board, source, req.allow_unsafe_qemu_args)
+        return self._create(req, board, source)
 
     def _create_from_snapshot(self, req: p.SessionCreate) -> p.SessionInfo:
         """A new session whose board, backend, program and machine state all come from an exported
@@ -300,15 +328,16 @@ class SessionService:
         workdir = self.paths.session_dir(sid)
         workdir.mkdir(parents=True)
         now = time.time()
-        self.store.insert_session({
-            "id": sid, "name": name, "board": board.system_id, "board_source": source,
-            "board_json": board.model_dump_json(), "node": node.id, "backend": backend,
-            "state": S.CREATED.value, "deterministic": int(req.deterministic or adapter.always_deterministic),
-            "program": None,
-            "created_at": now, "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
-            "error": None, "stderr_tail": None, "record": int(req.record), "replay": None, "replay_until": None,
-            "coverage": int(req.coverage),
-            **(extra or {})})
+        with self._removed_unless_recorded(workdir):
+            self.store.insert_session({
+                "id": sid, "name": name, "board": board.system_id, "board_source": source,
+                "board_json": board.model_dump_json(), "node": node.id, "backend": backend,
+                "state": S.CREATED.value, "deterministic": int(req.deterministic or adapter.always_deterministic),
+                "program": None,
+                "created_at": now, "started_at": None, "pid": None, "pid_create_time": None, "handle_json": None,
+                "error": None, "stderr_tail": None, "record": int(req.record), "replay": None, "replay_until": None,
+                "coverage": int(req.coverage),
+                **(extra or {})})
         with self._undone_on_failure(sid):
             row = self.store.get_session(sid)
             if image is not None:
@@ -397,7 +426,7 @@ class SessionService:
                   "program": prog["path"] if prog else None, "program_sha256": prog["sha256"] if prog else None,
                   "program_format": prog["format"] if prog else None,
                   "program_load_address": prog["load_address"] if prog else None, "created_at": time.time()}
-        (workdir / RECORDING).write_text(json.dumps(header, indent=1) + "\n")
+        write_atomic(workdir / RECORDING, json.dumps(header, indent=1) + "\n")
         self.store.add_artifact(row["id"], "recording", workdir / RECORDING)
 
     def replay(self, req: p.SessionReplay) -> p.SessionInfo:
@@ -481,9 +510,12 @@ class SessionService:
         self.need(row, Capability.PAUSE)
         if self.debug and self.debug.controller(row["id"]):
             self.debug.interrupt(row["id"])  # the debugger owns run control while attached
+            undo = lambda: self.debug.resume(row["id"])  # noqa: E731
         else:
             self._instance(row).pause()
-        return self.info(self.set_state(self.store.get_session(row["id"]), S.PAUSED, "paused by user"))
+            undo = self._instance(row).resume
+        return self.info(self._recorded(lambda: self.set_state(self.store.get_session(row["id"]), S.PAUSED,
+                                                               "paused by user"), undo))
 
     def resume(self, req: p.SessionRef) -> p.SessionInfo:
         row = self.row(req.session)
@@ -495,9 +527,11 @@ class SessionService:
                                operation="resume")
         if self.debug and self.debug.controller(row["id"]):
             self.debug.resume(row["id"])
+            undo = lambda: self.debug.interrupt(row["id"])  # noqa: E731
         else:
             self._instance(row).resume()
-        return self.info(self.set_state(row, S.RUNNING, "resumed by user"))
+            undo = self._instance(row).pause
+        return self.info(self._recorded(lambda: self.set_state(row, S.RUNNING, "resumed by user"), undo))
 
     def reset(self, req: p.SessionRef) -> p.SessionInfo:
         row = self.row(req.session)
@@ -715,7 +749,9 @@ class SessionService:
             self.set_state(row, S.PAUSED, f"replay reached --until {row['replay_until']}")
 
     def reconcile(self) -> None:
-        """After a daemon (re)start: re-attach to emulators still running, mark the others lost."""
+        """After a daemon (re)start: re-attach to emulators still running, mark the others lost,
+        and remove what a killed daemon left half-done (reported in the daemon log)."""
+        self._remove_debris()
         for row in self.store.sessions():
             if self.state_of(row) not in LIVE:
                 continue
@@ -728,8 +764,9 @@ class SessionService:
             except VirsimError:
                 log.exception("re-attaching session %s", row["id"])
             if instance is None:
-                self.set_state(row, S.LOST, "emulator gone after a daemon restart", pid=None,
-                                error="the emulator was not running when the daemon restarted")
+                error = ("the daemon stopped while it was starting this session's emulator" if not handle
+                         else "the emulator was not running when the daemon restarted")
+                self.set_state(row, S.LOST, "emulator gone after a daemon restart", pid=None, error=error)
                 continue
             self._attach_live(row, instance, from_start=False)
             if self.faults is not None:
@@ -747,22 +784,35 @@ class SessionService:
             for sid in list(self.live):
                 self.debug.instance_started(self.store.get_session(sid))
 
-    def _stop_strays(self) -> None:
-        """Stop emulators started from our runtime dir that no session accounts for (no orphans)."""
-        marker = str(self.paths.runtime / "s") + "/"
-        known = {pid for live in self.live.values() for pid in live.instance.pids()} | {os.getpid()}
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmd = proc.info.get("cmdline") or []
-            if proc.info["pid"] in known or not any(marker in arg for arg in cmd):
+    def _remove_debris(self) -> None:
+        """Temp files of writes a crash interrupted, session dirs with no session (a create that
+        was killed before its row was written) and snapshot files with no snapshot row."""
+        removed = [str(p) for p in remove_debris(self.paths.data)]
+        known = {row["id"]: row for row in self.store.sessions(include_deleted=True)}
+        for folder in sorted(self.paths.sessions_dir.iterdir()) if self.paths.sessions_dir.exists() else []:
+            if folder.is_dir() and folder.name not in known:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(f"{folder}/")
+        for sid in known:
+            snapshots = self.paths.session_dir(sid) / "snapshots"
+            if not snapshots.is_dir():
                 continue
-            log.warning("stopping stray emulator pid %s: %s", proc.pid, " ".join(cmd)[:200])
-            try:
-                proc.terminate()
-                proc.wait(2)
-            except psutil.TimeoutExpired:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+            recorded = {Path(s["path"]).name for s in self.store.snapshots(sid)}
+            for vsnap in snapshots.glob("*.vsnap"):
+                if vsnap.name not in recorded:
+                    vsnap.unlink(missing_ok=True)
+                    removed.append(str(vsnap))
+        if removed:
+            log.warning("removed what an interrupted daemon left half-done: %s", ", ".join(removed))
+
+    def _stop_strays(self) -> None:
+        """Stop the processes this user's daemons launched and recorded that no live session
+        accounts for (an emulator started by a daemon killed during `session create`); no other
+        process is touched, whatever its command line says."""
+        known = {pid for live in self.live.values() for pid in live.instance.pids()} | {os.getpid()}
+        for proc in process.recorded_strays(known):
+            log.warning("stopping stray process %s that a previous daemon started", proc.pid)
+            proc.stop()
 
     def shutdown(self) -> None:
         """Daemon stop: power every emulator off; sessions become `stopped` (power-on brings them back)."""

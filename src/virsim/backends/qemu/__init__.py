@@ -10,9 +10,11 @@ QEMU's own icount-based rr (replay.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import mmap
 import re
 import shutil
 import subprocess
@@ -78,6 +80,24 @@ def qemu_version(binary: str) -> tuple[int, int, int] | None:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0, 0, 0)
 
 
+# QEMU's seccomp filter: no obsolete system calls, no setuid, no fork/exec, no scheduler or
+# resource changes. A Cortex-M machine needs none of them; a QEMU built without seccomp runs without.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+
+
+@functools.lru_cache(maxsize=None)
+def has_seccomp(binary: str) -> bool:
+    """Whether `binary` is built with seccomp (-sandbox): it links libseccomp."""
+    path = shutil.which(binary)
+    if path is None:
+        return False
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return data.find(b"libseccomp.so") >= 0
+    except (OSError, ValueError):
+        return False
+
+
 def _server_opts(version: tuple[int, int, int]) -> str:
     # QEMU 6.0 introduced boolean `server=on,wait=off`; the bare flags were removed later.
     return "server=on,wait=off" if version >= (6, 0, 0) else "server,nowait"
@@ -102,6 +122,8 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int], probe: Path
     srv = _server_opts(version)
     run = spec.rundir
     args = [binary_for(node), "-M", node.qemu.machine]
+    if has_seccomp(args[0]):
+        args += ["-sandbox", SANDBOX]
     if node.qemu.cpu:
         args += ["-cpu", node.qemu.cpu]
     console_index = 0
