@@ -196,6 +196,10 @@ class Node(Model):
     memory: list[MemoryRegion] = Field(min_length=1)
     peripherals: list[Peripheral] = []
     qemu: QemuOptions | None = None
+    semihosting: bool = Field(False, description="serve ARM semihosting (BKPT 0xAB): the firmware opens, reads "
+                              "and writes files in the session folder (on QEMU: any host file the user can "
+                              "reach), its debug console goes to semihosting.log and SYS_EXIT ends it; off by "
+                              "default (`session create --semihosting` turns it on for one session)")
 
     @model_validator(mode="after")
     def _no_overlaps(self) -> Node:

@@ -98,6 +98,8 @@ class SessionCreate(Message):
     deterministic: bool = False
     allow_unsafe_qemu_args: bool = Field(False, description="run qemu.extra_args that open the host (network, "
                                          "semihosting, monitors, TCP character devices)")
+    semihosting: bool = Field(False, description="serve ARM semihosting for this session (the board node's "
+                              "`semihosting: true`): the firmware reaches files in the session folder")
 
 
 class SessionList(Message):

@@ -57,6 +57,8 @@ class Capability(str, Enum):
         return self.value
 
 
+# Where a session's semihosting debug console goes (SYS_WRITE0, ':tt'), in its folder, on every backend.
+SEMIHOSTING_LOG = "semihosting.log"
 FORMAT_CAPABILITY = {"elf": Capability.PROGRAM_ELF, "bin": Capability.PROGRAM_BIN, "hex": Capability.PROGRAM_HEX}
 
 

@@ -99,6 +99,7 @@ class RunOptions:
     timeout_is: str | None = None  # "virtual" | "wall"; default virtual when deterministic
     deterministic: bool = True
     allow_unsafe_qemu_args: bool = False  # qemu.extra_args that open the host (session create's flag)
+    semihosting: bool = False  # serve ARM semihosting (session create's flag)
     scenario: Scenario | None = None
     keep: bool = False
     name: str | None = None
@@ -404,7 +405,8 @@ class Runner:
                                           deterministic=self.opts.deterministic, paused=True,
                                           name=self.opts.name if self.opts.keep else None,
                                           coverage=self.opts.coverage is not None,
-                                          allow_unsafe_qemu_args=self.opts.allow_unsafe_qemu_args)
+                                          allow_unsafe_qemu_args=self.opts.allow_unsafe_qemu_args,
+                                          semihosting=self.opts.semihosting)
         self.session = info.id
         if self.virtual and "virtual-time" not in info.capabilities:
             raise NotSupported(f"backend {info.backend} has no virtual clock: use --timeout-is wall",

@@ -94,6 +94,9 @@ def run(
     interactive: Annotated[bool, typer.Option("--interactive", help="Send what is typed on stdin to the console UART.")] = False,
     allow_unsafe_qemu_args: Annotated[bool, typer.Option(
         "--allow-unsafe-qemu-args", help="Run the board's qemu.extra_args even where they open the host.")] = False,
+    semihosting: Annotated[bool, typer.Option(
+        "--semihosting", help="Serve ARM semihosting: files in the run's session folder, debug console to "
+        "semihosting.log.")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the session (on the per-user daemon) and print its id.")] = False,
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Instruction-counted time (default on).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream the console while running.")] = False,
@@ -155,6 +158,7 @@ def run(
                 scenario=load_scenario(scenario) if scenario is not None else None, keep=keep,
                 coverage=coverage.expanduser().resolve() if coverage is not None else None,
                 allow_faults=allow_faults, interactive=interactive, allow_unsafe_qemu_args=allow_unsafe_qemu_args,
+                semihosting=semihosting,
                 on_output=None if quiet else show, on_progress=progress,
                 on_verdict=None if as_json else lambda r: (said.append(r.status), _verdict(
                     r, streamed[-1:] != b"\n", streamed=not quiet)))

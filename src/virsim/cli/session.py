@@ -82,6 +82,9 @@ def create(
                                            "while no node sends anything).")] = "timeslice",
     quantum: Annotated[str, typer.Option(help="Multi-node boards: the quantum: a time (100us, 1ms) or cycles for "
                                               "timeslice; instructions for step.")] = "100us",
+    semihosting: Annotated[bool, typer.Option(
+        "--semihosting", help="Serve ARM semihosting (BKPT 0xAB): the firmware reads and writes files in the "
+        "session folder (on QEMU: any file you can), its debug console goes to semihosting.log.")] = False,
     allow_unsafe_qemu_args: Annotated[bool, typer.Option(
         "--allow-unsafe-qemu-args", help="Run the board's qemu.extra_args even where they open the host "
         "(network backends, semihosting, monitors, TCP character devices).")] = False,
@@ -112,7 +115,7 @@ def create(
                                 deterministic=deterministic, firmware_format=fmt,
                                 load_address=parse_int(load_address, "--load-address"),
                                 from_snapshot=from_snapshot, record=record, coverage=coverage,
-                                allow_unsafe_qemu_args=allow_unsafe_qemu_args)
+                                allow_unsafe_qemu_args=allow_unsafe_qemu_args, semihosting=semihosting)
 
     def human() -> None:
         print(info.id)

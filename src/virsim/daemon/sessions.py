@@ -102,6 +102,9 @@ class SessionService:
             replay_until=_parse_until(row["replay_until"]) if row.get("replay_until") else None,
             coverage=row.get("coverage") == COVERAGE_ON, system=self._system(row))
 
+    def _node(self, row: dict[str, Any]) -> Node:
+        return next(n for n in self._board(row).nodes if n.id == row["node"])
+
     def _system(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """InstanceSpec.system of a multi-node session: each node's program file and the sync settings."""
         if not row.get("system_json"):
@@ -297,6 +300,9 @@ class SessionService:
             raise InvalidInput(f"board {board.system_id} has one node: give --firmware IMAGE, not NODE=IMAGE",
                                field="firmware")
         node = board.nodes[0]
+        if req.semihosting and not node.semihosting:  # this session only: its stored board says so
+            node = node.model_copy(update={"semihosting": True})
+            board = board.model_copy(update={"nodes": [node]})
         backend = req.backend or node.backend
         adapter = get_backend(backend)
         adapter.check_node(node)
@@ -357,6 +363,9 @@ class SessionService:
         """A session of a multi-node board: backend "system" (virsim.sync.instance), one program per node."""
         from virsim.sync.system import quantum_cycles
 
+        if req.semihosting or any(n.semihosting for n in board.nodes):
+            raise NotSupported(f"board {board.system_id} has {len(board.nodes)} nodes: semihosting is for "
+                               "single-node sessions", capability="semihosting")
         ids = [n.id for n in board.nodes]
         if req.firmware:
             raise InvalidInput(f"board {board.system_id} has {len(ids)} nodes ({', '.join(ids)}): give each its "
@@ -735,6 +744,11 @@ class SessionService:
             if self.state_of(row) in LIVE and row.get("replay") and status.returncode == 0:
                 # QEMU ends a replay where the recording ended (the recorded shutdown).
                 self.set_state(row, S.STOPPED, "replay finished: the recording ends here", pid=None)
+            elif self.state_of(row) in LIVE and self._node(row).semihosting and status.returncode is not None \
+                    and status.returncode >= 0:
+                # SYS_EXIT ends the emulator with the firmware's status: the firmware is done.
+                self.set_state(row, S.STOPPED, f"the firmware exited (semihosting SYS_EXIT) with status "
+                               f"{status.returncode}", pid=None)
             elif self.state_of(row) in LIVE:
                 stderr = status.stderr_tail or tail(self.paths.session_dir(sid) / "emulator.log")
                 lockup = self.faults.emulator_died(row, stderr) if self.faults is not None else None

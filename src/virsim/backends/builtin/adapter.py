@@ -105,6 +105,7 @@ class BuiltinInstance(SupervisedInstance):
             "record": str(spec.record) if spec.record else None, "replay": str(spec.replay) if spec.replay else None,
             "replay_until": spec.replay_until, "coverage": spec.coverage, "lockstep": spec.lockstep,
             "fault_table": str(spec.rundir / FAULT_TABLE) if spec.node.processor.profile == "m" else None,
+            "semihosting": str(spec.workdir) if spec.node.semihosting else None,
         }
 
     def stop_at(self, virtual_ns: int | None, after_ns: int | None = None) -> int | None:

@@ -39,6 +39,7 @@ from virsim.backends.builtin.gdbstub import GdbStub, StopInfo
 from virsim.backends.builtin.history import History
 from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
+from virsim.backends.builtin.semihosting import Exit, Memory, Semihosting
 from virsim import snapshot
 from virsim.backends.faults import FLAG_FRAME, FLAG_PSP, FLAG_STATUS, FaultRecord, FaultTable
 from virsim.firmware import inspect
@@ -72,6 +73,7 @@ class EngineSpec:
     replay_until: str | None = None  # halt at "<n>" instructions or "<n>ns" of virtual time
     coverage: bool = False  # count executed blocks from the first instruction
     fault_table: str | None = None  # record the faults the firmware takes here (virsim.backends.faults)
+    semihosting: str | None = None  # serve BKPT 0xAB semihosting, files confined to this folder
     # Multi-node boards (virsim.sync): {"segment": path, "index": i, "irq_out": [[gpio, pin (-1: any),
     # target, line]], "uart_out": [[uart, target, target uart id]]}. The engine then runs quantum by
     # quantum and meets the other nodes at the segment's barrier (virsim.sync.lockstep).
@@ -160,6 +162,11 @@ class Engine:
         self.faults = FaultTable.open(Path(spec.fault_table)) if spec.fault_table else None
         if self.faults is not None:
             self.machine.on_fault = self._on_fault
+        self.semihosting = Semihosting(Path(spec.semihosting), self.machine.time_ns, node.processor.frequency) \
+            if spec.semihosting else None
+        self.exited: int | None = None  # the status of a SYS_EXIT
+        if self.semihosting is not None:
+            self.machine.on_semihost = self._on_semihost
         self.rundir = Path(spec.rundir)
         self.running = not spec.start_paused
         self.idle = False
@@ -223,6 +230,15 @@ class Engine:
             mmfar=status.mmfar, bfar=status.bfar, stacked_pc=frame[6], stacked_lr=frame[5], stacked_xpsr=frame[7],
             stacked_r0=frame[0]))
         return self.faults.halt and self.gdb.conn is not None
+
+    def _on_semihost(self, op: int, arg: int) -> int | None:
+        assert self.semihosting is not None
+        uc = self.machine.uc
+        result = self.semihosting.call(op, arg, Memory(lambda a, n: bytes(uc.mem_read(a, n)), uc.mem_write))
+        if isinstance(result, Exit):
+            self.exited = result.status
+            return None
+        return result
 
     # ----------------------------------------------------------------- Target (for the gdb stub)
     def halt(self, reason: str) -> None:
@@ -550,6 +566,11 @@ class Engine:
             self.console.send(data)
 
     def _report(self, stop: Stop, to_gdb: bool = True) -> None:
+        if stop.reason == "exit":  # semihosting SYS_EXIT: the firmware is done, as QEMU ends
+            print(f"semihosting: the firmware exited (SYS_EXIT) with status {self.exited}", file=sys.stderr, flush=True)
+            self.quit = True
+            self.exit_code = self.exited or 0
+            return
         if stop.reason == "lockup":
             message = f"Lockup: {stop.detail.get('message', 'CPU lockup')} (pc={stop.pc:#010x})"
             print(message, file=sys.stderr, flush=True)
@@ -681,6 +702,8 @@ class Engine:
         for name in ("engine.sock", "gdbstub.sock"):
             (self.rundir / name).unlink(missing_ok=True)
         self.log.close()
+        if self.semihosting is not None:
+            self.semihosting.close()
 
 
 def _encode(cycle: int, kind: str, args: tuple[Any, ...]) -> list[Any]:

@@ -99,7 +99,7 @@ class MachineError(Exception):
 class Stop:
     """Why `run()` returned."""
 
-    reason: str  # budget | idle | breakpoint | watchpoint | bkpt | lockup | reset
+    reason: str  # budget | idle | breakpoint | watchpoint | bkpt | lockup | reset | exit (semihosting)
     pc: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -169,6 +169,9 @@ class Machine:
         # Called at the entry of a fault handler (HardFault..UsageFault) with the exception number,
         # the handler's frame stacked; True halts the machine there (virsim.backends.faults).
         self.on_fault: Callable[[int], bool] | None = None
+        # BKPT 0xAB with semihosting on: (r0, r1) -> the r0 to return, or None when the firmware
+        # exited (SYS_EXIT): the run then stops with reason "exit".
+        self.on_semihost: Callable[[int, int], int | None] | None = None
         self._fault_halt = False
         self._in_emu = False
         self._stop: Stop | None = None
@@ -398,6 +401,19 @@ class Machine:
                 self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
             elif intno == EXCP_BKPT:
                 pc = uc.reg_read(UC_ARM_REG_PC)
+                if self.on_semihost is not None and uc.mem_read(pc, 2) == b"\xab\xbe":  # BKPT 0xAB
+                    if self._stop is not None:  # re-raised until emu_stop takes effect: served once
+                        uc.emu_stop()
+                        return
+                    result = self.on_semihost(uc.reg_read(UC_ARM_REG_R0), uc.reg_read(UC_ARM_REG_R0 + 1))
+                    if result is not None:
+                        uc.reg_write(UC_ARM_REG_R0, result & 0xFFFFFFFF)
+                        uc.reg_write(UC_ARM_REG_PC, (pc + 2) | 1)  # on past the BKPT, as a debugger would
+                        return
+                    self._stop = Stop("exit", pc)
+                    self.counter.stop_before = True
+                    uc.emu_stop()
+                    return
                 self._stop = Stop("bkpt", pc)
                 self.counter.stop_before = True
                 uc.emu_stop()
@@ -635,7 +651,7 @@ class Machine:
         elif stop is None and executed < n and self._fault_access is None and not self.counter.stop_before \
                 and not self.counter.overshot():
             self._sleeping = not self.exc.pending_unmasked()  # WFI/WFE
-        if stop is not None and stop.reason in ("breakpoint", "watchpoint", "bkpt", "lockup"):
+        if stop is not None and stop.reason in ("breakpoint", "watchpoint", "bkpt", "lockup", "exit"):
             stop.pc = self.pc() if stop.reason != "breakpoint" else stop.pc
             return stop
         if self._fault_halt:

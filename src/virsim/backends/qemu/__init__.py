@@ -30,6 +30,7 @@ from virsim.backends.base import (
     Capability,
     Instance,
     InstanceSpec,
+    SEMIHOSTING_LOG,
     RunStatus,
     ToolCheck,
 )
@@ -170,6 +171,11 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int], probe: Path
         handlers = fault_handlers(spec)
         args += ["-plugin", f"{probe},table={spec.rundir / FAULT_TABLE}"
                  + (f",handlers={':'.join(f'{h:#x}' for h in handlers)}" if handlers else "")]
+    if node.semihosting:
+        # The debug console to a file in the session folder (the UART's chardev cannot be shared);
+        # files relative to QEMU's working directory, the session folder. QEMU does not confine them.
+        args += ["-chardev", f"file,id=semihosting,path={spec.workdir / SEMIHOSTING_LOG}",
+                 "-semihosting-config", "enable=on,target=native,chardev=semihosting"]
     if spec.firmware is not None:
         args += _firmware_args(spec.firmware, node)
     args += list(node.qemu.extra_args)
