@@ -244,8 +244,9 @@ class Daemon:
                 except (ValueError, RecursionError):
                     pass
             if audit is None and env is not None:
-                audit = self._audit_refused(identity, env)
-            self._audit_end(audit, "error", err.code, started)
+                self._audit_refused(identity, env, err.code, started)
+            else:
+                self._audit_end(audit, "error", err.code, started)
             return p.reply_frame(request_id, error=err.to_wire())
         except Exception as err:  # a bug must not take the daemon down
             internal = as_storage_error(err)  # a full disk is the user's to fix, not a bug
@@ -285,18 +286,18 @@ class Daemon:
             raise StorageError(f"{env['type']} was not run: its audit record could not be written ({err})",
                                reason=str(err)) from err
 
-    def _audit_refused(self, identity: bytes, env: dict[str, Any]) -> int | None:
-        """The audit row of a mutating request refused before it ran (invalid, before hello)."""
+    def _audit_refused(self, identity: bytes, env: dict[str, Any], code: str, started: float) -> None:
+        """The audit row of a mutating request refused before it ran (invalid, before hello): one write."""
         if env.get("type") not in p.MUTATING:
-            return None
+            return
         client = self.clients.get(identity, {})
         session = env.get("payload", {}).get("session")
         try:
-            return self.store.log_event(user=client.get("user"), client_pid=client.get("pid"), request=env["type"],
-                                        session=clip(session, 256) if isinstance(session, str) else None, result="error")
+            self.store.log_event(user=client.get("user"), client_pid=client.get("pid"), request=env["type"],
+                                 session=clip(session, 256) if isinstance(session, str) else None, result="error",
+                                 code=code, duration_ms=(time.monotonic() - started) * 1000)
         except Exception:  # it was refused anyway
             log.exception("writing the audit log")
-            return None
 
     def _audit_end(self, audit: int | None, result: str, code: str | None, started: float) -> None:
         if audit is None:
