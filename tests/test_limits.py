@@ -256,3 +256,12 @@ def test_a_create_the_client_gave_up_on_is_not_done(client: Client) -> None:
         assert "stopped waiting" in reply["payload"]["error"]
         assert client.session_list() == []
     assert not any(get_paths().sessions_dir.iterdir())
+
+
+def test_a_reply_never_exceeds_a_frame() -> None:
+    big = p.ConsoleChunk(session="s", offset=0, end=2_000_000, size=2_000_000, data="x" * 2_000_000)
+    reply = p.reply_frame("r1", result=big)
+    assert len(reply) <= p.MAX_FRAME
+    env = p.decode_envelope(reply)
+    assert env["type"] == "error" and env["payload"]["code"] == "INVALID_INPUT"
+    assert "more than the 1048576-byte frame limit" in env["payload"]["error"]
