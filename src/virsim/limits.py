@@ -84,13 +84,7 @@ def read_file(path: str | Path, kind: str, *, error: type[InvalidInput] = Invali
     except OSError as err:
         raise error(f"{where}cannot read {kind} {path}: {err.strerror}", file=str(path), field=field) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise error(f"{where}{kind} {path} is {_file_type(st.st_mode)}, not a regular file", file=str(path),
-                        field=field)
-        if st.st_size > cap:
-            raise error(f"{where}{kind} {path} is {st.st_size} bytes, more than the {_size(cap)} limit for a {kind}",
-                        file=str(path), field=field, size=st.st_size, limit=cap)
+        _check_stat(os.fstat(fd), path, kind, cap, error, field)
         os.set_blocking(fd, True)
         chunks, total = [], 0
         while total <= cap:  # a file that grows while read still stops at the cap
@@ -122,6 +116,12 @@ def open_checked(path: str | Path, kind: str, *, error: type[InvalidInput] = Inv
         raise error(f"{where}{kind} {path} does not exist", file=str(path), field=field) from None
     except OSError as err:
         raise error(f"{where}cannot read {kind} {path}: {err.strerror}", file=str(path), field=field) from None
+    _check_stat(st, path, kind, cap, error, field)
+
+
+def _check_stat(st: os.stat_result, path: str | Path, kind: str, cap: int, error: type[InvalidInput],
+                field: str | None) -> None:
+    where = f"{field}: " if field else ""
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{where}{kind} {path} is {_file_type(st.st_mode)}, not a regular file", file=str(path),
                     field=field)
