@@ -270,9 +270,13 @@ def check_chrome(doc: dict, names: set[str]) -> list[str]:
 def test_trace_function_timeline(cli: CLI, client: Client, tmp_path: Path) -> None:
     sid = client.session_create("mps2-an385", RTOS, backend="builtin").id
     wait_console(client, sid, b"ready for input\n")
+    # Paused while the trace starts and the input goes in: the 5000 events then begin at the
+    # input, not after however many ticks a slow host lets the firmware run first.
+    client.session("pause", sid)
     started = cli.json("trace", "start", sid, "--level", "function", "--limit", "5000")
     assert started["active"] and started["level"] == "function"
     client.console_send(sid, b"hello\n")
+    client.session("resume", sid)
     wait_console(client, sid, b"echo: hello\n")
     stopped = cli.json("trace", "stop", sid)
     assert not stopped["active"] and stopped["events"] > 0
