@@ -309,3 +309,12 @@ def test_readme_tour_runs_as_written(home: Path) -> None:
         wait_for(lambda: not processes_using(home), timeout=30, what="the tour's processes to end")
     finally:
         remove_tour_outputs(before, tour)
+
+
+def test_backends_doc_table_is_the_code() -> None:
+    from virsim.backends.base import capability_table
+
+    text = (ROOT / "docs" / "backends.md").read_text()
+    table = text.split("<!-- capability-table: generated, do not edit by hand -->\n", 1)[1].split(
+        "<!-- /capability-table -->", 1)[0]
+    assert table == capability_table(), "docs/backends.md's table differs from the code: regenerate it"

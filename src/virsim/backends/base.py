@@ -57,6 +57,47 @@ class Capability(str, Enum):
         return self.value
 
 
+# What each capability means to a user: docs/backends.md's table is generated from these.
+CAPABILITY_MEANING = {
+    Capability.POWER: "session power-off / power-on",
+    Capability.RESET: "session reset",
+    Capability.PAUSE: "session pause / resume",
+    Capability.PROGRAM_ELF: "load ELF images",
+    Capability.PROGRAM_BIN: "load raw binaries (--load-address)",
+    Capability.PROGRAM_HEX: "load Intel hex images",
+    Capability.CONSOLE: "the board's UART as the session console, out and in",
+    Capability.DETERMINISTIC: "--deterministic: same firmware + inputs, same bytes",
+    Capability.VIRTUAL_TIME: "a virtual clock: session clock, stop_at, virtual-time timeouts of virsim run",
+    Capability.REATTACH: "emulators survive a daemon restart and are re-attached",
+    Capability.DEBUG: "virsim debug (breakpoints, watchpoints, steps, registers, memory, gdb attach)",
+    Capability.SNAPSHOT: "snapshot create / restore / export, session create --from-snapshot",
+    Capability.RECORD: "session create --record and session replay, byte for byte",
+    Capability.REVERSE: "reverse-stepi / reverse-step / reverse-continue",
+    Capability.COVERAGE: "coverage start / report / export (lcov, json, drcov)",
+    Capability.TRACE: "trace start / export (function and block traces, Chrome format)",
+    Capability.RUN_FOR: "multi-node: run exactly N cycles, then report",
+    Capability.IRQ_LINES: "multi-node: another node raises its interrupt lines",
+    Capability.SHARED_MEMORY: "multi-node: memory shared with other nodes",
+    Capability.UART_CHANNEL: "multi-node: a UART linked to another node's",
+    Capability.LOCKSTEP: "multi-node: joins the synchroniser's barrier",
+    Capability.FAULTS: "Cortex-M faults recorded and decoded (virsim run fails on them)",
+}
+
+
+def capability_table() -> str:
+    """The Markdown table of every backend's capabilities, as docs/backends.md shows it."""
+    from virsim.backends import PLANNED, all_backends
+
+    backends = [(b.name, set(b.get_capabilities())) for b in all_backends()]
+    names = [n for n, _ in backends] + list(PLANNED)
+    lines = ["| capability | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for cap in Capability:
+        cells = ["yes" if cap in caps else "—" for _, caps in backends] + ["planned"] * len(PLANNED)
+        lines.append(f"| `{cap.value}`: {CAPABILITY_MEANING[cap]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # Where a session's semihosting debug console goes (SYS_WRITE0, ':tt'), in its folder, on every backend.
 SEMIHOSTING_LOG = "semihosting.log"
 FORMAT_CAPABILITY = {"elf": Capability.PROGRAM_ELF, "bin": Capability.PROGRAM_BIN, "hex": Capability.PROGRAM_HEX}
