@@ -1,0 +1,117 @@
+"""A board node as a Renode platform description (.repl), and values made safe for its monitor.
+
+`platform(node)` writes the node's CPU, NVIC (with its SysTick), memory and the peripherals
+Renode has a model for, with the board's addresses and interrupt lines; what it has no model for
+is listed in `Platform.unmodelled` for the adapter to refuse or report (it never stands in
+silently). The text is loaded from a file in the session folder (`LoadPlatformDescription @file`):
+the FromString form takes one entry per call and mangles quoting (field notes).
+
+Monitor commands are text: a value a user supplies (a path, a name) goes into one only through
+`monitor_path` / `monitor_name`, which refuse newlines and the monitor's metacharacters instead of
+escaping them, so no board or file name can add a command.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collections.abc import Callable
+
+from virsim.board import Node
+from virsim.errors import InvalidInput, NotSupported
+
+CORTEX_M = {"cortex-m0": "cortex-m0", "cortex-m0plus": "cortex-m0+", "cortex-m3": "cortex-m3",
+            "cortex-m4": "cortex-m4", "cortex-m4f": "cortex-m4f", "cortex-m7": "cortex-m7", "cortex-m33": "cortex-m33"}
+NVIC_BASE = 0xE000E000
+# Peripheral types built into the NVIC entry rather than declared on their own.
+IN_NVIC = {"armv7m-systick", "systick"}
+
+
+@dataclass
+class Platform:
+    repl: str
+    unmodelled: list[str] = field(default_factory=list)  # ids of peripherals Renode has no model for here
+
+
+def _uart_cmsdk(node: Node, irq: int | None, options: dict[str, object]) -> tuple[str, list[str]]:
+    lines = [f"    frequency: {node.processor.frequency}"]
+    if irq is not None:
+        tx = int(str(options.get("tx_irq", irq + 1)), 0)  # QEMU's mps2: RX at the board's irq, TX next
+        lines += [f"    RxInterrupt -> nvic@{irq}", f"    TxInterrupt -> nvic@{tx}"]
+    return "UART.CMSDK_APB_UART", lines
+
+
+Build = Callable[[Node, "int | None", "dict[str, object]"], "tuple[str, list[str]]"]
+
+
+def _single_irq(model: str) -> Build:
+    def build(node: Node, irq: int | None, options: dict[str, object]) -> tuple[str, list[str]]:
+        return model, ([f"    -> nvic@{irq}"] if irq is not None else [])
+    return build
+
+
+# Board peripheral type -> how Renode models it (type name, attribute lines).
+MODELS: dict[str, Build] = {
+    "cmsdk-uart": _uart_cmsdk,
+    "pl011": _single_irq("UART.PL011"),
+    "stm32f2xx-usart": _single_irq("UART.STM32_UART"),
+}
+
+
+def entry_name(peripheral_id: str) -> str:
+    """A .repl variable name for a board id (letters, digits, underscores)."""
+    name = re.sub(r"\W", "_", peripheral_id)
+    return name if name[:1].isalpha() else f"p_{name}"
+
+
+def platform(node: Node) -> Platform:
+    """The .repl of `node`; NotSupported for a processor Renode's Cortex-M model does not cover."""
+    cpu = CORTEX_M.get(node.processor.type)
+    if cpu is None:
+        raise NotSupported(f"node {node.id!r}: virsim's Renode backend runs Cortex-M nodes, not {node.processor.type}",
+                           backend="renode", node=node.id, processor=node.processor.type)
+    hz = node.processor.frequency
+    out: list[str] = []
+    for i, region in enumerate(node.memory):
+        out += [f"{entry_name(region.name or f'mem{i}')}: Memory.MappedMemory @ sysbus {region.address:#x}",
+                f"    size: {region.size:#x}", ""]
+    out += [f"nvic: IRQControllers.NVIC @ sysbus {NVIC_BASE:#x}", "    priorityMask: 0xE0",
+            f"    systickFrequency: {hz}", "    IRQ -> cpu@0", "",
+            "cpu: CPU.CortexM @ sysbus", f'    cpuType: "{cpu}"', "    nvic: nvic", ""]
+    unmodelled = []
+    for p in node.peripherals:
+        if p.type in IN_NVIC:
+            continue
+        build = MODELS.get(p.type)
+        if build is None:
+            unmodelled.append(p.id)
+            continue
+        model, lines = build(node, p.irq, p.options)
+        out += [f"{entry_name(p.id)}: {model} @ sysbus {p.address:#x}", *lines, ""]
+    return Platform(repl="\n".join(out).rstrip() + "\n", unmodelled=unmodelled)
+
+
+# What may stand in a monitor command as a path or a name: no quotes, no backslash, no `$`
+# (variables), `#` (comments), `;`, backticks, nor any control character (a newline ends a command).
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./+=,:~@%-]+")
+_SAFE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def monitor_path(path: str | Path, field_name: str = "path") -> str:
+    """`@/abs/path` for a monitor command; InvalidInput naming the field for anything else."""
+    text = str(Path(path).resolve())
+    if not _SAFE_PATH.fullmatch(text):
+        bad = next((c for c in text if not _SAFE_PATH.fullmatch(c)), "")
+        raise InvalidInput(f"{field_name}: {text!r} cannot go into a Renode monitor command ({bad!r} is not allowed "
+                           "in a path there): rename it or link it from a plain path", field=field_name, value=text)
+    return f"@{text}"
+
+
+def monitor_name(name: str, field_name: str = "name") -> str:
+    """A machine, terminal or hub name for a monitor command, quoted."""
+    if not _SAFE_NAME.fullmatch(name):
+        raise InvalidInput(f"{field_name}: {name!r} cannot be a Renode name (letters, digits, '_' and '-', "
+                           "starting with a letter, at most 64)", field=field_name, value=name)
+    return f'"{name}"'

@@ -1,0 +1,95 @@
+"""The Renode backend's parts that need no Renode: the generated platform and the monitor protocol
+(its failure paths against a scripted stream; the real monitor is the adapter's tests' business)."""
+
+from __future__ import annotations
+
+import pytest
+
+from virsim.backends.renode.monitor import Monitor
+from virsim.backends.renode.platform import monitor_name, monitor_path, platform
+from virsim.board import resolve_board
+from virsim.errors import EmulatorError, InvalidInput, NotSupported, Timeout
+
+# The platform measured to run examples/hello like QEMU (shared/docs/field-notes.md, Renode section).
+MPS2_AN385 = """ssram1: Memory.MappedMemory @ sysbus 0x0
+    size: 0x400000
+
+ssram23: Memory.MappedMemory @ sysbus 0x20000000
+    size: 0x400000
+
+nvic: IRQControllers.NVIC @ sysbus 0xe000e000
+    priorityMask: 0xE0
+    systickFrequency: 25000000
+    IRQ -> cpu@0
+
+cpu: CPU.CortexM @ sysbus
+    cpuType: "cortex-m3"
+    nvic: nvic
+
+uart0: UART.CMSDK_APB_UART @ sysbus 0x40004000
+    frequency: 25000000
+    RxInterrupt -> nvic@0
+    TxInterrupt -> nvic@1
+"""
+
+
+def test_mps2_an385_platform_is_the_measured_one() -> None:
+    board, _ = resolve_board("mps2-an385")
+    result = platform(board.nodes[0])
+    assert result.repl == MPS2_AN385
+    assert result.unmodelled == ["timer0", "timer1", "gpio0"]  # Renode has no CMSDK timer or GPIO model
+
+
+def test_a_non_cortex_m_node_is_not_supported() -> None:
+    board, _ = resolve_board("virt-a15")
+    with pytest.raises(NotSupported, match="Cortex-M nodes, not cortex-a15"):
+        platform(board.nodes[0])
+
+
+@pytest.mark.parametrize("value", ["/tmp/a b.elf", "/tmp/a\nquit", "/tmp/$x", "/tmp/a;b", '/tmp/"q"', "/tmp/#c"])
+def test_values_that_could_add_a_monitor_command_are_refused(value: str) -> None:
+    with pytest.raises(InvalidInput, match="cannot go into a Renode monitor command"):
+        monitor_path(value, "firmware")
+    with pytest.raises(InvalidInput):
+        monitor_name(value.strip("/"), "name")
+    assert monitor_path("/tmp/ok-1.elf") == "@/tmp/ok-1.elf" and monitor_name("node-1") == '"node-1"'
+
+
+class Script:
+    """A monitor on the other end of a stream: each command written gets the next scripted reply."""
+
+    def __init__(self, *replies: bytes | None) -> None:
+        self.replies = list(replies)
+        self.sent: list[bytes] = []
+        self.pending: list[bytes | None] = []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+        if self.replies:
+            self.pending.append(self.replies.pop(0))
+
+    def read(self, timeout: float) -> bytes | None:
+        return self.pending.pop(0) if self.pending else None
+
+
+def test_handshake_and_a_command_strip_negotiation_colour_and_echo() -> None:
+    s = Script(b"\xff\xfb\x01\xff\xfb\x03", b"version\r\nRenode v1.15.3.1\r\n\x1b[32m(monitor) \x1b[0m",
+               b'mach create "m"\r\n(m) ')
+    m = Monitor(s.write, s.read, timeout=1)
+    assert m.handshake(timeout=1) == "Renode v1.15.3.1"
+    assert m.command('mach create "m"') == ""
+    assert s.sent == [b"\n", b"version\n", b'mach create "m"\n']
+
+
+def test_errors_timeouts_and_a_gone_renode_are_typed() -> None:
+    s = Script(b"sysbus LoadELF @/x\r\nThere was an error executing command 'sysbus LoadELF @/x'\r\n"
+               b"Could not find file\r\n(m) ")
+    with pytest.raises(EmulatorError, match="Renode refused .*Could not find file"):
+        Monitor(s.write, s.read, timeout=1).command("sysbus LoadELF @/x")
+    with pytest.raises(Timeout, match="did not answer 'start' within 0.2s"):
+        Monitor(Script().write, Script().read, timeout=0.2).command("start")
+    gone = Script(b"")
+    with pytest.raises(EmulatorError, match="Renode exited while running 'pause'"):
+        Monitor(gone.write, gone.read, timeout=1).command("pause")
+    with pytest.raises(InvalidInput, match="one line"):
+        Monitor(gone.write, gone.read).command("pause\nquit")
