@@ -93,3 +93,16 @@ def test_errors_timeouts_and_a_gone_renode_are_typed() -> None:
         Monitor(gone.write, gone.read, timeout=1).command("pause")
     with pytest.raises(InvalidInput, match="one line"):
         Monitor(gone.write, gone.read).command("pause\nquit")
+
+
+def test_doctor_says_how_virsim_finds_renode(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from virsim.cli.doctor import _renode
+
+    monkeypatch.setenv("VIRSIM_RENODE", str(tmp_path / "nowhere" / "renode"))
+    check = _renode()
+    assert not check.ok and "VIRSIM_RENODE" in (check.install or "") and "release packages" in (check.install or "")
+    fake = tmp_path / "renode"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("VIRSIM_RENODE", str(fake))
+    assert _renode().ok and _renode().path == str(fake)
