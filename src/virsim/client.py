@@ -23,7 +23,7 @@ import zmq
 
 from virsim import INSTALL, __version__
 from virsim import protocol as p
-from virsim.backends.process import wait_gone
+from virsim.backends.process import is_gone, wait_gone
 from virsim.errors import DaemonMismatch, DaemonUnavailable, InvalidInput, ProtocolError, VirsimError
 from virsim.paths import Paths, get_paths
 from virsim.private import new_lifeline
@@ -269,7 +269,7 @@ class Client:
         if pid is None:
             return
         try:
-            gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            gone = is_gone(psutil.Process(pid))
         except psutil.NoSuchProcess:
             gone = True
         if gone:

@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from virsim.atomic import write_atomic
+
 
 # psutil's create_time is rounded; two readings of one process agree far closer than this.
 _START_TIME_TOLERANCE = 0.05
@@ -85,10 +87,7 @@ def _record(token: str, **fields: Any) -> None:
     daemon killed while spawning it still leaves a record to find it by (its environment)."""
     if _CHILDREN is None:
         return
-    record = _CHILDREN / f"{token}.json"
-    tmp = _CHILDREN / f".{token}.tmp"
-    tmp.write_text(json.dumps({"token": token, **fields}))
-    tmp.replace(record)
+    write_atomic(_CHILDREN / f"{token}.json", json.dumps({"token": token, **fields}), durable=False)
 
 
 def _forget(token: str | None) -> None:
@@ -122,7 +121,7 @@ def recorded_strays(known: set[int]) -> list[EmulatorProcess]:
         for candidate in psutil.process_iter(["pid", "uids", "environ", "create_time"]):
             try:
                 token = (candidate.info.get("environ") or {}).get(CHILD_TOKEN)
-                if token in unspawned and candidate.info["uids"].real == os.getuid() and candidate.pid not in known:
+                if token in unspawned and candidate.pid not in known and _ours(candidate.pid):
                     strays.append(EmulatorProcess(candidate.pid, candidate.info["create_time"], Path(os.devnull),
                                                   None, token))
             except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
@@ -159,7 +158,8 @@ def tail(path: Path, max_bytes: int = 2000) -> str:
         return ""
 
 
-def _gone(proc: psutil.Process) -> bool:
+def is_gone(proc: psutil.Process) -> bool:
+    """Exited: no such process, or a zombie not yet reaped."""
     try:
         return proc.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -173,12 +173,12 @@ def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proces
     detached daemon) is reaped by init, which on some machines takes seconds.
     """
     deadline = time.monotonic() + timeout
-    alive = [p for p in procs if not _gone(p)]
+    alive = [p for p in procs if not is_gone(p)]
     delay = 0.001
     while alive and time.monotonic() < deadline:
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
-        alive = [p for p in alive if not _gone(p)]
+        alive = [p for p in alive if not is_gone(p)]
     return alive
 
 

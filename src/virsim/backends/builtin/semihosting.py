@@ -104,9 +104,11 @@ class Semihosting:
             os.close(fd)
             return 0
         if op == SYS_WRITEC:
-            return self._console(mem.read(arg, 1)) and 0
+            self._console(mem.read(arg, 1))
+            return 0
         if op == SYS_WRITE0:
-            return self._console(mem.cstring(arg)) and 0
+            self._console(mem.cstring(arg))
+            return 0
         if op == SYS_WRITE:
             handle, at, length = mem.words(arg, 3)
             data = mem.read(at, length) if length else b""
@@ -115,7 +117,8 @@ class Semihosting:
                 return 0
             fd = self.files.get(handle)
             if fd is None:
-                return self._fail(errno.EBADF) and length
+                self._fail(errno.EBADF)
+                return length  # none of it written
             if self.written + len(data) > MAX_WRITTEN:
                 self.errno = errno.EFBIG
                 return length
@@ -126,7 +129,9 @@ class Semihosting:
             handle, at, length = mem.words(arg, 3)
             fd = self.files.get(handle)
             if fd is None:
-                return length if handle == CONSOLE_FD else (self._fail(errno.EBADF) and length)
+                if handle != CONSOLE_FD:
+                    self._fail(errno.EBADF)
+                return length  # none of it read
             data = os.read(fd, min(length, 1024 * 1024))
             if data:
                 mem.write(at, data)
@@ -189,9 +194,8 @@ class Semihosting:
         self.files[handle] = fd
         return handle
 
-    def _console(self, data: bytes) -> bool:
+    def _console(self, data: bytes) -> None:
         self.console.write(data)
-        return True
 
     def _fail(self, code: int) -> int:
         self.errno = code
