@@ -58,6 +58,19 @@ def qemu() -> None:
     need_tool("qemu-system-arm")
 
 
+@pytest.fixture
+def renode() -> str:
+    """The Renode launcher virsim finds. No package registry has Renode: where it is not installed
+    the test is skipped with that reason, the one skip VIRSIM_NO_SKIP allows (docs/backends.md)."""
+    from virsim.backends.renode import find_renode
+
+    found = find_renode()
+    if found is None:
+        pytest.skip("Renode is not installed (no package registry has it: install it from the Renode project's "
+                    "release packages, then `renode` on PATH or VIRSIM_RENODE=/path/to/renode)")
+    return found
+
+
 @pytest.fixture(params=["qemu", "builtin"])
 def backend(request: pytest.FixtureRequest) -> str:
     """Run the test on each backend that runs mps2-an385 (QEMU and the built-in engine)."""

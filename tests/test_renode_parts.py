@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+
+from conftest import HELLO
 
 from virsim.backends.renode.monitor import Monitor
 from virsim.backends.renode.platform import monitor_name, monitor_path, platform
@@ -81,6 +86,16 @@ def test_handshake_and_a_command_strip_negotiation_colour_and_echo() -> None:
     assert s.sent == [b"\n", b"version\n", b'mach create "m"\n']
 
 
+def test_a_reply_counts_from_its_own_echo() -> None:
+    # Renode's start-up prompt and the blank line's prompt arrive before the reply to `version`,
+    # and a late line of an earlier command before the next echo: neither passes for a reply.
+    s = Script(b"(monitor) \n(monitor) ", b"version\nRenode, version 1.15.3\n(monitor) ",
+               b"late output\n(m) sysbus.cpu PC\n0xf1\n(m) ")
+    m = Monitor(s.write, s.read, timeout=1)
+    assert m.handshake(timeout=1) == "Renode, version 1.15.3"
+    assert m.command("sysbus.cpu PC") == "0xf1"
+
+
 def test_errors_timeouts_and_a_gone_renode_are_typed() -> None:
     s = Script(b"sysbus LoadELF @/x\r\nThere was an error executing command 'sysbus LoadELF @/x'\r\n"
                b"Could not find file\r\n(m) ")
@@ -96,13 +111,30 @@ def test_errors_timeouts_and_a_gone_renode_are_typed() -> None:
 
 
 def test_doctor_says_how_virsim_finds_renode(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from virsim.cli.doctor import _renode
+    from virsim.backends import get_backend
+    from virsim.backends.renode import adapter
+
+    def check():  # type: ignore[no-untyped-def]
+        adapter.renode_version.cache_clear()
+        (found,) = get_backend("renode").doctor()
+        return found
 
     monkeypatch.setenv("VIRSIM_RENODE", str(tmp_path / "nowhere" / "renode"))
-    check = _renode()
-    assert not check.ok and "VIRSIM_RENODE" in (check.install or "") and "release packages" in (check.install or "")
+    missing = check()
+    assert not missing.ok and "VIRSIM_RENODE" in (missing.install or "") and "release packages" in (missing.install or "")
     fake = tmp_path / "renode"
-    fake.write_text("#!/bin/sh\n")
+    fake.write_text("#!/bin/sh\necho 'Renode v1.15.3.9222 (03756cb5-202411271311)'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("VIRSIM_RENODE", str(fake))
-    assert _renode().ok and _renode().path == str(fake)
+    found = check()
+    assert found.ok and found.path == str(fake) and found.version == "1.15.3.9222"
+
+
+def test_an_unmodelled_peripheral_is_refused_by_name(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    board = (Path(__file__).resolve().parents[1] / "boards" / "mps2-an385.yaml").read_text()
+    board = board.replace("      absent: [timer0, timer1, gpio0]\n", "      absent: [timer0, gpio0]\n")
+    path = tmp_path / "no-absent.yaml"
+    path.write_text(board)
+    err = cli.json("session", "create", "-b", str(path), "-f", str(HELLO), "--backend", "renode", check=5)
+    assert "timer1" in err["error"] and "cmsdk-timer" in err["error"], json.dumps(err)
+    assert err["details"]["field"] == "nodes[cpu0].peripherals[timer1]"

@@ -183,6 +183,17 @@ def check_qemu_args(board: BoardConfig, source: str, allow_unsafe: bool) -> None
                                        {"path": path, "value": arg, "message": f"unsafe: {why}"}])
 
 
+class RenodeOptions(Model):
+    platform: str | None = Field(None, description="a stock Renode platform to run instead of the one virsim "
+                                 "generates from this node, relative to Renode's folder (e.g. "
+                                 "platforms/boards/stm32f4_discovery-kit.repl) or absolute")
+    uart: str | None = Field(None, description="the Renode peripheral the console is on (e.g. sysbus.usart2); "
+                             "default: the console peripheral's id on sysbus")
+    absent: list[str] = Field([], description="peripheral ids Renode has no model for that this node runs "
+                              "without on Renode (their registers read as zero; Renode logs the accesses); any "
+                              "other unmodelled peripheral makes session create fail naming it")
+
+
 BackendName = Literal["qemu", "builtin", "renode", "skyeye"]
 
 
@@ -196,6 +207,7 @@ class Node(Model):
     memory: list[MemoryRegion] = Field(min_length=1)
     peripherals: list[Peripheral] = []
     qemu: QemuOptions | None = None
+    renode: RenodeOptions | None = None
     semihosting: bool = Field(False, description="serve ARM semihosting (BKPT 0xAB): the firmware opens, reads "
                               "and writes files in the session folder (on QEMU: any host file the user can "
                               "reach), its debug console goes to semihosting.log and SYS_EXIT ends it; off by "
@@ -218,6 +230,10 @@ class Node(Model):
             raise ValueError(f"duplicate peripheral id(s): {', '.join(sorted(dup))}")
         if sum(p.console for p in self.peripherals) > 1:
             raise ValueError("at most one peripheral may be the console")
+        for i, pid in enumerate(self.renode.absent if self.renode else []):
+            if pid not in ids:
+                raise FieldProblem(f"renode.absent names {pid!r}, which is not a peripheral of this node "
+                                   f"(peripherals: {', '.join(ids) or 'none'})", "renode", "absent", i)
         return self
 
 

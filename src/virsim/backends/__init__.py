@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "qemu": "virsim.backends.qemu:QemuBackend",
     "builtin": "virsim.backends.builtin.adapter:BuiltinBackend",
+    "renode": "virsim.backends.renode.adapter:RenodeBackend",
     # Boards with several nodes: one session, one process per node, in lockstep (virsim.sync).
     "system": "virsim.sync.instance:SystemBackend",
 }
 
 # Backends the BoardConfig schema names that virsim cannot drive yet, with the reason.
 PLANNED = {
-    "renode": "Renode is not packaged for this platform (no pip, apt or npm package) and has no adapter yet",
     "skyeye": "SkyEye has no maintained release and no adapter",
 }
 

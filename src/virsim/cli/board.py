@@ -54,11 +54,14 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
     """
     from virsim.board import board_to_dict, resolve_board
 
+    from virsim.backends.renode.platform import describe as describe_renode
     from virsim.sync.system import interconnect_support
 
     config, source = resolve_board(board)
     data = board_to_dict(config)
     support = interconnect_support(config)
+    # What Renode runs for each node that can run there (the platform virsim generates, or a stock one).
+    renode = {n.id: describe_renode(n) for n in config.nodes if "renode" in n.runs_on}
 
     def human() -> None:
         out.print(f"[bold]{config.name}[/]  ({config.system_id}, from {source})")
@@ -76,12 +79,24 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
             for m in node.memory:
                 t.add_row(m.name or "-", m.type, f"{m.address:#010x}", f"{m.size:#x}", m.access)
             out.print(t)
+            on_renode = renode.get(node.id)
             if node.peripherals:
-                t = table("PERIPHERAL", "TYPE", "ADDRESS", "IRQ", "CONSOLE")
+                cols = ("PERIPHERAL", "TYPE", "ADDRESS", "IRQ", "CONSOLE") + (("ON RENODE",) if on_renode else ())
+                t = table(*cols)
                 for p in node.peripherals:
-                    t.add_row(p.id, p.type, f"{p.address:#010x}", "-" if p.irq is None else str(p.irq),
-                              "yes" if p.console else "")
+                    row = [p.id, p.type, f"{p.address:#010x}", "-" if p.irq is None else str(p.irq),
+                           "yes" if p.console else ""]
+                    if on_renode:
+                        models = on_renode.get("models") or {}
+                        row.append(str(models[p.id]) if p.id in models else "absent (reads 0)"
+                                   if p.id in (on_renode.get("absent") or []) else "no model: refused"
+                                   if on_renode.get("platform") == "generated" else "-")
+                    t.add_row(*row)
                 out.print(t)
+            if on_renode:
+                plat = on_renode.get("platform")
+                out.print(f"on Renode: {'a platform generated from this node' if plat == 'generated' else plat}"
+                          + (f" ({on_renode['error']})" if on_renode.get("error") else ""))
         if support:
             out.print("\n[bold]interconnect[/] (what a multi-node session runs, by the backend of the nodes it joins)")
             t = table("KIND", "WHAT", "BUILT-IN NODES", "QEMU NODES")
@@ -89,7 +104,8 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
                 t.add_row(row["kind"], row["what"], row["builtin"], row["qemu"])
             out.print(t)
 
-    emit({"source": source, "backend": config.session_backend, "board": data, "interconnect_support": support},
+    emit({"source": source, "backend": config.session_backend, "board": data, "interconnect_support": support,
+          "renode": renode},
          as_json, human)
 
 

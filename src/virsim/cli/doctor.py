@@ -38,18 +38,6 @@ def _tool(name: str, install: str, note: str) -> ToolCheck:
     return ToolCheck(name, path is not None, version, path, None if path else install, note)
 
 
-def _renode() -> ToolCheck:
-    """Renode: optional, found through VIRSIM_RENODE or PATH; its backend is not driven yet."""
-    from virsim.backends.base import ToolCheck
-    from virsim.backends.renode import INSTALL_HINT, find_renode
-
-    path = find_renode()
-    if path is None:
-        return ToolCheck("renode", False, None, None, INSTALL_HINT,
-                         "Renode not found (optional; virsim's Renode backend is not available yet)")
-    return ToolCheck("renode", True, None, path, None, "found (virsim's Renode backend is not available yet)")
-
-
 def checks() -> tuple[list[ToolCheck], bool]:
     """All checks, and whether everything required (the default backend) is there."""
     from virsim.backends import all_backends
@@ -57,7 +45,6 @@ def checks() -> tuple[list[ToolCheck], bool]:
     results = [ToolCheck("python", True, platform.python_version(), note=f"virsim {__version__}")]
     for backend in all_backends():
         results += backend.doctor()
-    results.append(_renode())
     results.append(_tool("gdb-multiarch", "sudo apt-get install -y gdb-multiarch", "debugging, external gdb"))
     results.append(_tool("arm-none-eabi-gcc", "sudo apt-get install -y gcc-arm-none-eabi libnewlib-arm-none-eabi",
                          "only to rebuild the examples"))

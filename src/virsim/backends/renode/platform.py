@@ -66,6 +66,22 @@ def entry_name(peripheral_id: str) -> str:
     return name if name[:1].isalpha() else f"p_{name}"
 
 
+def describe(node: Node) -> dict[str, object]:
+    """What Renode runs for `node`, for `board show`: the stock platform it names, or the models of
+    the generated one (peripheral id -> Renode model), what runs without a model (renode.absent) and
+    what has none and makes session create fail."""
+    if node.renode and node.renode.platform:
+        return {"platform": node.renode.platform, "console": node.renode.uart, "models": {}, "absent": [],
+                "unmodelled": []}
+    if CORTEX_M.get(node.processor.type) is None:
+        return {"platform": None, "error": f"Renode's backend runs Cortex-M nodes, not {node.processor.type}"}
+    absent = list(node.renode.absent) if node.renode else []
+    models = {p.id: ("in nvic" if p.type in IN_NVIC else MODELS[p.type](node, p.irq, p.options)[0])
+              for p in node.peripherals if p.type in IN_NVIC or p.type in MODELS}
+    return {"platform": "generated", "cpu": CORTEX_M[node.processor.type], "models": models, "absent": absent,
+            "unmodelled": [pid for pid in platform(node).unmodelled if pid not in absent]}
+
+
 def platform(node: Node) -> Platform:
     """The .repl of `node`; NotSupported for a processor Renode's Cortex-M model does not cover."""
     cpu = CORTEX_M.get(node.processor.type)

@@ -1,0 +1,390 @@
+"""The Renode backend: runs a board node in a headless Renode, driven through its monitor.
+
+One Renode process per session, in a jail of its own (jail.py: a network namespace with only a
+loopback, so none of the ports stock Renode opens on 0.0.0.0 is reachable from outside; Unix
+sockets in the session's runtime dir are the way in). At power-on the adapter writes the node's
+platform (platform.py) into the session folder, or names the board's stock Renode platform, and
+sets the machine up over the monitor (monitor.py): load the platform, serial execution with a
+fixed seed, one instruction per board cycle, the firmware (`sysbus LoadELF` / LoadBinary /
+LoadHEX), a server-socket terminal on the console UART (the jail keeps its log) and the GDB
+server that virsim's debugger drives. Then `start`, unless the session starts paused.
+
+Renode counts virtual time itself, from executed instructions (never from the host), so virtual
+time here means what it means on the built-in engine: one instruction per cycle of the board's
+clock.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from virsim import snapshot
+from virsim.backends.base import (
+    BackendAdapter,
+    Capability,
+    Instance,
+    InstanceSpec,
+    RunStatus,
+    ToolCheck,
+)
+from virsim.backends.renode import INSTALL_HINT, find_renode
+from virsim.backends.renode.monitor import Monitor
+from virsim.backends.renode.platform import entry_name, monitor_name, monitor_path, platform
+from virsim.backends.supervised import SupervisedInstance
+from virsim.board import Node
+from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, Timeout
+
+JAIL = Path(__file__).resolve().parent / "jail.py"
+PLATFORM_FILE = "renode-platform.repl"
+RENODE_LOG = "renode.log"  # Renode's own log, in the session folder
+# Ports inside the session's own network namespace: no other session or host sees them.
+TERM_PORT, GDB_PORT, MONITOR_PORT = 3456, 3333, 1234
+TERMINAL = "term"
+SEED = 42
+_SLOW = 60.0  # s for the commands that load files (a platform, an image, a state) on a loaded machine
+_TIME = re.compile(r"(\d+):(\d\d):(\d\d)(?:\.(\d+))?")
+
+
+@lru_cache(maxsize=4)
+def renode_version(path: str) -> str | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"v?(\d+\.\d+\.\d+(?:\.\d+)?)", out)
+    return m.group(1) if m else None
+
+
+def _machine(node: Node) -> str:
+    return entry_name(node.id)
+
+
+def console_uart(spec_node: Node, console_id: str | None) -> str | None:
+    """The Renode peripheral the console terminal connects to."""
+    if spec_node.renode and spec_node.renode.uart:
+        return spec_node.renode.uart
+    return f"sysbus.{entry_name(console_id)}" if console_id else None
+
+
+def _parse_duration_ns(text: str) -> int:
+    """Renode's "HH:MM:SS.fffffff" (as ElapsedVirtualTime and friends print it) in ns."""
+    m = _TIME.search(text)
+    if m is None:
+        raise EmulatorError(f"Renode printed no time: {text!r}", reply=text[-200:])
+    h, mi, s, frac = m.groups()
+    frac = (frac or "0")[:9].ljust(9, "0")
+    return ((int(h) * 60 + int(mi)) * 60 + int(s)) * 1_000_000_000 + int(frac)
+
+
+class RenodeInstance(SupervisedInstance):
+    emulator = "Renode"
+    sockets = ("monitor.sock", "console.sock", "gdbstub.sock")
+    start_timeout = 120.0  # mono and Renode take 4-6 s to answer on a loaded machine, a platform 1 s more
+
+    def __init__(self, spec: InstanceSpec) -> None:
+        super().__init__(spec)
+        self.monitor: Monitor | None = None
+        self._sock: socket.socket | None = None
+        self._stop_gen = 0  # stop_at's deadlines, the latest one counts
+
+    # ---------------------------------------------------------------- the supervised process
+    def _command(self) -> list[str]:
+        renode = find_renode()
+        if renode is None:
+            raise EmulatorMissing(f"Renode not found: {INSTALL_HINT}", binary="renode", install=INSTALL_HINT)
+        node, run = self.spec.node, self.spec.rundir
+        if not (node.renode and node.renode.platform):
+            (self.spec.workdir / PLATFORM_FILE).write_text(platform(node).repl)
+        tmp = run / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        self.spec.console_log.touch()
+        (run / "term.connected").unlink(missing_ok=True)
+        return [sys.executable, "-I", "-S", str(JAIL), "--rundir", str(run), "--log", str(self.spec.console_log),
+                "--term-port", str(TERM_PORT), "--forward", f"gdbstub={GDB_PORT}", "--tmpdir", str(tmp), "--",
+                renode, "--disable-xwt", "--plain", "--console", "--hide-log", "-P", str(MONITOR_PORT),
+                "--config", str(run / "renode.config")]
+
+    def _open_control(self, deadline: float) -> None:
+        path = self.spec.rundir / "monitor.sock"
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                status = self.exit_status()
+                if status is not None:
+                    raise EmulatorError(f"Renode {status.reason} while starting: {status.stderr_tail or 'no output'}",
+                                        stderr_tail=status.stderr_tail, returncode=status.returncode)
+                if time.monotonic() > deadline:
+                    raise EmulatorError(f"Renode's jail did not open its monitor socket ({path})")
+                time.sleep(0.01)
+        self._sock = sock
+        self.monitor = Monitor(sock.sendall, self._read)
+        fresh = not self._configured()
+        try:
+            self.monitor.handshake(timeout=max(1.0, deadline - time.monotonic()))
+        except Timeout as err:
+            raise EmulatorError(f"Renode's monitor did not answer within {self.start_timeout:g} s") from err
+        if fresh:
+            self._configure()
+        else:
+            self._cmd(f"mach set {monitor_name(_machine(self.spec.node), 'node id')}")
+
+    def _configured(self) -> bool:
+        return (self.spec.rundir / "term.connected").exists()
+
+    def _read(self, timeout: float) -> bytes | None:
+        assert self._sock is not None
+        self._sock.settimeout(max(0.001, timeout))
+        try:
+            return self._sock.recv(65536)
+        except TimeoutError:
+            return None
+        except OSError:
+            return b""
+
+    def _cmd(self, command: str, timeout: float | None = None) -> str:
+        if self.monitor is None:
+            raise EmulatorError("Renode is not running (no monitor connection)")
+        return self.monitor.command(command, timeout=timeout)
+
+    def _configure(self) -> None:
+        spec, node = self.spec, self.spec.node
+        machine = monitor_name(_machine(node), "node id")
+        # Renode's log (warnings about registers of absent peripherals among them) to a file of the
+        # session's: on the console it would interleave with the monitor's replies.
+        self._cmd(f"logFile {monitor_path(spec.workdir / RENODE_LOG)}")
+        self._cmd(f"mach create {machine}")
+        if node.renode and node.renode.platform:
+            self._cmd(f"machine LoadPlatformDescription {monitor_path(self._stock(node.renode.platform), 'renode.platform')}",
+                      timeout=_SLOW)
+        else:
+            self._cmd(f"machine LoadPlatformDescription {monitor_path(spec.workdir / PLATFORM_FILE)}", timeout=_SLOW)
+        # Deterministic by construction: one CPU thread at a time, a fixed seed for every model's
+        # randomness, and one instruction per cycle of the board's clock.
+        self._cmd("emulation SetGlobalSerialExecution true")
+        self._cmd(f"emulation SetSeed {SEED}")
+        self._cmd(f"sysbus.cpu PerformanceInMips {max(1, round(node.processor.frequency / 1e6))}")
+        if spec.deterministic:
+            self._cmd("emulation SetAdvanceImmediately true")  # a sleeping CPU skips to its next event
+        fw = spec.firmware
+        if fw is not None:
+            where = monitor_path(fw.path, "firmware")
+            if fw.format == "elf":
+                self._cmd(f"sysbus LoadELF {where}", timeout=_SLOW)
+            elif fw.format == "hex":
+                self._cmd(f"sysbus LoadHEX {where}", timeout=_SLOW)
+            else:
+                self._cmd(f"sysbus LoadBinary {where} {fw.load_address or 0:#x}", timeout=_SLOW)
+            if node.processor.profile == "m":
+                self._cmd(f"sysbus.cpu VectorTableOffset {fw.load_address or 0:#x}")
+        self._terminal()
+        self._cmd(f"machine StartGdbServer {GDB_PORT}")
+
+    def _stock(self, name: str) -> Path:
+        path = Path(name)
+        if not path.is_absolute():
+            renode = find_renode()
+            assert renode is not None
+            path = renode_root(renode) / path
+        if not path.is_file():
+            raise NotSupported(f"renode.platform: {path} is not a file of this Renode install", field="renode.platform",
+                               value=name)
+        return path
+
+    def _terminal(self) -> None:
+        """The console UART's server-socket terminal, and the jail connected to it."""
+        uart = console_uart(self.spec.node, getattr(self.spec.board.console_peripheral(self.spec.node), "id", None))
+        if uart is None:
+            return
+        mark = self.spec.rundir / "term.connected"
+        before = mark.read_text() if mark.exists() else ""
+        self._cmd(f'emulation CreateServerSocketTerminal {TERM_PORT} "{TERMINAL}" false')
+        self._cmd(f"connector Connect {uart} {TERMINAL}")
+        deadline = time.monotonic() + 10.0
+        while not mark.exists() or mark.read_text() == before:
+            if time.monotonic() > deadline:
+                raise EmulatorError("Renode's console terminal did not accept the jail's connection within 10 s")
+            time.sleep(0.005)
+
+    def _close_control(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.monitor = None
+
+    def _control_open(self) -> bool:
+        return self.monitor is not None
+
+    def _start(self) -> None:
+        self._cmd("start")
+
+    def _quit(self) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.sendall(b"quit\n")  # no prompt follows: Renode exits
+        except OSError:
+            pass
+
+    # ---------------------------------------------------------------- power, run control
+    def reset(self) -> None:
+        self._cmd("machine Reset")
+
+    def pause(self) -> None:
+        self._cmd("pause")
+
+    def resume(self) -> None:
+        self._cmd("start")
+
+    def run_status(self) -> RunStatus:
+        paused = self._cmd("machine IsPaused").strip().lower()
+        running = paused == "false"
+        return RunStatus(running, "running" if running else "paused")
+
+    def virtual_time_ns(self) -> int | None:
+        return _parse_duration_ns(self._cmd("machine ElapsedVirtualTime"))
+
+    def instructions(self) -> int | None:
+        return int(self._cmd("sysbus.cpu ExecutedInstructions").split()[-1], 0)
+
+    def stop_at(self, virtual_ns: int | None, after_ns: int | None = None) -> int | None:
+        # Renode runs a clock entry at its exact virtual time on the CPU thread; a precise pause
+        # there stops the CPU at that instruction (measured: 1.234567 s -> 30,864,175 instructions
+        # at 25 MIPS). A generation number cancels earlier deadlines: their entries do nothing.
+        self._stop_gen += 1
+        gen = self._stop_gen
+        self._cmd(f'python "virsim_stop = [{gen}]"')
+        if not virtual_ns and not after_ns:
+            return None
+        running = self.run_status().running
+        if running:
+            self._cmd("pause")  # "now" is read with the CPU held
+        try:
+            now = self.virtual_time_ns() or 0
+            target = int(virtual_ns) if virtual_ns else now + int(after_ns or 0)
+            if target <= now:
+                running = False  # already there: it stays stopped
+                return target
+            self._cmd('python "from Antmicro.Renode.Time import TimeInterval; virsim_m = self.Machine; '
+                      f'virsim_m.ScheduleAction(TimeInterval.FromNanoseconds({target - now}), lambda t: '
+                      f'virsim_m.PauseAndRequestEmulationPause(True) if virsim_stop[0] == {gen} else None)"')
+            return target
+        finally:
+            if running:
+                self._cmd("start")
+
+    def clock_info(self) -> dict[str, Any] | None:
+        hz = self.spec.node.processor.frequency
+        mips = max(1, round(hz / 1e6))
+        return {"board_hz": hz, "instruction_ns": 1e3 / mips,
+                "note": f"Renode runs {mips} M instructions per virtual second (PerformanceInMips {mips}): one "
+                        f"instruction per cycle of the board's {hz / 1e6:g} MHz clock; timers at the board's rate"}
+
+    def endpoints(self) -> dict[str, str]:
+        return {"monitor": str(self.spec.rundir / "monitor.sock")}
+
+    # ---------------------------------------------------------------- snapshots
+    def create_snapshot(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        state = path.with_suffix(".renode")
+        running = self.run_status().running
+        if running:
+            self._cmd("pause")
+        try:
+            ns, count = self.virtual_time_ns(), self.instructions()
+            self._cmd(f"Save {monitor_path(state, 'snapshot')}", timeout=_SLOW)
+        finally:
+            if running:
+                self._cmd("start")
+        data = state.read_bytes()
+        state.unlink()
+        meta = dict(meta, backend="renode", node=self.spec.node.id, virtual_ns=ns, instructions=count)
+        snapshot.write(path, meta, {"renode": data}, durable=False)
+        return {"virtual_ns": ns, "instructions": count, "size": len(data)}
+
+    def restore_snapshot(self, path: Path, marker: bytes = b"") -> dict[str, Any]:
+        meta = snapshot.read_meta(path)
+        state = path.with_suffix(".renode-load")
+        state.write_bytes(snapshot.read(path)[1]["renode"])
+        running = self.run_status().running
+        try:
+            self._cmd("pause")
+            self._cmd(f"Load {monitor_path(state, 'snapshot')}", timeout=_SLOW)
+        finally:
+            state.unlink(missing_ok=True)
+        # A Load replaces the emulation: the machine is selected again, and its socket terminal
+        # and GDB server (not part of the saved state) are made again.
+        self._cmd(f"mach set {monitor_name(_machine(self.spec.node), 'node id')}")
+        if marker:
+            with self.spec.console_log.open("ab") as log:
+                log.write(marker)
+        self._terminal()
+        self._cmd(f"machine StartGdbServer {GDB_PORT}")
+        if running:
+            self._cmd("start")
+        return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions")}
+
+
+@lru_cache(maxsize=4)
+def renode_root(launcher: str) -> Path:
+    """Renode's folder (where platforms/ is) for a launcher: the wrapper script names Renode.exe."""
+    path = Path(launcher).resolve()
+    for candidate in [path.parent, path.parent.parent]:
+        if (candidate / "platforms").is_dir():
+            return candidate
+    try:
+        text = path.read_text(errors="replace")[:4000]
+    except OSError:
+        text = ""
+    m = re.search(r"(/\S+)/bin/Renode\.exe", text) or re.search(r"(/\S+)/Renode\.exe", text)
+    if m:
+        return Path(m.group(1))
+    return path.parent
+
+
+class RenodeBackend(BackendAdapter):
+    name = "renode"
+    capabilities = frozenset({
+        Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
+        Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
+        Capability.REATTACH, Capability.DEBUG, Capability.SNAPSHOT,
+    })
+    always_deterministic = True  # its clock counts instructions; no host timing reaches the guest
+
+    def check_node(self, node: Node) -> None:
+        # The board's problems first: they hold wherever Renode is installed.
+        if not (node.renode and node.renode.platform):
+            plat = platform(node)  # NotSupported for a processor it cannot run
+            absent = set(node.renode.absent if node.renode else [])
+            for pid in plat.unmodelled:
+                if pid not in absent:
+                    p = next(p for p in node.peripherals if p.id == pid)
+                    raise NotSupported(
+                        f"node {node.id!r}: Renode has no model for peripheral {pid!r} (type {p.type}); list it in "
+                        "the node's renode.absent to run without it on Renode, or use another backend",
+                        backend=self.name, node=node.id, field=f"nodes[{node.id}].peripherals[{pid}]", value=p.type)
+        if find_renode() is None:
+            raise EmulatorMissing(f"Renode not found: {INSTALL_HINT}", binary="renode", install=INSTALL_HINT)
+
+    def create_instance(self, spec: InstanceSpec) -> Instance:
+        return RenodeInstance(spec)
+
+    def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
+        return RenodeInstance.reattach(spec, handle)
+
+    def doctor(self) -> list[ToolCheck]:
+        path = find_renode()
+        version = renode_version(path) if path else None
+        return [ToolCheck("renode", version is not None, version=version, path=path,
+                          install=None if version else INSTALL_HINT,
+                          note="found through VIRSIM_RENODE, else `renode` on PATH; runs in a network namespace "
+                               "of its own")]

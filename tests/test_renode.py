@@ -1,0 +1,126 @@
+"""The Renode backend end to end: the real daemon driving a real Renode (skipped, with the reason,
+where Renode is not installed: no package registry has it)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import (GREETING, HELLO, CLI, debug_stop, session_progress, wait_console, wait_progress,
+                      wait_state)
+from virsim.client import Client
+
+pytestmark = pytest.mark.usefixtures("renode")
+
+
+def renode_pids(client: Client, sid: str) -> list[int]:
+    info = client.session("show", sid)
+    assert info.pid
+    jail = psutil.Process(info.pid)
+    return [jail.pid] + [c.pid for c in jail.children(recursive=True)]
+
+
+def test_hello_prints_what_qemu_and_the_builtin_engine_print(client: Client) -> None:
+    consoles = {}
+    for backend in ("renode", "builtin"):
+        info = client.session_create("mps2-an385", HELLO, backend=backend)
+        assert info.backend == "renode" if backend == "renode" else True
+        wait_console(client, info.id, b"tick 3\n")
+        client.session("pause", info.id)
+        consoles[backend] = client.console_text(info.id)
+    assert consoles["renode"].startswith(GREETING + b"tick 1\ntick 2\ntick 3\n")
+    n = min(len(consoles["renode"]), len(consoles["builtin"]))
+    assert consoles["renode"][:n] == consoles["builtin"][:n]
+
+
+def test_console_input_pause_resume_reset_power(client: Client, cli: CLI) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend="renode")
+    wait_console(client, info.id, b"tick 1\n")
+    cli("console", info.id, "--send", r"ping 42\n")
+    wait_console(client, info.id, b"echo: ping 42\n")
+    assert cli.json("session", "pause", info.id)["state"] == "paused"
+    paused = client.session("show", info.id)
+    frozen = client.console_text(info.id)
+    assert client.session("show", info.id).virtual_ns == paused.virtual_ns  # the clock holds while paused
+    assert cli.json("session", "resume", info.id)["state"] == "running"
+    wait_progress(lambda: len(client.console_text(info.id)) > len(frozen), progress=session_progress(client, info.id),
+                  what="output after resume")
+    client.session("reset", info.id)
+    wait_progress(lambda: client.console_text(info.id).count(GREETING) == 2, progress=session_progress(client, info.id),
+                  what="a second greeting after reset")
+    assert cli.json("session", "power-off", info.id)["state"] == "stopped"
+    assert cli.json("session", "power-on", info.id)["state"] == "running"
+    wait_progress(lambda: client.console_text(info.id).count(GREETING) == 3, progress=session_progress(client, info.id),
+                  what="a third greeting after the power cycle")
+
+
+def test_renode_is_unreachable_from_the_network(client: Client) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend="renode")
+    wait_console(client, info.id, b"tick 1\n")
+    pids = renode_pids(client, info.id)
+    own = Path("/proc/self/ns/net").resolve() if Path("/proc/self/ns/net").exists() else None
+    theirs = {Path(f"/proc/{pid}/ns/net").resolve() for pid in pids[1:]}
+    assert own is not None and own not in theirs, "Renode shares this host's network namespace"
+    # Stock Renode listens on its monitor, terminal and GDB ports on 0.0.0.0: none may be here.
+    listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    for line in listening.splitlines()[1:]:
+        assert not any(f"pid={pid}," in line for pid in pids), f"a Renode session listens on the host: {line}"
+        local = line.split()[3] if len(line.split()) > 3 else ""
+        for port in (1234, 3333, 3456):
+            assert not local.endswith(f":{port}"), f"port {port} is open on the host: {line}"
+
+
+def test_debugging_through_renodes_gdb_server(client: Client, cli: CLI) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend="renode")
+    wait_console(client, info.id, b"tick 1\n")
+    cli.json("debug", "break", info.id, "on_tick")
+    stop = debug_stop(client, info.id).stop
+    assert stop is not None and stop.reason == "breakpoint" and stop.function == "on_tick"
+    regs = {r["name"]: r["value"] for r in cli.json("debug", "regs", info.id)["registers"]}
+    assert regs["pc"] == stop.pc and regs["sp"] >> 24 == 0x20
+    n = int(cli.json("debug", "eval", info.id, "n")["value"])
+    stop2 = debug_stop(client, info.id).stop
+    assert stop2 is not None and stop2.function == "on_tick"
+    assert int(cli.json("debug", "eval", info.id, "n")["value"]) == n + 1
+    mem = cli.json("debug", "mem", info.id, "tick_count")
+    assert mem["address"] == 0x20000054 and int.from_bytes(bytes.fromhex(mem["data"]), "little") == n + 1
+    cli("debug", "mem-write", info.id, "tick_count", "1000", "--width", "4")
+    client.debug("delete", info.id, all=True)
+    client.debug("continue", info.id)
+    wait_console(client, info.id, b"tick 1001\n")
+
+
+def test_snapshot_restore_rewinds_the_machine(client: Client, cli: CLI) -> None:
+    info = client.session_create("mps2-an385", HELLO, backend="renode")
+    wait_console(client, info.id, b"tick 2\n")
+    client.session("pause", info.id)
+    ticks = re.findall(rb"tick (\d+)\n", client.console_text(info.id))
+    last = int(ticks[-1])
+    snap = cli.json("snapshot", "create", info.id, "--name", "here")
+    assert snap["backend"] == "renode" and snap["size"] > 0
+    client.session("resume", info.id)
+    wait_console(client, info.id, b"tick %d\n" % (last + 2))
+    client.session("pause", info.id)
+    cli.json("snapshot", "restore", info.id, "here")
+    assert client.session("show", info.id).instructions == snap["instructions"]
+    client.session("resume", info.id)
+    after = client.console_text(info.id).split(b"[virsim: restored snapshot here")[1]
+    wait_progress(lambda: b"tick %d\n" % (last + 1) in client.console_text(info.id).split(b"restored snapshot here")[1],
+                  progress=session_progress(client, info.id), what="the tick after the snapshot, again")
+    assert after.count(b"tick") <= 1
+
+
+def test_virsim_run_with_junit_and_virtual_time_timeouts(cli: CLI, tmp_path: Path) -> None:
+    junit = tmp_path / "report.xml"
+    proc = cli("run", str(HELLO), "--backend", "renode", "--expect-text", "tick 2", "--junit", str(junit),
+               "--timeout", "20s")
+    assert "PASS" in proc.stdout and "tick 2" in proc.stdout
+    report = junit.read_text()
+    assert 'failures="0"' in report and 'errors="0"' in report and "tick 2" in report
+    # A virtual-time deadline stops Renode's CPU there exactly, however slow the host is.
+    late = cli("run", str(HELLO), "--backend", "renode", "--expect-text", "tick 99", "--timeout", "20ms", check=42)
+    assert "0.020s virtual" in late.stdout and "Hello from virsim on mps2-an385" in late.stdout
