@@ -84,8 +84,8 @@ def test_backend_override(cli: CLI, client: Client) -> None:
     virt = ROOT / "examples" / "virt-a15" / "hello.elf"
     err = cli.json("session", "create", "-b", "virt-a15", "-f", str(virt), "--backend", "builtin", check=5)
     assert err["code"] == "NOT_SUPPORTED" and "cortex-a15" in err["error"]
-    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "renode", check=5)
-    assert "Renode" in err["error"]
+    err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "skyeye", check=5)
+    assert "SkyEye" in err["error"]
     err = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", "nosuch", check=5)
     assert "unknown backend" in err["error"]
     assert len(cli.json("session", "list")) == 2
