@@ -14,6 +14,17 @@ from virsim.client import Client
 from virsim.errors import VirsimError
 from virsim.protocol import Event
 
+
+@pytest.fixture(params=["qemu", "builtin", "renode"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The debug service on every backend with a gdb endpoint: QEMU's stub, the built-in engine's
+    and Renode's GDB server (Renode tests skip where it is not installed: conftest.renode)."""
+    if request.param == "qemu":
+        need_tool("qemu-system-arm")
+    elif request.param == "renode":
+        request.getfixturevalue("renode")
+    return str(request.param)
+
 FAULT = ROOT / "examples" / "hello" / "fault.elf"
 
 
@@ -197,6 +208,7 @@ def test_bad_debug_input_is_typed(cli: CLI, client: Client, backend: str) -> Non
     assert err["details"]["current"] == "stopped"
 
 
+@pytest.mark.parametrize("backend", ["qemu", "builtin"], indirect=True)  # the backends with Capability.FAULTS
 def test_fault_stops_with_decoded_reason(cli: CLI, client: Client, backend: str) -> None:
     sid = paused_hello(client, FAULT, backend=backend)
     stop = cli_debug_stop(cli, client, sid, "continue")["stop"]
