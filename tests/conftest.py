@@ -71,12 +71,20 @@ def renode() -> str:
     return found
 
 
-@pytest.fixture(params=["qemu", "builtin"])
-def backend(request: pytest.FixtureRequest) -> str:
-    """Run the test on each backend that runs mps2-an385 (QEMU and the built-in engine)."""
+def chosen_backend(request: pytest.FixtureRequest) -> str:
+    """A `backend` fixture's parameter, once the emulator it needs is here (Renode: or skipped)."""
     if request.param == "qemu":
         need_tool("qemu-system-arm")
+    elif request.param == "renode":
+        request.getfixturevalue("renode")
     return str(request.param)
+
+
+@pytest.fixture(params=["qemu", "builtin"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run the test on each backend that runs mps2-an385 (QEMU and the built-in engine); modules
+    whose services Renode serves too override it with renode added (test_debug, test_supervision)."""
+    return chosen_backend(request)
 
 
 def processes_using(home: Path) -> list[psutil.Process]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (HELLO, ROOT, STALL, CLI, cli_debug_stop, debug_stop, need_tool, session_progress, wait_console,
+from conftest import (HELLO, chosen_backend, ROOT, STALL, CLI, cli_debug_stop, debug_stop, need_tool, session_progress, wait_console,
                       wait_for, wait_progress, wait_state)
 from virsim.client import Client
 from virsim.errors import VirsimError
@@ -17,13 +17,8 @@ from virsim.protocol import Event
 
 @pytest.fixture(params=["qemu", "builtin", "renode"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """The debug service on every backend with a gdb endpoint: QEMU's stub, the built-in engine's
-    and Renode's GDB server (Renode tests skip where it is not installed: conftest.renode)."""
-    if request.param == "qemu":
-        need_tool("qemu-system-arm")
-    elif request.param == "renode":
-        request.getfixturevalue("renode")
-    return str(request.param)
+    """The debug service on every backend with a gdb endpoint."""
+    return chosen_backend(request)
 
 FAULT = ROOT / "examples" / "hello" / "fault.elf"
 

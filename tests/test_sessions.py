@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (GREETING, HELLO, HELLO_SYSTICK, JITTER, LM3S_HELLO, CLI, need_tool, session_progress,
+from conftest import (GREETING, HELLO, HELLO_SYSTICK, JITTER, LM3S_HELLO, CLI, chosen_backend, need_tool, session_progress,
                       wait_console, wait_progress, wait_state)
 from virsim.client import Client
 
 pytestmark = pytest.mark.usefixtures("qemu")
+
+
+@pytest.fixture(params=["qemu", "builtin", "renode"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The session service on every backend that runs mps2-an385."""
+    return chosen_backend(request)
 
 
 def test_create_prints_id_and_console_shows_greeting(cli: CLI, client: Client) -> None:

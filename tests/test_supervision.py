@@ -13,11 +13,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import GREETING, HELLO, LOCKUP, CLI, process_progress, wait_console, wait_for, wait_progress, wait_state
+from conftest import GREETING, HELLO, LOCKUP, CLI, chosen_backend, process_progress, wait_console, wait_for, wait_progress, wait_state
 from virsim.client import Client, daemon_pid
 from virsim.paths import get_paths
 
 pytestmark = pytest.mark.usefixtures("qemu")
+
+
+@pytest.fixture(params=["qemu", "builtin", "renode"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Supervision holds for every backend's emulator process."""
+    return chosen_backend(request)
 
 
 def state_of(client: Client, sid: str) -> str:
@@ -32,6 +38,7 @@ def kill_daemon(client: Client) -> int:
     return pid
 
 
+@pytest.mark.parametrize("backend", ["qemu", "builtin"], indirect=True)  # a lockup ends these two; Renode runs on
 def test_emulator_crash_fails_the_session_with_its_stderr(cli: CLI, client: Client, backend: str) -> None:
     sid = cli("session", "create", "-b", "mps2-an385", "-f", str(LOCKUP), "--backend", backend).stdout.strip()
     wait_state(client, sid, "failed")  # the lockup
