@@ -11,9 +11,18 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import HELLO, HOST_S, JITTER, ROOT, CLI, need_tool, process_progress, wait_progress
+from conftest import HELLO, HOST_S, JITTER, ROOT, CLI, chosen_backend, need_tool, process_progress, wait_progress
 
 pytestmark = pytest.mark.usefixtures("qemu")
+
+
+@pytest.fixture(params=["qemu", "builtin", "renode"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """`virsim run` on every backend that runs mps2-an385."""
+    return chosen_backend(request)
+
+
+FAULT_BACKENDS = pytest.mark.parametrize("backend", ["qemu", "builtin"], indirect=True)  # Capability.FAULTS
 
 
 def run(cli: CLI, *args: str, code: int) -> dict:
@@ -210,6 +219,7 @@ def test_crash_ordering_and_expect_not_semantics(cli: CLI, tmp_path: Path) -> No
 FAULT = ROOT / "examples" / "hello" / "fault.elf"
 
 
+@FAULT_BACKENDS
 def test_a_fault_is_a_failed_verdict_at_once(cli: CLI, tmp_path: Path, backend: str) -> None:
     """fault.elf divides by zero: the run fails on the fault (not at its timeout) with the fault
     decoded, in the output, the JSON document and the JUnit report; --allow-faults runs on."""
@@ -229,6 +239,7 @@ def test_a_fault_is_a_failed_verdict_at_once(cli: CLI, tmp_path: Path, backend: 
     assert allowed["status"] == "timeout" and allowed["fault"] is None
 
 
+@FAULT_BACKENDS
 def test_a_lockup_is_a_failed_verdict_with_the_lockup_named(cli: CLI, backend: str) -> None:
     from conftest import LOCKUP
 

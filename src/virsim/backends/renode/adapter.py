@@ -92,7 +92,8 @@ class RenodeInstance(SupervisedInstance):
         super().__init__(spec)
         self.monitor: Monitor | None = None
         self._sock: socket.socket | None = None
-        self._stop_gen = 0  # stop_at's deadlines, the latest one counts
+        self._deadline: int | None = None  # stop_at's pending deadline (virtual ns)
+        self._armed = False  # its clock entry is on Renode's clock
 
     # ---------------------------------------------------------------- the supervised process
     def _command(self) -> list[str]:
@@ -258,12 +259,12 @@ class RenodeInstance(SupervisedInstance):
         return int(self._cmd("sysbus.cpu ExecutedInstructions").split()[-1], 0)
 
     def stop_at(self, virtual_ns: int | None, after_ns: int | None = None) -> int | None:
-        # Renode runs a clock entry at its exact virtual time on the CPU thread; a precise pause
-        # there stops the CPU at that instruction (measured: 1.234567 s -> 30,864,175 instructions
-        # at 25 MIPS). A generation number cancels earlier deadlines: their entries do nothing.
-        self._stop_gen += 1
-        gen = self._stop_gen
-        self._cmd(f'python "virsim_stop = [{gen}]"')
+        # A one-shot entry on the machine's clock runs at its exact virtual time on the CPU thread;
+        # a precise pause there stops the CPU at that instruction (measured: 1.234567 s -> 30,864,175
+        # instructions at 25 MIPS). The entry is virsim's own (not ScheduleAction's) so that it can
+        # be taken off again: to cancel, and around a Save (a Python handler cannot be serialised).
+        self._disarm()
+        self._deadline = None
         if not virtual_ns and not after_ns:
             return None
         running = self.run_status().running
@@ -275,13 +276,34 @@ class RenodeInstance(SupervisedInstance):
             if target <= now:
                 running = False  # already there: it stays stopped
                 return target
-            self._cmd('python "from Antmicro.Renode.Time import TimeInterval; virsim_m = self.Machine; '
-                      f'virsim_m.ScheduleAction(TimeInterval.FromNanoseconds({target - now}), lambda t: '
-                      f'virsim_m.PauseAndRequestEmulationPause(True) if virsim_stop[0] == {gen} else None)"')
+            self._arm(target - now)
+            self._deadline = target
             return target
         finally:
             if running:
                 self._cmd("start")
+
+    def _arm(self, delay_ns: int) -> None:
+        self._cmd('python "from Antmicro.Renode.Time import TimeInterval, ClockEntry, WorkMode; from System import '
+                  'Action; virsim_m = self.Machine; virsim_h = Action(lambda: (virsim_m.ClockSource.'
+                  'TryRemoveClockEntry(virsim_h), virsim_m.PauseAndRequestEmulationPause(True))); '
+                  f'virsim_m.ClockSource.AddClockEntry(ClockEntry(TimeInterval.FromNanoseconds({delay_ns}).Ticks, '
+                  'TimeInterval.TicksPerSecond, virsim_h, virsim_m, \'virsim-stop\', workMode=WorkMode.OneShot))"')
+        self._armed = True
+
+    def _disarm(self) -> None:
+        if self._armed:
+            self._cmd('python "virsim_m.ClockSource.TryRemoveClockEntry(virsim_h)"')
+            self._armed = False
+
+    def _rearm(self) -> None:
+        """After a Save or Load: the pending deadline again, from the clock as it is now."""
+        if self._deadline is not None:
+            now = self.virtual_time_ns() or 0
+            if self._deadline > now:
+                self._arm(self._deadline - now)
+            else:
+                self._deadline = None
 
     def clock_info(self) -> dict[str, Any] | None:
         hz = self.spec.node.processor.frequency
@@ -301,7 +323,11 @@ class RenodeInstance(SupervisedInstance):
             self._cmd("pause")
         try:
             ns, count = self.virtual_time_ns(), self.instructions()
-            self._cmd(f"Save {monitor_path(state, 'snapshot')}", timeout=_SLOW)
+            self._disarm()
+            try:
+                self._cmd(f"Save {monitor_path(state, 'snapshot')}", timeout=_SLOW)
+            finally:
+                self._rearm()
         finally:
             if running:
                 self._cmd("start")
@@ -329,6 +355,8 @@ class RenodeInstance(SupervisedInstance):
                 log.write(marker)
         self._terminal()
         self._cmd(f"machine StartGdbServer {GDB_PORT}")
+        self._armed = False  # the Load replaced the clock its entry was on
+        self._rearm()
         if running:
             self._cmd("start")
         return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions")}
