@@ -173,7 +173,7 @@ class VirsimSession:
     def _expect(self, patterns: list[re.Pattern[Any]], timeout: float, shown: str) -> re.Match[Any]:
         m = self._console_monitor()
         try:
-            start, wall_start = m.now(), time.monotonic()
+            start, wall_start = m.now(fresh=True), time.monotonic()  # a stale start would shorten the wait
             guard = wall_guard(timeout, m.virtual)
             seen, quiet_since = -1, wall_start
             while True:

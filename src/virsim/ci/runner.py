@@ -167,11 +167,13 @@ class Monitor:
     def close(self) -> None:
         self.sub.close()
 
-    def now(self) -> float:
-        """Seconds on the run's clock: virtual time of the session, or host time."""
+    def now(self, fresh: bool = False) -> float:
+        """Seconds on the run's clock: virtual time of the session, or host time. The clock is
+        sampled at most every CLOCK_SAMPLE s of host time; `fresh` reads it now (where a wait
+        starts: a stale start would make the wait shorter than its timeout)."""
         if not self.virtual:
             return time.monotonic()
-        if time.monotonic() - self._clock_at >= CLOCK_SAMPLE:
+        if fresh or time.monotonic() - self._clock_at >= CLOCK_SAMPLE:
             try:
                 clock = self.client.clock(self.session)
             except VirsimError:
@@ -316,7 +318,7 @@ class Monitor:
         """Wait until `pattern` matches the console after the cursor; move the cursor past it.
         A forbidden text that appears before the match fails the check, whatever the batching.
         `deadline`: when it times out, on the run's clock (default: `timeout` from now)."""
-        start, wall_start = self.now(), time.monotonic()
+        start, wall_start = self.now(fresh=True), time.monotonic()
         limit = timeout if limit is None else limit
         deadline = start + timeout if deadline is None else deadline
         while True:
@@ -340,7 +342,7 @@ class Monitor:
     def run_for(self, seconds: float, wall_guard: float, exact: bool = False) -> None:
         """Let the firmware run `seconds` on the run's clock (`exact`: to a deadline the emulator
         stops at, when it can)."""
-        start, wall_start = self.now(), time.monotonic()
+        start, wall_start = self.now(fresh=True), time.monotonic()
         end = (self.set_deadline(after=seconds) if exact else None) or start + seconds
         while self.now() < end:
             self._fail_on_forbidden()
