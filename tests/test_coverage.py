@@ -1,5 +1,6 @@
-"""Coverage and traces: line coverage from the DWARF line table on both backends (QEMU through the
-vcov TCG plugin, the built-in engine through block hooks), lines charged to the function they came
+"""Coverage and traces: line coverage from the DWARF line table on every backend (QEMU through the
+vcov TCG plugin, the built-in engine through block hooks, Renode through virsim's extension on the
+block-finished hook of Renode's execution tracer), lines charged to the function they came
 from under inlining, stopping and resuming the built-in engine's counting, lcov that genhtml
 renders, drcov read back, symbolised traces and a Chrome trace whose nesting is checked."""
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HELLO, HELLO_SYSTICK, CLI, need_tool, session_progress, wait_console, wait_progress
+from conftest import (HELLO, HELLO_SYSTICK, CLI, chosen_backend, need_tool, session_progress, wait_console,
+                      wait_progress)
 from virsim.analysis.coverage import Coverage, parse_drcov
 from virsim.analysis.symbols import Program
 from virsim.client import Client
@@ -27,6 +29,20 @@ INLINE = Path(__file__).parent / "firmware" / "inline.elf"
 # clamp's lines are in neither. warn, inlined into a branch of main that never ran: 20-22, none
 # hit. main: 43-51; 48 (the call of warn) and 50 (the jump back to the wfi, which never wakes) not.
 INLINE_LINES = {"clamp": (4, 4), "first": (3, 3), "second": (3, 3), "warn": (0, 3), "main": (7, 9)}
+
+
+
+
+@pytest.fixture(params=["qemu", "builtin", "renode"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every backend with coverage (Renode: skipped with the reason where it is not installed)."""
+    return chosen_backend(request)
+
+
+@pytest.fixture(params=["builtin", "renode"])
+def tracer(request: pytest.FixtureRequest) -> str:
+    """Every backend with traces."""
+    return chosen_backend(request)
 
 
 # ----------------------------------------------------------------------------- the ELF side
@@ -84,9 +100,7 @@ def executed_lines(report: dict) -> set[tuple[str, str]]:
     return {(r["file"], r["function"]) for r in report["rows"] if r["lines_hit"]}
 
 
-@pytest.mark.parametrize("backend", ["qemu", "builtin"])
 def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_path: Path) -> None:
-    need_tool("qemu-system-arm" if backend == "qemu" else "python3")
     sid = paused_after_ticks(cli, client, backend)
     report = cli.json("coverage", "report", sid)
     rows = {r["function"]: r for r in report["rows"]}
@@ -129,10 +143,8 @@ def test_coverage_counts_what_ran(cli: CLI, client: Client, backend: str, tmp_pa
                   what="lines counted again")
 
 
-@pytest.mark.parametrize("backend", ["qemu", "builtin"])
 def test_inlined_code_counts_for_the_function_it_came_from(cli: CLI, client: Client, backend: str,
                                                            tmp_path: Path) -> None:
-    need_tool("qemu-system-arm" if backend == "qemu" else "python3")
     sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(INLINE), "--backend", backend,
                    "--coverage")["id"]
     wait_console(client, sid, b"done\n")
@@ -207,12 +219,11 @@ def test_builtin_coverage_stop_keeps_counts_and_start_adds_to_them(cli: CLI, cli
     assert calls["on_tick"] + since - 1 <= resumed["on_tick"] <= calls["on_tick"] + since + 1  # one cut short
 
 
-def test_both_backends_cover_the_same_code(cli: CLI, client: Client) -> None:
+def test_every_backend_covers_the_same_code(cli: CLI, client: Client, renode: str) -> None:
     need_tool("qemu-system-arm")
-    qemu = cli.json("coverage", "report", paused_after_ticks(cli, client, "qemu"))
-    builtin = cli.json("coverage", "report", paused_after_ticks(cli, client, "builtin"))
-    assert executed_lines(qemu) == executed_lines(builtin)
-    assert qemu["lines_hit"] == builtin["lines_hit"]
+    reports = {b: cli.json("coverage", "report", paused_after_ticks(cli, client, b)) for b in ("qemu", "builtin", "renode")}
+    assert executed_lines(reports["qemu"]) == executed_lines(reports["builtin"]) == executed_lines(reports["renode"])
+    assert reports["qemu"]["lines_hit"] == reports["builtin"]["lines_hit"] == reports["renode"]["lines_hit"]
 
 
 def test_coverage_refusals(cli: CLI, client: Client) -> None:
@@ -267,8 +278,8 @@ def check_chrome(doc: dict, names: set[str]) -> list[str]:
     return seen
 
 
-def test_trace_function_timeline(cli: CLI, client: Client, tmp_path: Path) -> None:
-    sid = client.session_create("mps2-an385", RTOS, backend="builtin").id
+def test_trace_function_timeline(cli: CLI, client: Client, tracer: str, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", RTOS, backend=tracer).id
     wait_console(client, sid, b"ready for input\n")
     # Paused while the trace starts and the input goes in: the 5000 events then begin at the
     # input, not after however many ticks a slow host lets the firmware run first.
@@ -291,8 +302,8 @@ def test_trace_function_timeline(cli: CLI, client: Client, tmp_path: Path) -> No
     assert re.search(r"enter\s+UART0_RX_IRQHandler\s+rtos\.c:\d+", text.read_text())
 
 
-def test_trace_limit_and_range(cli: CLI, client: Client, tmp_path: Path) -> None:
-    sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend="builtin").id
+def test_trace_limit_and_range(cli: CLI, client: Client, tracer: str, tmp_path: Path) -> None:
+    sid = client.session_create("mps2-an385", HELLO_SYSTICK, backend=tracer).id
     wait_console(client, sid, b"Hello")
     cli.json("trace", "start", sid, "--range", "uart_putc", "--limit", "50")
     wait_progress(lambda: cli.json("trace", "show", sid)["truncated"], progress=session_progress(client, sid),

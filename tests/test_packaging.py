@@ -85,3 +85,15 @@ def test_templates_load_through_importlib_resources() -> None:
 def test_py_typed_ships() -> None:
     assert "py.typed" in setuptools_config()["package-data"]["virsim"]
     assert (SRC / "virsim" / "py.typed").is_file()
+
+
+def test_every_file_a_package_reads_is_package_data() -> None:
+    # Files beside the modules that virsim reads at run time (QEMU plugin sources it compiles,
+    # Renode's C# extension) must match a package-data glob of their package, or a wheel lacks them.
+    data = setuptools_config()["package-data"]
+    for path in (SRC / "virsim").rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        package = ".".join(path.parent.relative_to(SRC).parts)
+        globs = data.get(package, [])
+        assert any(fnmatch.fnmatch(path.name, g) for g in globs), f"{path} matches no package-data glob of {package}"

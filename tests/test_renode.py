@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import (GREETING, HELLO, CLI, debug_stop, session_progress, wait_console, wait_progress,
-                      wait_state)
+from conftest import (GREETING, HELLO, HELLO_SYSTICK, CLI, debug_stop, session_progress, wait_console,
+                      wait_progress, wait_state)
 from virsim.client import Client
 
 pytestmark = pytest.mark.usefixtures("renode")
@@ -124,3 +124,41 @@ def test_virsim_run_with_junit_and_virtual_time_timeouts(cli: CLI, tmp_path: Pat
     # A virtual-time deadline stops Renode's CPU there exactly, however slow the host is.
     late = cli("run", str(HELLO), "--backend", "renode", "--expect-text", "tick 99", "--timeout", "20ms", check=42)
     assert "0.020s virtual" in late.stdout and "Hello from virsim on mps2-an385" in late.stdout
+
+
+def test_function_trace_calls_what_the_builtin_engine_calls(cli: CLI, client: Client, tmp_path: Path) -> None:
+    """Renode's trace (virsim's extension on the block-finished hook) sees the same calls and returns,
+    in the same order, as the built-in engine's from the first instruction."""
+    calls = {}
+    for backend in ("builtin", "renode"):
+        sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO), "--backend", backend,
+                       "--paused")["id"]
+        cli.json("trace", "start", sid, "--level", "function", "--limit", "150")
+        client.session("resume", sid)
+        wait_progress(lambda: cli.json("trace", "show", sid)["truncated"], progress=session_progress(client, sid),
+                      what="150 trace events")
+        out = tmp_path / f"{backend}.txt"
+        cli.json("trace", "export", sid, "--format", "text", "--out", str(out))
+        calls[backend] = [ln.split()[1:3] for ln in out.read_text().splitlines() if not ln.startswith("#")]
+        cli("session", "delete", sid)
+    assert len(calls["renode"]) >= 150 and ["enter", "uart_getc"] in calls["renode"]
+    assert calls["renode"] == calls["builtin"]
+
+
+def test_coverage_counts_on_across_snapshot_and_restore(cli: CLI, client: Client) -> None:
+    """Coverage's hook is taken off around Renode's Save and put on the CPU a Load makes."""
+    sid = cli.json("session", "create", "-b", "mps2-an385", "-f", str(HELLO_SYSTICK), "--backend", "renode",
+                   "--coverage")["id"]
+
+    def on_tick_calls() -> int:
+        return int(next(r["calls"] for r in cli.json("coverage", "report", sid)["rows"] if r["function"] == "on_tick"))
+
+    wait_console(client, sid, b"tick 2\n")
+    cli.json("snapshot", "create", sid, "--name", "two")
+    saved = on_tick_calls()
+    wait_progress(lambda: on_tick_calls() >= saved + 2, progress=session_progress(client, sid),
+                  what="on_tick counted after the snapshot")
+    cli.json("snapshot", "restore", sid, "two")
+    restored = on_tick_calls()
+    wait_progress(lambda: on_tick_calls() >= restored + 2, progress=session_progress(client, sid),
+                  what="on_tick counted after the restore")

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import HELLO
 
+from virsim.backends.base import SharedMapping
 from virsim.backends.renode.monitor import Monitor
 from virsim.backends.renode.platform import monitor_name, monitor_path, platform
 from virsim.board import resolve_board
@@ -35,6 +36,9 @@ uart0: UART.CMSDK_APB_UART @ sysbus 0x40004000
     frequency: 25000000
     RxInterrupt -> nvic@0
     TxInterrupt -> nvic@1
+
+gpio0: GPIOPort.ARM_AHB_GPIO @ sysbus 0x40010000
+    -> nvic@6
 """
 
 
@@ -42,7 +46,17 @@ def test_mps2_an385_platform_is_the_measured_one() -> None:
     board, _ = resolve_board("mps2-an385")
     result = platform(board.nodes[0])
     assert result.repl == MPS2_AN385
-    assert result.unmodelled == ["timer0", "timer1", "gpio0"]  # Renode has no CMSDK timer or GPIO model
+    assert result.unmodelled == ["timer0", "timer1"]  # Renode has no CMSDK timer model
+
+
+def test_shared_windows_are_carved_out_of_memory() -> None:
+    board, _ = resolve_board("dual-core-mailbox")
+    shared = [SharedMapping(path="/run/x/shm-mailbox", address=0x20300000, size=0x1000, name="mailbox")]
+    repl = platform(board.nodes[0], shared).repl
+    assert "data: Memory.MappedMemory @ sysbus 0x20000000\n    size: 0x300000\n" in repl
+    assert "data_1: Memory.MappedMemory @ sysbus 0x20301000\n    size: 0xff000\n" in repl
+    assert ('shared_mailbox: Virsim.SharedMemory @ sysbus 0x20300000\n    path: "/run/x/shm-mailbox"\n'
+            "    size: 0x1000\n    offset: 0x0\n") in repl
 
 
 def test_a_non_cortex_m_node_is_not_supported() -> None:
@@ -132,7 +146,7 @@ def test_doctor_says_how_virsim_finds_renode(tmp_path, monkeypatch) -> None:  # 
 
 def test_an_unmodelled_peripheral_is_refused_by_name(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
     board = (Path(__file__).resolve().parents[1] / "boards" / "mps2-an385.yaml").read_text()
-    board = board.replace("      absent: [timer0, timer1, gpio0]\n", "      absent: [timer0, gpio0]\n")
+    board = board.replace("      absent: [timer0, timer1]\n", "      absent: [timer0]\n")
     path = tmp_path / "no-absent.yaml"
     path.write_text(board)
     err = cli.json("session", "create", "-b", str(path), "-f", str(HELLO), "--backend", "renode", check=5)

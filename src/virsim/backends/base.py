@@ -15,6 +15,8 @@ Contract every instance keeps:
 
 from __future__ import annotations
 
+import json
+import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -96,6 +98,18 @@ def capability_table() -> str:
         cells = ["yes" if cap in caps else "—" for _, caps in backends] + ["planned"] * len(PLANNED)
         lines.append(f"| `{cap.value}`: {CAPABILITY_MEANING[cap]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# The raw trace file every backend's `Instance.trace("dump")` writes (virsim.analysis.trace reads it):
+# one JSON header line (trace_header), then little-endian records: cycle, address, size.
+TRACE_RECORD = struct.Struct("<QII")
+
+
+def trace_header(info: dict[str, Any], frequency: int, ranges: list[tuple[int, int]]) -> bytes:
+    """The raw trace file's first line: the trace's info, the clock its cycles count, its ranges."""
+    header = dict(info, format="virsim-trace", version=1, frequency=frequency, record=TRACE_RECORD.format,
+                  ranges=[list(r) for r in ranges])
+    return json.dumps(header).encode() + b"\n"
 
 
 # Where a session's semihosting debug console goes (SYS_WRITE0, ':tt'), in its folder, on every backend.
@@ -326,7 +340,7 @@ class Instance(ABC):
     def trace(self, action: str, **options: Any) -> dict[str, Any]:
         """action "start" (level, ranges [(lo, hi)], limit, functions: start addresses, for level
         "function") | "stop" | "info" | "dump" (path): the
-        trace file format is virsim.backends.builtin.probes'. Returns the trace's info: level,
+        trace file as TRACE_RECORD says. Returns the trace's info: level,
         events, truncated, limit, active."""
         raise NotSupported("tracing is not supported by this backend", capability=str(Capability.TRACE))
 
@@ -341,6 +355,12 @@ class BackendAdapter(ABC):
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[Capability]]
     always_deterministic: ClassVar[bool] = False  # no host timing ever reaches the guest
+    # Lockstep nodes of this backend pause by being held at the barrier (the segment's PAUSE), never
+    # over their control channel, and their clock is read from their segment slot (QEMU, Renode).
+    held_at_barrier: ClassVar[bool] = False
+    # The backend runs every node of a multi-node board that uses it in one emulator process
+    # (create_group / attach_group) instead of one process per node (Renode: one emulation).
+    one_emulation_per_board: ClassVar[bool] = False
     replay_stops_at_time: ClassVar[bool] = False  # a replay can halt at a virtual time, not only an instruction count
 
     def backend_type(self) -> str:
@@ -360,6 +380,15 @@ class BackendAdapter(ABC):
     @abstractmethod
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
         """Re-attach to a live instance after a daemon restart; None if it is gone."""
+
+    def create_group(self, specs: list[InstanceSpec]) -> Instance:
+        """One instance running every node of `specs` (lockstep nodes of one board), for backends
+        with one_emulation_per_board."""
+        raise NotSupported(f"backend {self.name} runs one process per node")
+
+    def attach_group(self, specs: list[InstanceSpec], handle: dict[str, Any]) -> Instance | None:
+        """Re-attach to a live group instance after a daemon restart; None if it is gone."""
+        return None
 
     def snapshot_export_sections(self, workdir: Path, meta: dict[str, Any]) -> dict[str, bytes]:
         """Extra sections an exported snapshot needs besides the .vsnap's own (QEMU: its qcow2)."""

@@ -18,20 +18,19 @@ once already. The trace file (`dump`) is one JSON header line, then little-endia
 from __future__ import annotations
 
 import bisect
-import json
-import struct
 from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE
 
+from virsim.backends.base import TRACE_RECORD, trace_header
+
 if TYPE_CHECKING:
     from unicorn import Uc
 
     from virsim.backends.builtin.machine import Machine
 
-TRACE_RECORD = struct.Struct("<QII")
 LEVELS = ("block", "instruction", "function")
 
 
@@ -93,11 +92,9 @@ class Probes:
     def trace_dump(self, path: Path) -> dict[str, Any]:
         """Write the trace recorded so far (recording goes on if it is on)."""
         info = self.trace_info()
-        header = dict(info, format="virsim-trace", version=1, frequency=self.m.frequency,
-                      record=TRACE_RECORD.format, ranges=[list(r) for r in self.ranges])
         flat = (self.events if self.events is not None else array("Q")).tolist()
         with path.open("wb") as f:
-            f.write(json.dumps(header).encode() + b"\n")
+            f.write(trace_header(info, self.m.frequency, self.ranges))
             f.write(b"".join(TRACE_RECORD.pack(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)))
         return info
 

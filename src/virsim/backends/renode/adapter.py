@@ -17,6 +17,7 @@ clock.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,15 +34,19 @@ from virsim.backends.base import (
     InstanceSpec,
     RunStatus,
     ToolCheck,
+    trace_header,
 )
 from virsim.backends.renode import INSTALL_HINT, find_renode
 from virsim.backends.renode.monitor import Monitor
-from virsim.backends.renode.platform import entry_name, monitor_name, monitor_path, platform
+from virsim.backends.renode.platform import entry_name, monitor_name, monitor_path, monitor_string, platform
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node
-from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, Timeout
+from virsim.errors import EmulatorError, EmulatorMissing, InvalidInput, NotSupported, Timeout
 
 JAIL = Path(__file__).resolve().parent / "jail.py"
+# virsim's own C# extension (probes, shared memory, the lockstep participant), compiled by Renode
+# at `include` (about a second) the first time a session needs it.
+EXTENSION = Path(__file__).resolve().parent / "VirsimRenode.cs"
 PLATFORM_FILE = "renode-platform.repl"
 RENODE_LOG = "renode.log"  # Renode's own log, in the session folder
 # Ports inside the session's own network namespace: no other session or host sees them.
@@ -94,22 +99,30 @@ class RenodeInstance(SupervisedInstance):
         self._sock: socket.socket | None = None
         self._deadline: int | None = None  # stop_at's pending deadline (virtual ns)
         self._armed = False  # its clock entry is on Renode's clock
+        self._extended = False  # VirsimRenode.cs is compiled into this Renode
+        self._probes = False  # the extension's probes have been used (hooked) in this Renode
+        self._trace_ranges: list[tuple[int, int]] = []
 
     # ---------------------------------------------------------------- the supervised process
     def _command(self) -> list[str]:
+        node = self.spec.node
+        if not (node.renode and node.renode.platform):
+            (self.spec.workdir / PLATFORM_FILE).write_text(platform(node).repl)
+        (self.spec.rundir / "term.connected").unlink(missing_ok=True)
+        return self._jailed(["--term-port", str(TERM_PORT), "--forward", f"gdbstub={GDB_PORT}"])
+
+    def _jailed(self, jail_args: list[str]) -> list[str]:
+        """Headless Renode in its jail, its monitor on stdin/stdout, a private temp dir and config."""
         renode = find_renode()
         if renode is None:
             raise EmulatorMissing(f"Renode not found: {INSTALL_HINT}", binary="renode", install=INSTALL_HINT)
-        node, run = self.spec.node, self.spec.rundir
-        if not (node.renode and node.renode.platform):
-            (self.spec.workdir / PLATFORM_FILE).write_text(platform(node).repl)
+        run = self.spec.rundir
         tmp = run / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         self.spec.console_log.parent.mkdir(parents=True, exist_ok=True)
         self.spec.console_log.touch()
-        (run / "term.connected").unlink(missing_ok=True)
         return [sys.executable, "-I", "-S", str(JAIL), "--rundir", str(run), "--log", str(self.spec.console_log),
-                "--term-port", str(TERM_PORT), "--forward", f"gdbstub={GDB_PORT}", "--tmpdir", str(tmp), "--",
+                *jail_args, "--tmpdir", str(tmp), "--",
                 renode, "--disable-xwt", "--plain", "--console", "--hide-log", "-P", str(MONITOR_PORT),
                 "--config", str(run / "renode.config")]
 
@@ -191,6 +204,8 @@ class RenodeInstance(SupervisedInstance):
                 self._cmd(f"sysbus.cpu VectorTableOffset {fw.load_address or 0:#x}")
         self._terminal()
         self._cmd(f"machine StartGdbServer {GDB_PORT}")
+        if spec.coverage:
+            self.coverage("start")  # from the first instruction
 
     def _stock(self, name: str) -> Path:
         path = Path(name)
@@ -217,6 +232,13 @@ class RenodeInstance(SupervisedInstance):
             if time.monotonic() > deadline:
                 raise EmulatorError("Renode's console terminal did not accept the jail's connection within 10 s")
             time.sleep(0.005)
+
+    def _extension(self) -> None:
+        """Compile virsim's C# extension into this Renode (once; a re-attached daemon's `include`
+        finds it compiled already)."""
+        if not self._extended:
+            self._cmd(f"include {monitor_path(EXTENSION, 'extension')}", timeout=_SLOW)
+            self._extended = True
 
     def _close_control(self) -> None:
         if self._sock is not None:
@@ -324,10 +346,12 @@ class RenodeInstance(SupervisedInstance):
         try:
             ns, count = self.virtual_time_ns(), self.instructions()
             self._disarm()
+            self._probe_hook(False)  # a hook into virsim's extension cannot be serialised
             try:
                 self._cmd(f"Save {monitor_path(state, 'snapshot')}", timeout=_SLOW)
             finally:
                 self._rearm()
+                self._probe_hook(True)
         finally:
             if running:
                 self._cmd("start")
@@ -344,6 +368,7 @@ class RenodeInstance(SupervisedInstance):
         running = self.run_status().running
         try:
             self._cmd("pause")
+            self._probe_hook(False)
             self._cmd(f"Load {monitor_path(state, 'snapshot')}", timeout=_SLOW)
         finally:
             state.unlink(missing_ok=True)
@@ -357,9 +382,89 @@ class RenodeInstance(SupervisedInstance):
         self._cmd(f"machine StartGdbServer {GDB_PORT}")
         self._armed = False  # the Load replaced the clock its entry was on
         self._rearm()
+        self._probe_hook(True)  # onto the CPU the Load made: coverage counts and the trace go on
         if running:
             self._cmd("start")
         return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions")}
+
+
+    # ---------------------------------------------------------------- coverage and traces
+    def _hz(self) -> int:
+        return int(self.spec.node.processor.frequency)
+
+    def _probe_hook(self, on: bool) -> None:
+        if self._probes:
+            self._cmd(f'sysbus.cpu VirsimCoverage "{"attach" if on else "detach"}" "" {self._hz()}')
+
+    def _probe_file(self, name: str) -> Path:
+        path = self.spec.rundir / name
+        path.unlink(missing_ok=True)
+        return path
+
+    def coverage(self, action: str) -> list[tuple[int, int, int]] | None:
+        # Counted inside Renode by virsim's extension, per translated block (start, instructions),
+        # from the block-finished hook Renode's own execution tracer uses.
+        if action not in ("start", "stop", "reset", "blocks"):
+            raise NotSupported(f"Renode coverage cannot {action}", capability=str(Capability.COVERAGE))
+        self._extension()
+        self._probes = True
+        if action != "blocks":
+            self._cmd(f'sysbus.cpu VirsimCoverage "{action}" "" {self._hz()}')
+            return None
+        path = self._probe_file("coverage.dump")
+        try:
+            self._cmd(f'sysbus.cpu VirsimCoverage "dump" {monitor_string(path)} {self._hz()}', timeout=_SLOW)
+            blocks = []
+            for line in path.read_text().splitlines():
+                start, size, _insns, count = (int(v) for v in line.split())
+                blocks.append((start, size, count))
+            return blocks
+        finally:
+            path.unlink(missing_ok=True)
+
+    def trace(self, action: str, **options: Any) -> dict[str, Any]:
+        self._extension()
+        self._probes = True
+        hz = self._hz()
+        if action == "start":
+            level = str(options.get("level", "block"))
+            if level not in ("block", "instruction", "function"):
+                raise InvalidInput(f"trace level {level!r}: one of block, instruction, function", field="level",
+                                   value=level)
+            self._trace_ranges = [(int(lo), int(hi)) for lo, hi in options.get("ranges") or []]
+            ranges = ",".join(f"{lo}-{hi}" for lo, hi in self._trace_ranges)
+            functions = self._probe_file("trace.functions")
+            functions.write_text("".join(f"{int(a)}\n" for a in options.get("functions") or []))
+            reply = self._cmd(f'sysbus.cpu VirsimTrace "start" "{level}" {max(1, int(options.get("limit") or 1))} '
+                              f'"{ranges}" {monitor_string(functions)} {hz}')
+            functions.unlink(missing_ok=True)
+            return _trace_info(reply)
+        if action in ("stop", "info"):
+            return _trace_info(self._cmd(f'sysbus.cpu VirsimTrace "{action}" "block" 1 "" "" {hz}'))
+        if action == "dump":
+            out = Path(str(options["path"]))
+            raw = self._probe_file("trace.raw")
+            try:
+                info = _trace_info(self._cmd(f'sysbus.cpu VirsimTrace "dump" "block" 1 "" {monitor_string(raw)} {hz}',
+                                             timeout=_SLOW))
+                with out.open("wb") as f:
+                    f.write(trace_header(info, hz, self._trace_ranges))
+                    with raw.open("rb") as src:
+                        shutil.copyfileobj(src, f)
+            finally:
+                raw.unlink(missing_ok=True)
+            return info
+        raise NotSupported(f"Renode traces cannot {action}", capability=str(Capability.TRACE))
+
+
+def _trace_info(reply: str) -> dict[str, Any]:
+    """The extension's "level=block events=12 truncated=0 limit=100 active=1" as a trace info dict."""
+    fields = dict(part.split("=", 1) for part in reply.split() if "=" in part)
+    try:
+        return {"level": fields["level"], "events": int(fields["events"]), "truncated": fields["truncated"] == "1",
+                "limit": int(fields["limit"]), "active": fields["active"] == "1"}
+    except (KeyError, ValueError) as err:
+        raise EmulatorError(f"Renode's trace reply is not understood: {reply!r}", reply=reply[-200:]) from err
 
 
 @lru_cache(maxsize=4)
@@ -384,9 +489,12 @@ class RenodeBackend(BackendAdapter):
     capabilities = frozenset({
         Capability.POWER, Capability.RESET, Capability.PAUSE, Capability.PROGRAM_ELF, Capability.PROGRAM_BIN,
         Capability.PROGRAM_HEX, Capability.CONSOLE, Capability.DETERMINISTIC, Capability.VIRTUAL_TIME,
-        Capability.REATTACH, Capability.DEBUG, Capability.SNAPSHOT,
+        Capability.REATTACH, Capability.DEBUG, Capability.SNAPSHOT, Capability.COVERAGE, Capability.TRACE,
+        Capability.LOCKSTEP, Capability.SHARED_MEMORY,
     })
     always_deterministic = True  # its clock counts instructions; no host timing reaches the guest
+    held_at_barrier = True  # the extension holds the emulation at the barrier (PAUSE) in its sync hook
+    one_emulation_per_board = True  # every Renode node of a board: one emulation (emulation.py)
 
     def check_node(self, node: Node) -> None:
         # The board's problems first: they hold wherever Renode is installed.
@@ -408,6 +516,16 @@ class RenodeBackend(BackendAdapter):
 
     def attach(self, spec: InstanceSpec, handle: dict[str, Any]) -> Instance | None:
         return RenodeInstance.reattach(spec, handle)
+
+    def create_group(self, specs: list[InstanceSpec]) -> Instance:
+        from virsim.backends.renode.emulation import RenodeEmulation
+
+        return RenodeEmulation(specs[0], specs)
+
+    def attach_group(self, specs: list[InstanceSpec], handle: dict[str, Any]) -> Instance | None:
+        from virsim.backends.renode.emulation import RenodeEmulation
+
+        return RenodeEmulation.attach_members(specs, handle)
 
     def doctor(self) -> list[ToolCheck]:
         path = find_renode()

@@ -2,9 +2,10 @@
 
 The monitor is a line protocol meant for people: it may open with telnet negotiation and colour
 codes, echoes each command, prints output, and ends with a prompt, `(monitor) ` or `(<machine>) `.
-An error is a line starting "There was an error executing command" or "No such command or
-device". `Monitor` sends one command at a time (refusing one with a newline in it), reads from
-its echo to the next prompt with a timeout on every command, strips the negotiation and colours,
+An error is a line starting "There was an error executing command", "No such command or
+device" or "Errors during compilation or loading". `Monitor` sends one command at a time
+(refusing one with a newline in it), reads from its echo to the next prompt with a timeout on
+every command, strips the negotiation and colours,
 and raises EmulatorError with Renode's own words for an error. It works over any byte stream: `write(bytes)`
 and `read(timeout)` returning what arrived, None when nothing did in time, b"" at the end (Renode's
 `--console` pipes in the adapter).
@@ -21,7 +22,8 @@ from virsim.errors import EmulatorError, InvalidInput, Timeout
 PROMPT = re.compile(rb"\((?:monitor|[A-Za-z][\w-]*)\) $")
 TELNET = re.compile(rb"\xff[\xfb-\xfe].|\xff[\xf0-\xfa]")  # IAC WILL/WONT/DO/DONT x, IAC other
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
-ERRORS = ("There was an error executing command", "No such command or device")
+# The last: `include` of a C# file that does not compile (Renode prints the compiler's errors after it).
+ERRORS = ("There was an error executing command", "No such command or device", "Errors during compilation or loading")
 DEFAULT_TIMEOUT = 10.0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from collections.abc import Callable
 
+from virsim.backends.base import SharedMapping
 from virsim.board import Node
 from virsim.errors import InvalidInput, NotSupported
 
@@ -55,9 +56,13 @@ def _single_irq(model: str) -> Build:
 # Board peripheral type -> how Renode models it (type name, attribute lines).
 MODELS: dict[str, Build] = {
     "cmsdk-uart": _uart_cmsdk,
+    "cmsdk-gpio": _single_irq("GPIOPort.ARM_AHB_GPIO"),  # the CMSDK AHB GPIO; its combined interrupt
     "pl011": _single_irq("UART.PL011"),
     "stm32f2xx-usart": _single_irq("UART.STM32_UART"),
 }
+
+
+UART_TYPES = frozenset({"cmsdk-uart", "pl011", "stm32f2xx-usart"})  # the MODELS above that are UARTs
 
 
 def entry_name(peripheral_id: str) -> str:
@@ -82,17 +87,40 @@ def describe(node: Node) -> dict[str, object]:
             "unmodelled": [pid for pid in platform(node).unmodelled if pid not in absent]}
 
 
-def platform(node: Node) -> Platform:
-    """The .repl of `node`; NotSupported for a processor Renode's Cortex-M model does not cover."""
+def _pieces(start: int, size: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[start, start+size) without the holes (start, size): the (start, size) pieces left."""
+    out, at, end = [], start, start + size
+    for lo, n in sorted(holes):
+        if lo + n <= at or lo >= end:
+            continue
+        if lo > at:
+            out.append((at, lo - at))
+        at = max(at, lo + n)
+    if at < end:
+        out.append((at, end - at))
+    return out
+
+
+def platform(node: Node, shared: list[SharedMapping] | None = None) -> Platform:
+    """The .repl of `node`; NotSupported for a processor Renode's Cortex-M model does not cover.
+    `shared`: windows backed by files other nodes map too (multi-node boards), carved out of the
+    node's memory and mapped by virsim's extension (VirsimRenode.cs SharedMemory)."""
     cpu = CORTEX_M.get(node.processor.type)
     if cpu is None:
         raise NotSupported(f"node {node.id!r}: virsim's Renode backend runs Cortex-M nodes, not {node.processor.type}",
                            backend="renode", node=node.id, processor=node.processor.type)
     hz = node.processor.frequency
     out: list[str] = []
+    holes = [(m.address, m.size) for m in shared or []]
     for i, region in enumerate(node.memory):
-        out += [f"{entry_name(region.name or f'mem{i}')}: Memory.MappedMemory @ sysbus {region.address:#x}",
-                f"    size: {region.size:#x}", ""]
+        name = entry_name(region.name or f"mem{i}")
+        pieces = _pieces(region.address, region.size, holes)
+        for j, (at, size) in enumerate(pieces):
+            out += [f"{name if j == 0 else f'{name}_{j}'}: Memory.MappedMemory @ sysbus {at:#x}", f"    size: {size:#x}", ""]
+    for m in shared or []:
+        out += [f"{entry_name('shared_' + (m.name or hex(m.address)))}: Virsim.SharedMemory @ sysbus {m.address:#x}",
+                f'    path: "{monitor_path(m.path, "shared memory")[1:]}"', f"    size: {m.size:#x}",
+                f"    offset: {m.offset:#x}", ""]
     out += [f"nvic: IRQControllers.NVIC @ sysbus {NVIC_BASE:#x}", "    priorityMask: 0xE0",
             f"    systickFrequency: {hz}", "    IRQ -> cpu@0", "",
             "cpu: CPU.CortexM @ sysbus", f'    cpuType: "{cpu}"', "    nvic: nvic", ""]
@@ -123,6 +151,12 @@ def monitor_path(path: str | Path, field_name: str = "path") -> str:
         raise InvalidInput(f"{field_name}: {text!r} cannot go into a Renode monitor command ({bad!r} is not allowed "
                            "in a path there): rename it or link it from a plain path", field=field_name, value=text)
     return f"@{text}"
+
+
+def monitor_string(path: str | Path, field_name: str = "path") -> str:
+    """A path as a quoted string argument of a monitor command (virsim's own extension methods take
+    strings), held to the same characters as `monitor_path`."""
+    return f'"{monitor_path(path, field_name)[1:]}"'
 
 
 def monitor_name(name: str, field_name: str = "name") -> str:
