@@ -224,8 +224,10 @@ def test_multi_node_refusals(cli) -> None:  # noqa: ANN001
     assert "no node 'cpu7'" in err["error"]
     err = cli.json("session", "create", "--board", str(BOARD), "--firmware", str(FIRMWARE["cpu0"]), check=2)
     assert "NODE=IMAGE" in err["error"]
-    err = cli.json("session", "create", *mailbox_args(), "--backend", "qemu", check=2)
-    assert err["code"] == "INVALID_INPUT" and "nodes[].backend" in err["error"]
+    err = cli.json("session", "create", *mailbox_args(), "--backend", "qemu", check=5)  # every node on QEMU
+    assert err["code"] == "NOT_SUPPORTED" and "qemu.machine_ram" in err["error"]
+    err = cli.json("session", "create", *mailbox_args(), "--backend", "cpu1=nosuch", check=2)
+    assert err["code"] == "INVALID_INPUT" and "no backend 'nosuch'" in err["error"]
     err = cli.json("session", "create", *mailbox_args(), "--record", check=5)
     assert err["code"] == "NOT_SUPPORTED" and "multi-node" in err["error"]
     err = cli.json("session", "create", *mailbox_args(), "--sync", "step", "--quantum", "1ms", check=5)

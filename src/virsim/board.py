@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from virsim import limits
-from virsim.errors import BoardConfigError, NotFound
+from virsim.errors import BoardConfigError, InvalidInput, NotFound
 from virsim.yamlmodel import FieldProblem, load_model
 
 _SIZE_RE = re.compile(r"^\s*(0x[0-9a-fA-F_]+|\d[\d_]*)\s*([KMG]i?B?)?\s*$", re.IGNORECASE)
@@ -395,6 +395,27 @@ class BoardConfig(Model):
 
     def console_peripheral(self, node: Node) -> Peripheral | None:
         return next((p for p in node.peripherals if p.console), None)
+
+    def with_node_backends(self, choice: str) -> BoardConfig:
+        """This multi-node board with its nodes on other backends: `choice` is one backend for every
+        node ("renode") or NODE=BACKEND pairs ("cpu1=renode,cpu2=qemu"); the rest keep theirs."""
+        ids = [n.id for n in self.nodes]
+        pairs = [part.strip() for part in choice.split(",") if part.strip()]
+        everywhere = len(pairs) == 1 and "=" not in pairs[0]
+        wanted = {i: pairs[0] for i in ids} if everywhere else dict(part.split("=", 1) for part in pairs if "=" in part)
+        if not wanted or (not everywhere and len(wanted) != len(pairs)):
+            raise InvalidInput(f"--backend {choice!r}: one backend for every node (e.g. renode) or NODE=BACKEND "
+                               "pairs separated by commas (e.g. cpu1=renode)", field="backend", value=choice)
+        for node_id, backend in wanted.items():
+            if node_id not in ids:
+                raise InvalidInput(f"--backend {node_id}={backend}: board {self.system_id} has no node {node_id!r} "
+                                   f"(nodes: {', '.join(ids)})", field="backend", value=node_id, nodes=ids)
+            if backend not in BACKENDS:
+                raise InvalidInput(f"--backend {node_id}={backend}: no backend {backend!r} (one of "
+                                   f"{', '.join(BACKENDS)})", field="backend", value=backend)
+        nodes = [n.model_copy(update={"backend": wanted[n.id], "runs_on": sorted({*n.runs_on, wanted[n.id]})})
+                 if n.id in wanted else n for n in self.nodes]
+        return self.model_copy(update={"nodes": nodes})
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -27,13 +27,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from virsim import limits
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch, clip
 
-PROTOCOL_VERSION = "1.9"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.10"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
 # and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined; 1.8: DebugGdb.port,
 # GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at; 1.9: the envelope's
-# `deadline` (until when the client waits); hello first; bounded fields (PathStr, Ref, Hello)
+# `deadline` (until when the client waits); hello first; bounded fields (PathStr, Ref, Hello); 1.10:
+# SessionCreate.backend on multi-node boards (one backend for every node, or NODE=BACKEND pairs)
 MAX_FRAME = 1024 * 1024
 
 
@@ -82,7 +83,8 @@ class SessionCreate(Message):
     firmware: PathStr | None = Field(None, description="absolute path of the firmware image")
     firmware_format: Literal["auto", "elf", "bin", "hex"] = "auto"
     load_address: int | None = Field(None, description="load address for raw binaries")
-    backend: str | None = Field(None, description="override the board node's backend")
+    backend: str | None = Field(None, description="override the board node's backend; multi-node boards: one "
+                                "backend for every node, or NODE=BACKEND pairs separated by commas")
     from_snapshot: PathStr | None = Field(None, description="absolute path of an exported .vsnap: board, backend, "
                                       "program and state all come from it")
     record: bool = Field(False, description="record the execution (deterministic) to <session dir>/recording.vrec")

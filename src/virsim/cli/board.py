@@ -99,9 +99,9 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
                           + (f" ({on_renode['error']})" if on_renode.get("error") else ""))
         if support:
             out.print("\n[bold]interconnect[/] (what a multi-node session runs, by the backend of the nodes it joins)")
-            t = table("KIND", "WHAT", "BUILT-IN NODES", "QEMU NODES")
+            t = table("KIND", "WHAT", "BUILT-IN NODES", "QEMU NODES", "RENODE NODES")
             for row in support:
-                t.add_row(row["kind"], row["what"], row["builtin"], row["qemu"])
+                t.add_row(row["kind"], row["what"], row["builtin"], row["qemu"], row["renode"])
             out.print(t)
 
     emit({"source": source, "backend": config.session_backend, "board": data, "interconnect_support": support,

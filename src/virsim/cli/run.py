@@ -66,7 +66,7 @@ def run(
     sync: Annotated[str, typer.Option(help="Multi-node boards: timeslice, step or event.")] = "timeslice",
     quantum: Annotated[str, typer.Option(help="Multi-node boards: the sync quantum (100us; step: instructions).")] = "100us",
     board: Annotated[str, typer.Option("--board", "-b", help="Board name or board file.")] = "mps2-an385",
-    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu, builtin or renode.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu, builtin or renode; multi-node boards: one for every node, or NODE=BACKEND pairs (cpu1=renode,cpu2=qemu).")] = None,
     expect_text: Annotated[Optional[list[str]], typer.Option(
         "--expect-text", "-e", help="Pass once the console shows this (repeat: in order).",
         callback=_ordered("expect", False))] = None,

@@ -65,7 +65,7 @@ def show_info(info: SessionInfo) -> None:
 def create(
     board: Annotated[Optional[str], typer.Option("--board", "-b", help="Board name (virsim board list) or board file.")] = None,
     firmware: Annotated[Optional[list[str]], typer.Option("--firmware", "-f", help="Firmware image: ELF, Intel hex or raw binary; on a multi-node board NODE=IMAGE for each node.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu, builtin or renode (see board show: runs on).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Override the board's backend: qemu, builtin or renode (see board show: runs on); multi-node boards: one for every node, or NODE=BACKEND pairs (cpu1=renode,cpu2=qemu).")] = None,
     name: Annotated[Optional[str], typer.Option(help="A name to refer to the session by.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Start with the CPU halted (resume to run).")] = False,
     deterministic: Annotated[bool, typer.Option("--deterministic", help="Instruction-counted virtual time: same firmware + input -> same output.")] = False,

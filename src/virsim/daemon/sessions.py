@@ -378,9 +378,8 @@ class SessionService:
         if missing:
             raise InvalidInput(f"node {missing[0]} of board {board.system_id} has no firmware: add --firmware "
                                f"{missing[0]}=IMAGE", field="firmware", node=missing[0], nodes=ids)
-        if req.backend:
-            raise InvalidInput(f"--backend {req.backend}: each node of board {board.system_id} runs on the backend "
-                               "its board entry names (nodes[].backend)", field="backend", value=req.backend)
+        if req.backend:  # the session's board keeps the choice (its board_json)
+            board = board.with_node_backends(req.backend)
         for flag, value in (("--record", req.record), ("--coverage", req.coverage),
                             ("--from-snapshot", req.from_snapshot)):
             if value:

@@ -23,7 +23,7 @@ from virsim.board import SYSTEM_BACKEND, Node
 from virsim.errors import NotSupported
 from virsim.firmware import inspect
 from virsim.sync import lockstep
-from virsim.sync.system import NODE_BACKENDS, ConsoleMerger, System, plan
+from virsim.sync.system import NODE_BACKENDS, ConsoleMerger, System, plan, unique
 
 
 
@@ -55,12 +55,17 @@ class SystemInstance(Instance):
         if not inst.plan.segment.exists() or set(nodes) != {n.node for n in inst.plan.nodes}:
             return None
         system = System(inst.plan)
-        for n in inst.plan.nodes:
-            node = get_backend(n.backend).attach(n.spec, nodes[n.node])
-            if node is None:
-                system.stop()  # a system missing a node cannot go on: stop the rest (the STOP command first)
-                return None
-            system.instances[n.node] = node
+        for backend, members in system.groups():
+            if backend.one_emulation_per_board:
+                group = backend.attach_group([n.spec for n in members], nodes[members[0].node])
+                attached = [(n.node, group) for n in members]
+            else:
+                attached = [(n.node, backend.attach(n.spec, nodes[n.node])) for n in members]
+            for name, node in attached:
+                if node is None:
+                    system.stop()  # a system missing a node cannot go on: stop the rest (the STOP command first)
+                    return None
+                system.instances[name] = node
         inst.system = system
         inst.view = lockstep.Lockstep(inst.plan.segment, 0)
         inst.paused = inst.view.command() == lockstep.PAUSE
@@ -77,7 +82,7 @@ class SystemInstance(Instance):
         return next((inst.pid for inst in self.nodes.values()), None)
 
     def pids(self) -> list[int]:
-        return [pid for inst in self.nodes.values() for pid in inst.pids()]
+        return [pid for inst in unique(self.nodes.values()) for pid in inst.pids()]
 
     def handle(self) -> dict[str, Any]:
         return {"nodes": {name: inst.handle() for name, inst in self.nodes.items()}}
@@ -99,7 +104,7 @@ class SystemInstance(Instance):
             inst.on_readable(fd)
 
     def tick(self) -> None:
-        for inst in self.nodes.values():
+        for inst in unique(self.nodes.values()):
             inst.tick()
         # The horizon first, the timelines after: a node writes a byte's record before it publishes
         # that it got past it, so every line that starts before the horizon is then in the files.
@@ -147,9 +152,12 @@ class SystemInstance(Instance):
             self.system.resume()
             self.paused = False
 
+    def _held(self, name: str) -> bool:
+        return get_backend(self.backends[name]).held_at_barrier
+
     def _node_status(self, name: str, inst: Instance) -> RunStatus:
-        if self.backends[name] == "qemu":
-            # Never QMP: QEMU does not answer while its plugin waits at the barrier.
+        if self._held(name):
+            # Never its control channel: QEMU does not answer QMP while vsync waits at the barrier.
             return RunStatus(not self.paused, "paused (held at the barrier)" if self.paused else "running")
         return inst.run_status()
 
@@ -159,8 +167,8 @@ class SystemInstance(Instance):
                          ", ".join(f"{n}: {s.detail}" for n, s in statuses.items()))
 
     def _clock(self, name: str, inst: Instance) -> tuple[int | None, int | None]:
-        """(virtual ns, instructions) of a node; a QEMU node's from its slot in the segment."""
-        if self.backends[name] != "qemu":
+        """(virtual ns, instructions) of a node; a QEMU or Renode node's from its slot in the segment."""
+        if not self._held(name):
             return inst.virtual_time_ns(), inst.instructions()
         if self.view is None:
             return None, None
@@ -219,8 +227,15 @@ class SystemInstance(Instance):
         return {"nodes": nodes, "sync": sync}
 
     def endpoints(self) -> dict[str, str]:
-        return {f"{name} control": f"ipc://{inst.spec.rundir / 'engine.sock'}" if self.backends[name] != "qemu" else
-                str(inst.spec.rundir / "qmp.sock") for name, inst in self.nodes.items()}
+        out = {}
+        for name, inst in self.nodes.items():
+            if self.backends[name] == "qemu":
+                out[f"{name} control"] = str(inst.spec.rundir / "qmp.sock")
+            elif self.backends[name] == "renode":
+                out[f"{name} control"] = inst.endpoints()["monitor"] + " (Renode's monitor, every Renode node)"
+            else:
+                out[f"{name} control"] = f"ipc://{inst.spec.rundir / 'engine.sock'}"
+        return out
 
 
 class SystemBackend(BackendAdapter):

@@ -7,18 +7,20 @@ outgoing routes: which GPIO pins raise which interrupt line on which node, which
 to which node's UART — plus the barrier segment (virsim.sync.lockstep). `System` starts the
 nodes halted, runs them together, and stops every one of them whatever happens.
 
-Nodes run on the built-in engine (it stops exactly at a quantum boundary) or on QEMU, held to the
-barrier by the vsync TCG plugin (backends/qemu/plugins/vsync.c; docs/multinode.md says what each
-supports).
+Nodes run on the built-in engine (it stops exactly at a quantum boundary), on QEMU, held to the
+barrier by the vsync TCG plugin (backends/qemu/plugins/vsync.c), or on Renode: every Renode node of
+a board in one Renode emulation whose quantum is the barrier's, joined to it by virsim's extension
+(backends/renode/VirsimRenode.cs). docs/multinode.md says what each supports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from virsim.backends import get_backend
-from virsim.backends.base import Capability, Instance, InstanceSpec, SharedMapping
+from virsim.backends.base import BackendAdapter, Capability, Instance, InstanceSpec, SharedMapping
 from virsim.board import BoardConfig
 from virsim.errors import NotSupported
 from virsim.firmware import FirmwareImage
@@ -60,7 +62,7 @@ def quantum_cycles(board: BoardConfig, mode: str, quantum: str | int) -> int:
     return max(1, int(float(text)))
 
 
-NODE_BACKENDS = ("builtin", "qemu")  # backends a node of a multi-node system can run on (LOCKSTEP)
+NODE_BACKENDS = ("builtin", "qemu", "renode")  # backends a node of a multi-node system can run on (LOCKSTEP)
 
 
 def _qemu_ram_files(board: BoardConfig, rundir: Path) -> dict[str, tuple[str, int, int]]:
@@ -117,15 +119,17 @@ def plan(board: BoardConfig, firmware: dict[str, FirmwareImage | None], workdir:
                                f"{' or '.join(NODE_BACKENDS)}", field=f"nodes[{i}].backend", value=node.backend)
     qemu_files = _qemu_ram_files(board, rundir)
     qemu = {n.id for n in board.nodes if n.backend == "qemu"}
+    emulated = {n.id: n.backend for n in board.nodes if n.backend in ("qemu", "renode")}
     for j, route in enumerate(ic.irq_routes):
         if route.source.split(".")[0] in qemu:
             raise NotSupported(f"irq route from {route.source}: a QEMU node cannot raise another node's interrupt "
                                "(QEMU 7.2 models no AN385 GPIO, and virsim cannot see its pins)",
                                field=f"interconnect.irq_routes[{j}].source")
     for j, m in enumerate(ic.mmio_map):
-        if m.node in qemu or m.target.split(".", 1)[0] in qemu:
-            raise NotSupported(f"mmio_map[{j}]: forwarding to or from a QEMU node is not implemented (share memory "
-                               "inside its machine RAM instead)", field=f"interconnect.mmio_map[{j}]")
+        for end in (m.node, m.target.split(".", 1)[0]):
+            if end in emulated:
+                raise NotSupported(f"mmio_map[{j}]: forwarding to or from a {emulated[end]} node ({end}) is not "
+                                   "implemented (share memory instead)", field=f"interconnect.mmio_map[{j}]")
     for i, node in enumerate(board.nodes):
         shared = []
         for sm in ic.shared_memory:
@@ -214,17 +218,31 @@ class System:
                 if Capability.LOCKSTEP not in backend.get_capabilities():
                     raise NotSupported(f"node {n.node}: backend {n.backend} cannot join a lockstep")
                 backend.check_node(n.spec.node)
-                inst = backend.create_instance(n.spec)
-                self.instances[n.node] = inst
-                inst.power_on()
+            for backend, members in self.groups():
+                if backend.one_emulation_per_board:
+                    inst = backend.create_group([n.spec for n in members])
+                    self.instances.update((n.node, inst) for n in members)
+                    inst.power_on()
+                    continue
+                for n in members:
+                    self.instances[n.node] = backend.create_instance(n.spec)
+                    self.instances[n.node].power_on()
             if not run:
                 lockstep.set_command(self.plan.segment, lockstep.PAUSE)
-            for n in self.plan.nodes:  # QEMU nodes always run: a paused system holds them at the barrier
-                if run or n.backend == "qemu":
-                    self.instances[n.node].resume()
+            for backend, members in self.groups():
+                if run or backend.held_at_barrier:  # they always run: a paused system holds them at the barrier
+                    for inst in unique(self.instances[n.node] for n in members):
+                        inst.resume()
         except BaseException:
             self.stop()
             raise
+
+    def groups(self) -> list[tuple[BackendAdapter, list[NodePlan]]]:
+        """The plan's nodes by backend, in board order."""
+        out: dict[str, list[NodePlan]] = {}
+        for n in self.plan.nodes:
+            out.setdefault(n.backend, []).append(n)
+        return [(get_backend(name), members) for name, members in out.items()]
 
     def pause(self) -> None:
         self.hold(False)
@@ -240,7 +258,7 @@ class System:
         if not run:
             lockstep.set_command(self.plan.segment, lockstep.PAUSE)
         for n in self.plan.nodes:
-            if n.backend != "qemu" and n.node != keep and n.node in self.instances:
+            if not get_backend(n.backend).held_at_barrier and n.node != keep and n.node in self.instances:
                 if run:
                     self.instances[n.node].resume()
                 else:
@@ -252,12 +270,17 @@ class System:
         """Stop every node (a node waiting at the barrier gives up at once)."""
         if self.plan.segment.exists():
             lockstep.set_command(self.plan.segment, lockstep.STOP)
-        for inst in self.instances.values():
+        for inst in unique(self.instances.values()):
             try:
                 inst.destroy()
             except Exception:  # noqa: BLE001 - the others must still be stopped
                 pass
         self.instances.clear()
+
+
+def unique(instances: Iterable[Instance]) -> list[Instance]:
+    """Each instance once (the nodes of a one-emulation backend share one)."""
+    return list({id(inst): inst for inst in instances}.values())
 
 
 def merged_console(plan: Plan) -> bytes:
@@ -355,20 +378,21 @@ def interconnect_support(board: BoardConfig) -> list[dict[str, str]]:
     for sm in ic.shared_memory:
         where = ", ".join(f"{n}@{a:#x}" for n, a in sm.mappings.items())
         rows.append({"kind": "shared_memory", "what": f"{sm.id} ({sm.size:#x} bytes): {where}", "builtin": "yes",
-                     "qemu": "inside qemu.machine_ram (shared as a whole)"})
+                     "qemu": "inside qemu.machine_ram (shared as a whole)", "renode": "yes (a file-backed window)"})
     for r in ic.irq_routes:
         gpio = next((p for p in nodes[r.source.split(".")[0]].peripherals if p.id == r.source.split(".")[1]), None)
         ok = "yes" if gpio is not None and gpio.type == "cmsdk-gpio" else "not yet (GPIO sources only)"
         rows.append({"kind": "irq_route", "what": f"{r.source} -> {r.target} IRQ {r.irq}", "builtin": ok,
-                     "qemu": "as target (from a built-in GPIO); not as source"})
+                     "qemu": "as target (from a built-in GPIO); not as source", "renode": ok})
     for m in ic.mmio_map:
         onto_memory = "." not in m.target and any(reg.contains(m.target_address, m.size)
                                                   for reg in nodes[m.target.split(".")[0]].memory)
         rows.append({"kind": "mmio_map", "what": f"{m.node}@{m.address:#x} ({m.size:#x} bytes) -> {m.target}@"
                      f"{m.target_address:#x}", "builtin": "yes" if onto_memory else "yes (writes land at the barrier, "
                      "reads stall to the next)",
-                     "qemu": "not yet (use shared_memory)"})
+                     "qemu": "not yet (use shared_memory)", "renode": "not yet (use shared_memory)"})
     for link in ic.uart_links:
         rows.append({"kind": "uart_link", "what": f"{link.a} <-> {link.b}", "builtin": "yes",
-                     "qemu": "yes (a byte per quantum into QEMU's receiver)"})
+                     "qemu": "yes (a byte per quantum into QEMU's receiver)",
+                     "renode": "yes (between Renode nodes: a Renode UART hub)"})
     return rows

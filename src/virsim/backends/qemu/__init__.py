@@ -621,6 +621,7 @@ class QemuBackend(BackendAdapter):
         Capability.DEBUG, Capability.VIRTUAL_TIME, Capability.SNAPSHOT, Capability.RECORD, Capability.REVERSE,
         Capability.COVERAGE, Capability.LOCKSTEP, Capability.SHARED_MEMORY, Capability.FAULTS,
     })
+    held_at_barrier = True  # QMP does not answer while vsync waits at the barrier
 
     def check_node(self, node: Node) -> None:
         if node.qemu is None:

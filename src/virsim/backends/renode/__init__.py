@@ -1,7 +1,8 @@
-"""The Renode backend's parts that need no Renode binary: the platform description generated from
-a BoardConfig (platform.py), the monitor protocol (monitor.py) and finding the binary
-(`find_renode`). The adapter that drives a Renode process with them is not registered yet
-(backends.PLANNED says why): it is built and tested against a real Renode build (issue 16).
+"""The Renode backend (docs/backends.md): `adapter.py` runs a board node in a headless Renode
+driven through its monitor (`monitor.py`), on a platform generated from the BoardConfig
+(`platform.py`), jailed off the network (`jail.py`); `emulation.py` runs the Renode nodes of a
+multi-node board in one emulation; `VirsimRenode.cs` is virsim's own C# extension that Renode
+compiles (probes, shared memory, the lockstep participant). Here: finding the binary.
 """
 
 from __future__ import annotations
