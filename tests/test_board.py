@@ -322,7 +322,9 @@ def test_cli_board_list_json(cli: CLI) -> None:
     assert by_name["mps2-an385"]["processor"] == "cortex-m3"
     assert by_name["netduinoplus2"]["processor"] == "cortex-m4"
     assert by_name["virt-a15"]["processor"] == "cortex-a15"
-    assert all(r["backend"] == "qemu" and r["nodes"] == 1 for r in rows if r["nodes"] == 1)
+    assert all(r["backend"] == "qemu" and r["nodes"] == 1 for r in rows if r["nodes"] == 1
+               and r["name"] != "stm32f4-discovery")
+    assert by_name["stm32f4-discovery"]["backend"] == "renode"  # Renode's stock platform by default
     assert by_name["dual-core-mailbox"]["nodes"] == 2 and by_name["dual-core-mailbox"]["backend"] == "system"
 
 

@@ -21,6 +21,8 @@ BUILDS = {  # directory -> (ELF, board, what it prints first)
                            ("cpu2.elf", "mps2-an385", b"cpu2: ready\n"), ("remote.elf", "mps2-an385", b"cpu0: start\n"),
                            ("ping.elf", "mps2-an385", b"ping: start\n"), ("pong.elf", "mps2-an385", b"pong: ready\n")],
     "examples/lm3s811evb": [("hello.elf", "lm3s811evb", b"Hello from virsim on lm3s811evb\ntick 1\n")],
+    # A Renode board (its stock platform: tests/test_renode.py); here on QEMU's netduinoplus2.
+    "examples/stm32f4": [("hello.elf", "stm32f4-discovery", b"Hello from virsim on stm32f4-discovery\ntick 1\n")],
     "examples/virt-a15": [("hello.elf", "virt-a15", b"Hello from virsim on virt (Cortex-A15)\ntick 1\ntick 2\ntick 3\n")],
     "tests/firmware": [("jitter.elf", "mps2-an385", b"jitter\ntick 1 loops "), ("lockup.elf", "mps2-an385", None),
                        ("exceptions.elf", "mps2-an385", b"PASS svc\n")],
@@ -53,5 +55,5 @@ def test_committed_elf_matches_its_sources(rebuilt: Path, folder: str, elf: str)
 def test_rebuilt_elf_runs(rebuilt: Path, client: Client, folder: str, elf: str, board: str,
                           expected: bytes) -> None:
     need_tool("qemu-system-arm")
-    info = client.session_create(board, rebuilt / folder / elf)
+    info = client.session_create(board, rebuilt / folder / elf, backend="qemu")
     wait_console(client, info.id, expected)

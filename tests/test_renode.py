@@ -162,3 +162,36 @@ def test_coverage_counts_on_across_snapshot_and_restore(cli: CLI, client: Client
     restored = on_tick_calls()
     wait_progress(lambda: on_tick_calls() >= restored + 2, progress=session_progress(client, sid),
                   what="on_tick counted after the restore")
+
+
+STM32F4 = HELLO.parents[1] / "stm32f4" / "hello.elf"
+
+
+def test_a_stock_renode_board_runs_its_own_example(cli: CLI, client: Client) -> None:
+    """STM32F4-Discovery on Renode's own stock platform — loaded without the SVD downloads its init
+    asks for (Renode runs offline) — and the same firmware on QEMU's netduinoplus2: the same lines."""
+    consoles = {}
+    for backend in ("renode", "qemu"):
+        sid = cli.json("session", "create", "-b", "stm32f4-discovery", "-f", str(STM32F4), "--backend", backend)["id"]
+        wait_console(client, sid, b"tick 2\n")
+        cli("console", sid, "--send", r"ping 7\r")
+        wait_console(client, sid, b"echo: ping 7\n")
+        consoles[backend] = [ln for ln in client.console_text(sid).splitlines() if not ln.startswith(b"tick ")]
+        if backend == "renode":
+            folder = Path(cli.json("session", "show", sid)["console_log"]).parent
+            derived = (folder / "renode-platform.repl").read_text()
+            assert 'using "' in derived and "stm32f4_discovery-kit.repl" in derived and "ApplySVD" not in derived
+            assert "Failed to download" not in (folder / "renode.log").read_text()
+    assert consoles["renode"] == consoles["qemu"] == [b"Hello from virsim on stm32f4-discovery", b"echo: ping 7"]
+    shown = cli.json("board", "show", "stm32f4-discovery")["renode"]["cpu0"]
+    assert shown["models"]["usart2"] == "usart2 (UART.STM32_UART)"
+    assert any("ApplySVD @https://" in line for line in shown["dropped_downloads"])
+
+
+def test_virsim_run_on_the_stock_board_counts_renodes_virtual_time(cli: CLI) -> None:
+    # One tick a second of the board's 72 MHz clock (the SysTick Renode's STM32F4 runs at).
+    ok = cli("run", str(STM32F4), "-b", "stm32f4-discovery", "--expect-text", "tick 2", "--timeout", "2.5s")
+    assert "PASS" in ok.stdout
+    late = cli("run", str(STM32F4), "-b", "stm32f4-discovery", "--expect-text", "tick 3", "--timeout", "2.5s",
+               check=42)
+    assert "2.500s virtual" in late.stdout and "tick 2" in late.stdout

@@ -192,6 +192,8 @@ class RenodeOptions(Model):
     absent: list[str] = Field([], description="peripheral ids Renode has no model for that this node runs "
                               "without on Renode (their registers read as zero; Renode logs the accesses); any "
                               "other unmodelled peripheral makes session create fail naming it")
+    svd: str | None = Field(None, description="with `platform`: an absolute path of a local SVD file to apply "
+                            "instead of the ones the stock platform downloads at load time (Renode runs offline)")
 
 
 BackendName = Literal["qemu", "builtin", "renode", "skyeye"]

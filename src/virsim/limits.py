@@ -38,6 +38,8 @@ FILE_LIMITS: dict[str, int] = {
     "firmware file": 256 * MiB,
     "snapshot file": 4 * GiB,
     "recording": 4 * GiB,
+    "Renode platform": 1 * MiB,  # a stock .repl a board names, and each file it uses
+    "SVD file": 64 * MiB,  # renode.svd
 }
 MAX_DEPTH = 32  # nesting of a wire payload (the deepest request is 4 levels)
 MAX_PATH = 4096  # PATH_MAX

@@ -97,6 +97,12 @@ def show(board: Annotated[str, typer.Argument(help="Board name (see board list) 
                 plat = on_renode.get("platform")
                 out.print(f"on Renode: {'a platform generated from this node' if plat == 'generated' else plat}"
                           + (f" ({on_renode['error']})" if on_renode.get("error") else ""))
+                if on_renode.get("console"):
+                    out.print(f"  console on {on_renode['console']}")
+                for line in on_renode.get("dropped_downloads") or []:
+                    out.print(f"  left out (Renode runs offline): {line}")
+                if on_renode.get("svd"):
+                    out.print(f"  applied instead: ApplySVD @{on_renode['svd']}")
         if support:
             out.print("\n[bold]interconnect[/] (what a multi-node session runs, by the backend of the nodes it joins)")
             t = table("KIND", "WHAT", "BUILT-IN NODES", "QEMU NODES", "RENODE NODES")

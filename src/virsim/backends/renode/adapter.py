@@ -36,12 +36,13 @@ from virsim.backends.base import (
     ToolCheck,
     trace_header,
 )
-from virsim.backends.renode import INSTALL_HINT, find_renode
+from virsim.backends.renode import INSTALL_HINT, find_renode, stock, stock_path, stock_root, svd_path
 from virsim.backends.renode.monitor import Monitor
 from virsim.backends.renode.platform import entry_name, monitor_name, monitor_path, monitor_string, platform
 from virsim.backends.supervised import SupervisedInstance
 from virsim.board import Node
 from virsim.errors import EmulatorError, EmulatorMissing, InvalidInput, NotSupported, Timeout
+from virsim.firmware import FirmwareImage
 
 JAIL = Path(__file__).resolve().parent / "jail.py"
 # virsim's own C# extension (probes, shared memory, the lockstep participant), compiled by Renode
@@ -180,8 +181,11 @@ class RenodeInstance(SupervisedInstance):
         self._cmd(f"logFile {monitor_path(spec.workdir / RENODE_LOG)}")
         self._cmd(f"mach create {machine}")
         if node.renode and node.renode.platform:
-            self._cmd(f"machine LoadPlatformDescription {monitor_path(self._stock(node.renode.platform), 'renode.platform')}",
-                      timeout=_SLOW)
+            # The stock platform without the SVD downloads of its init (stock.py): Renode is offline.
+            opts = node.renode
+            derived = stock.derived(stock.read(stock_path(opts.platform), stock_root()), svd_path(opts.svd))
+            (spec.workdir / PLATFORM_FILE).write_text(derived)
+            self._cmd(f"machine LoadPlatformDescription {monitor_path(spec.workdir / PLATFORM_FILE)}", timeout=_SLOW)
         else:
             self._cmd(f"machine LoadPlatformDescription {monitor_path(spec.workdir / PLATFORM_FILE)}", timeout=_SLOW)
         # Deterministic by construction: one CPU thread at a time, a fixed seed for every model's
@@ -191,32 +195,28 @@ class RenodeInstance(SupervisedInstance):
         self._cmd(f"sysbus.cpu PerformanceInMips {max(1, round(node.processor.frequency / 1e6))}")
         if spec.deterministic:
             self._cmd("emulation SetAdvanceImmediately true")  # a sleeping CPU skips to its next event
-        fw = spec.firmware
-        if fw is not None:
-            where = monitor_path(fw.path, "firmware")
-            if fw.format == "elf":
-                self._cmd(f"sysbus LoadELF {where}", timeout=_SLOW)
-            elif fw.format == "hex":
-                self._cmd(f"sysbus LoadHEX {where}", timeout=_SLOW)
-            else:
-                self._cmd(f"sysbus LoadBinary {where} {fw.load_address or 0:#x}", timeout=_SLOW)
-            if node.processor.profile == "m":
-                self._cmd(f"sysbus.cpu VectorTableOffset {fw.load_address or 0:#x}")
+        if spec.firmware is not None:
+            self._load(spec.firmware)
         self._terminal()
         self._cmd(f"machine StartGdbServer {GDB_PORT}")
         if spec.coverage:
             self.coverage("start")  # from the first instruction
 
-    def _stock(self, name: str) -> Path:
-        path = Path(name)
-        if not path.is_absolute():
-            renode = find_renode()
-            assert renode is not None
-            path = renode_root(renode) / path
-        if not path.is_file():
-            raise NotSupported(f"renode.platform: {path} is not a file of this Renode install", field="renode.platform",
-                               value=name)
-        return path
+    def _load(self, fw: FirmwareImage) -> None:
+        """The image into the current machine. A Cortex-M boots from its vector table: Renode takes
+        the lowest section of an ELF for it (as a real part boots from where its flash is aliased,
+        e.g. an STM32's 0x08000000 at 0); a raw or hex image has its at the lowest address it loads."""
+        where = monitor_path(fw.path, "firmware")
+        if fw.format == "elf":
+            self._cmd(f"sysbus LoadELF {where}", timeout=_SLOW)
+            return
+        if fw.format == "hex":
+            self._cmd(f"sysbus LoadHEX {where}", timeout=_SLOW)
+        else:
+            self._cmd(f"sysbus LoadBinary {where} {fw.load_address or 0:#x}", timeout=_SLOW)
+        if self.spec.node.processor.profile == "m":
+            base = fw.load_address if fw.load_address is not None else min((a for a, _ in fw.segments), default=0)
+            self._cmd(f"sysbus.cpu VectorTableOffset {base:#x}")
 
     def _terminal(self) -> None:
         """The console UART's server-socket terminal, and the jail connected to it."""
@@ -467,23 +467,6 @@ def _trace_info(reply: str) -> dict[str, Any]:
         raise EmulatorError(f"Renode's trace reply is not understood: {reply!r}", reply=reply[-200:]) from err
 
 
-@lru_cache(maxsize=4)
-def renode_root(launcher: str) -> Path:
-    """Renode's folder (where platforms/ is) for a launcher: the wrapper script names Renode.exe."""
-    path = Path(launcher).resolve()
-    for candidate in [path.parent, path.parent.parent]:
-        if (candidate / "platforms").is_dir():
-            return candidate
-    try:
-        text = path.read_text(errors="replace")[:4000]
-    except OSError:
-        text = ""
-    m = re.search(r"(/\S+)/bin/Renode\.exe", text) or re.search(r"(/\S+)/Renode\.exe", text)
-    if m:
-        return Path(m.group(1))
-    return path.parent
-
-
 class RenodeBackend(BackendAdapter):
     name = "renode"
     capabilities = frozenset({
@@ -508,8 +491,12 @@ class RenodeBackend(BackendAdapter):
                         f"node {node.id!r}: Renode has no model for peripheral {pid!r} (type {p.type}); list it in "
                         "the node's renode.absent to run without it on Renode, or use another backend",
                         backend=self.name, node=node.id, field=f"nodes[{node.id}].peripherals[{pid}]", value=p.type)
+        elif node.renode.svd is not None:
+            svd_path(node.renode.svd)
         if find_renode() is None:
             raise EmulatorMissing(f"Renode not found: {INSTALL_HINT}", binary="renode", install=INSTALL_HINT)
+        if node.renode and node.renode.platform:
+            stock.read(stock_path(node.renode.platform), stock_root())  # it and every file it uses are there
 
     def create_instance(self, spec: InstanceSpec) -> Instance:
         return RenodeInstance(spec)

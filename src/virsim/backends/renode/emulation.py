@@ -72,13 +72,8 @@ class RenodeEmulation(RenodeInstance):
             self._cmd(f"mach create {monitor_name(entry_name(node.id), 'node id')}")
             self._cmd(f"machine LoadPlatformDescription {monitor_path(spec.workdir / PLATFORM_FILE)}", timeout=_SLOW)
             self._cmd(f"sysbus.cpu PerformanceInMips {max(1, round(node.processor.frequency / 1e6))}")
-            fw = spec.firmware
-            if fw is not None:
-                where = monitor_path(fw.path, "firmware")
-                load = {"elf": "LoadELF", "hex": "LoadHEX"}.get(fw.format)
-                self._cmd(f"sysbus {load} {where}" if load else f"sysbus LoadBinary {where} {fw.load_address or 0:#x}",
-                          timeout=_SLOW)
-                self._cmd(f"sysbus.cpu VectorTableOffset {fw.load_address or 0:#x}")
+            if spec.firmware is not None:
+                self._load(spec.firmware)
         # Deterministic by construction, as a single node: serial execution, a fixed seed; a sleeping
         # CPU idles through its quantum. The quantum itself is set by the extension from the segment.
         self._cmd("emulation SetGlobalSerialExecution true")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from virsim.backends.base import SharedMapping
 from virsim.board import Node
-from virsim.errors import InvalidInput, NotSupported
+from virsim.errors import InvalidInput, NotSupported, VirsimError
 
 CORTEX_M = {"cortex-m0": "cortex-m0", "cortex-m0plus": "cortex-m0+", "cortex-m3": "cortex-m3",
             "cortex-m4": "cortex-m4", "cortex-m4f": "cortex-m4f", "cortex-m7": "cortex-m7", "cortex-m33": "cortex-m33"}
@@ -76,8 +76,20 @@ def describe(node: Node) -> dict[str, object]:
     the generated one (peripheral id -> Renode model), what runs without a model (renode.absent) and
     what has none and makes session create fail."""
     if node.renode and node.renode.platform:
-        return {"platform": node.renode.platform, "console": node.renode.uart, "models": {}, "absent": [],
-                "unmodelled": []}
+        from virsim.backends.renode import stock, stock_path, stock_root
+
+        out: dict[str, object] = {"platform": node.renode.platform, "console": node.renode.uart, "models": {},
+                                  "absent": [], "unmodelled": [], "svd": node.renode.svd}
+        try:
+            plat = stock.read(stock_path(node.renode.platform), stock_root())
+        except VirsimError as err:  # no Renode here, or no such platform in it
+            out["error"] = err.message
+            return out
+        out["models"] = {p.id: plat.model_at(p.address) or "not in the platform" for p in node.peripherals
+                         if p.type not in IN_NVIC}
+        out["dropped_downloads"] = plat.downloads  # ApplySVD lines virsim leaves out (Renode is offline)
+        out["files"] = [str(f) for f in plat.files]
+        return out
     if CORTEX_M.get(node.processor.type) is None:
         return {"platform": None, "error": f"Renode's backend runs Cortex-M nodes, not {node.processor.type}"}
     absent = list(node.renode.absent) if node.renode else []
