@@ -162,17 +162,17 @@ def test_a_profile_board_and_profile_check(client: Client) -> None:
 
 
 def test_multi_node_board_with_a_node_no_lockstep_backend_runs_is_refused(cli: CLI, tmp_path: Path) -> None:
-    """Multi-node sessions (tests/test_sync.py) run their nodes on the built-in engine or QEMU; a
-    node on another backend is refused, naming it."""
+    """Multi-node sessions (tests/test_sync.py) run their nodes on the built-in engine, QEMU or
+    Renode; a node on another backend is refused, naming it."""
     board = tmp_path / "two.yaml"
-    node = ("  - id: {id}\n    backend: renode\n    processor: {{type: cortex-m3, frequency: 25MHz}}\n"
+    node = ("  - id: {id}\n    backend: skyeye\n    processor: {{type: cortex-m3, frequency: 25MHz}}\n"
             "    memory: [{{type: RAM, address: 0, size: 4M}}]\n")
     board.write_text("system_id: two\nname: Two\nnodes:\n" + node.format(id="a") + node.format(id="b"))
     cli("board", "validate", str(board))
     err = cli.json("session", "create", "-b", str(board), "-f", str(HELLO), check=2)
     assert err["code"] == "INVALID_INPUT" and "--firmware NODE=IMAGE" in err["error"]
     err = cli.json("session", "create", "-b", str(board), "-f", f"a={HELLO}", "-f", f"b={HELLO}", check=5)
-    assert err["code"] == "NOT_SUPPORTED" and "node 'a' runs on renode" in err["error"]
+    assert err["code"] == "NOT_SUPPORTED" and "node 'a' runs on skyeye" in err["error"]
 
 
 def test_delete_keeps_the_console_log_unless_purged(cli: CLI, client: Client) -> None:

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, cli_debug_stop, debug_stop, need_tool, reverse_walk,
-                      session_progress, wait_console, wait_for, wait_progress, wait_state)
+from conftest import (HELLO, HELLO_SYSTICK, LM3S_HELLO, CLI, chosen_backend, cli_debug_stop, debug_stop, need_tool,
+                      reverse_walk, session_progress, wait_console, wait_for, wait_progress, wait_state)
 from virsim import snapshot
 from virsim.client import Client, Subscription
 from virsim.daemon.snapshots import SnapshotService
 from virsim.errors import SnapshotInvalid
+
+
+@pytest.fixture(params=["qemu", "builtin", "renode"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every backend with snapshots (Renode: its Save/Load; skipped with the reason where it is not installed)."""
+    return chosen_backend(request)
 
 
 @pytest.fixture(autouse=True)

@@ -323,7 +323,9 @@ class Instance(ABC):
 
     def restore_snapshot(self, path: Path, marker: bytes = b"") -> dict[str, Any]:
         """Load a state saved by create_snapshot (already verified by the caller); the CPU keeps
-        running or stays paused as it was. `marker` goes into the console log at that point."""
+        running or stays paused as it was. `marker` goes into the console log at that point.
+        Returns {"virtual_ns", "instructions"}, and "gdb_replaced": True where the load replaced the
+        gdb endpoint (Renode makes its GDB server again): a debugger attached before must reconnect."""
         raise NotSupported("snapshots are not supported by this backend yet", capability=str(Capability.SNAPSHOT))
 
     def delete_snapshot(self, path: Path) -> None:

@@ -221,9 +221,17 @@ class DebugService:
             except VirsimError:
                 log.exception("session %s: re-attaching after the external debugger", sid)
 
-    def state_replaced(self, session_id: str) -> None:
-        """A snapshot was restored under the debugger: its cached registers and last stop are stale."""
+    def state_replaced(self, session_id: str, gdb_replaced: bool = False) -> None:
+        """A snapshot was restored under the debugger: its cached registers and last stop are stale.
+        `gdb_replaced`: the restore made a new gdb endpoint (Renode): the debugger reconnects, with
+        the session's breakpoints inserted again."""
         self.forget_stop(session_id)
+        st = self.state.get(session_id)
+        if gdb_replaced and st is not None and st.debugger is not None:
+            st.debugger.close()
+            st.debugger = None
+            self._attach(self.sessions.row(session_id), st)
+            return
         dbg = self.controller(session_id)
         if dbg is not None and not dbg.running:
             dbg.command('-interpreter-exec console "maintenance flush register-cache"')

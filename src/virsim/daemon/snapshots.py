@@ -108,8 +108,8 @@ class SnapshotService:
     def load_into(self, row: dict[str, Any], path: Path, name: str, virtual_ns: int | None) -> None:
         when = f" at {virtual_ns / 1e9:.6f} s virtual time" if virtual_ns is not None else ""
         marker = f"\n[virsim: restored snapshot {name}{when}]\n".encode()
-        self.sessions.instance_of(row).restore_snapshot(path, marker)
-        self.debug.state_replaced(row["id"])
+        done = self.sessions.instance_of(row).restore_snapshot(path, marker)
+        self.debug.state_replaced(row["id"], gdb_replaced=bool((done or {}).get("gdb_replaced")))
 
     def delete(self, req: p.SnapshotRef) -> p.SnapshotInfo:
         row = self.sessions.row(req.session)

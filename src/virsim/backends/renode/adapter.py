@@ -196,13 +196,13 @@ class RenodeInstance(SupervisedInstance):
         if spec.deterministic:
             self._cmd("emulation SetAdvanceImmediately true")  # a sleeping CPU skips to its next event
         if spec.firmware is not None:
-            self._load(spec.firmware)
+            self._load(spec.firmware, node)
         self._terminal()
         self._cmd(f"machine StartGdbServer {GDB_PORT}")
         if spec.coverage:
             self.coverage("start")  # from the first instruction
 
-    def _load(self, fw: FirmwareImage) -> None:
+    def _load(self, fw: FirmwareImage, node: Node) -> None:
         """The image into the current machine. A Cortex-M boots from its vector table: Renode takes
         the lowest section of an ELF for it (as a real part boots from where its flash is aliased,
         e.g. an STM32's 0x08000000 at 0); a raw or hex image has its at the lowest address it loads."""
@@ -214,7 +214,7 @@ class RenodeInstance(SupervisedInstance):
             self._cmd(f"sysbus LoadHEX {where}", timeout=_SLOW)
         else:
             self._cmd(f"sysbus LoadBinary {where} {fw.load_address or 0:#x}", timeout=_SLOW)
-        if self.spec.node.processor.profile == "m":
+        if node.processor.profile == "m":
             base = fw.load_address if fw.load_address is not None else min((a for a, _ in fw.segments), default=0)
             self._cmd(f"sysbus.cpu VectorTableOffset {base:#x}")
 
@@ -366,6 +366,9 @@ class RenodeInstance(SupervisedInstance):
         state = path.with_suffix(".renode-load")
         state.write_bytes(snapshot.read(path)[1]["renode"])
         running = self.run_status().running
+        # A CPU the debugger holds (at a breakpoint, after a step) is in single-step mode in a
+        # started machine; the state a Load brings back runs continuously: hold it again after.
+        held = self._cmd("sysbus.cpu ExecutionMode").split()[:1] == ["SingleStep"]
         try:
             self._cmd("pause")
             self._probe_hook(False)
@@ -383,9 +386,11 @@ class RenodeInstance(SupervisedInstance):
         self._armed = False  # the Load replaced the clock its entry was on
         self._rearm()
         self._probe_hook(True)  # onto the CPU the Load made: coverage counts and the trace go on
+        if held:
+            self._cmd("sysbus.cpu ExecutionMode SingleStep")
         if running:
             self._cmd("start")
-        return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions")}
+        return {"virtual_ns": meta.get("virtual_ns"), "instructions": meta.get("instructions"), "gdb_replaced": True}
 
 
     # ---------------------------------------------------------------- coverage and traces

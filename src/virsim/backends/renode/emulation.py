@@ -73,7 +73,7 @@ class RenodeEmulation(RenodeInstance):
             self._cmd(f"machine LoadPlatformDescription {monitor_path(spec.workdir / PLATFORM_FILE)}", timeout=_SLOW)
             self._cmd(f"sysbus.cpu PerformanceInMips {max(1, round(node.processor.frequency / 1e6))}")
             if spec.firmware is not None:
-                self._load(spec.firmware)
+                self._load(spec.firmware, node)
         # Deterministic by construction, as a single node: serial execution, a fixed seed; a sleeping
         # CPU idles through its quantum. The quantum itself is set by the extension from the segment.
         self._cmd("emulation SetGlobalSerialExecution true")
