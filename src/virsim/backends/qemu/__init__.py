@@ -332,7 +332,7 @@ class QemuInstance(SupervisedInstance):
         until = self.spec.replay_until
         if self.spec.replay is not None and until:
             self._qmp().execute("replay-break", icount=int(until))
-        self._qmp().execute("cont")
+        self._cont()
 
     def _quit(self) -> None:
         self._qmp().execute("quit")
@@ -506,7 +506,16 @@ class QemuInstance(SupervisedInstance):
             # and the node it waits for is started only after this returns.
             self._qmp().post("cont")
             return
-        self._qmp().execute("cont")
+        self._cont()
+
+    def _cont(self) -> None:
+        """`cont`; a firmware that ends QEMU the moment it runs (semihosting SYS_EXIT, a lockup) may
+        take the reply with it: QEMU did run, and supervision reports how it ended."""
+        try:
+            self._qmp().execute("cont")
+        except EmulatorError:
+            if self.proc is None or not self.proc.wait(2.0):
+                raise
 
     def run_status(self) -> RunStatus:
         status = self._qmp().execute("query-status")
