@@ -16,6 +16,10 @@ Instructions per second, each against a bare Unicorn loop running the same N ins
   c. raw QEMU (`-serial stdio`) from spawn until "tick 2" on its stdout, plain TCG;
   d. the same with `-icount shift=0,align=off,sleep=off` (deterministic, as virsim runs QEMU).
 
+Under interrupt load: examples/irqload/irqload.elf (two CMSDK timers at 2 kHz at two priorities,
+BASEPRI critical sections in the handlers and main, as an RTOS's interrupt-queue demo has them) run
+for the same N instructions in-process, against hello's busy loop (a): the target is >= 0.5x.
+
 Session create -> first UART byte, with bench_foundation.py's method: the builtin backend against
 the qemu backend through virsim, and against raw QEMU spawn -> first byte (the floor).
 
@@ -116,6 +120,25 @@ def machine_rate(n: int) -> float:
     if stop.reason != "budget" or m.instructions != n or not out.endswith(EXPECT):
         raise RuntimeError(f"machine: {stop}, {m.instructions} instructions, output ends {bytes(out[-16:])!r}")
     return n / elapsed
+
+
+IRQLOAD = HELLO.parents[1] / "irqload" / "irqload.elf"
+
+
+def irqload_rate(n: int) -> float:
+    """Instructions/s of the built-in Machine running irqload.elf for n instructions."""
+    from virsim.backends.builtin.machine import Machine
+    from virsim.board import resolve_board
+    from virsim.firmware import inspect
+
+    board, _ = resolve_board(BOARD)
+    m = Machine(board, board.nodes[0])
+    m.program(inspect(IRQLOAD))
+    t0 = time.perf_counter()
+    while m.instructions < n:
+        m.run(n - m.instructions)
+        check_signal()
+    return m.instructions / (time.perf_counter() - t0)
 
 
 def bare_unicorn_rate(n: int) -> float:
@@ -263,6 +286,7 @@ def main() -> int:
 
     own: list[subprocess.Popen[bytes]] = []
     rates: list[tuple[str, float, float]] = []
+    loads: list[tuple[str, float, float]] = []
     latencies: list[tuple[str, float, float]] = []
     logs: dict[str, list[tuple[float, float]]] = {"engine": [], "tcg": [], "icount": []}  # warm-up first
     client = None
@@ -270,6 +294,8 @@ def main() -> int:
         # a. the machine in-process against bare Unicorn (the target: >= 0.8x)
         a, base = side_by_side(args.runs, lambda: machine_rate(n), lambda: bare_unicorn_rate(n))
         rates.append(("built-in Machine.run(N), in-process", a, base))
+        irq, busy = side_by_side(args.runs, lambda: irqload_rate(n), lambda: machine_rate(n))
+        loads = [("irqload (2 timers at 2 kHz, BASEPRI) vs hello busy loop", irq, busy)]
 
         client = Client(get_paths(), timeout=30).connect()  # starts this home's daemon
         with client.subscribe(None) as sub:
@@ -305,6 +331,9 @@ def main() -> int:
     width = max(width, len("session create -> first UART byte"))
     print(f"{'instructions per second':<{width}}  {'unit':>7}  {'left':>9}  {'bare uc':>9}  {'ratio':>7}")
     for name, ours, base in rates:
+        print(f"{name:<{width}}  {'Minsn/s':>7}  {ours / 1e6:>9.1f}  {base / 1e6:>9.1f}  {ours / base:>6.2f}x")
+    print(f"{'built-in Machine under interrupt load':<{width}}  {'unit':>7}  {'irqload':>9}  {'busy':>9}  {'ratio':>7}")
+    for name, ours, base in loads:
         print(f"{name:<{width}}  {'Minsn/s':>7}  {ours / 1e6:>9.1f}  {base / 1e6:>9.1f}  {ours / base:>6.2f}x")
     print(f"{'session create -> first UART byte':<{width}}  {'unit':>7}  {'left':>9}  {'right':>9}  {'ratio':>7}")
     for name, ours, base in latencies:

@@ -158,7 +158,13 @@ def test_template_values_are_parsed() -> None:
     board, _ = resolve_board("mps2-an385")
     node = board.nodes[0]
     assert node.processor.type == "cortex-m3" and node.processor.frequency == 25_000_000
-    assert [(m.address, m.size) for m in node.memory] == [(0, 4 << 20), (0x20000000, 4 << 20)]
+    # QEMU's map (`info mtree`): SSRAM1 and its mirror, block RAM and three mirrors, SSRAM2/3 and its
+    # mirror, PSRAM
+    assert [(m.address, m.size, m.mirror_of) for m in node.memory] == [
+        (0, 4 << 20, None), (0x00400000, 4 << 20, "ssram1"), (0x01000000, 16 << 10, None),
+        (0x01004000, 16 << 10, "blockram"), (0x01008000, 16 << 10, "blockram"), (0x0100C000, 16 << 10, "blockram"),
+        (0x20000000, 4 << 20, None), (0x20400000, 4 << 20, "ssram23"), (0x21000000, 16 << 20, None)]
+    assert node.processor.bitband and any(u.name == "reserved" for u in node.unmodelled)
     assert node.qemu is not None and node.qemu.machine == "mps2-an385"
     assert not board.multi_node
 
@@ -333,8 +339,8 @@ def test_cli_board_show_json_has_numbers(cli: CLI) -> None:
     assert Path(doc["source"]).name == "mps2-an385.yaml"
     node = doc["board"]["nodes"][0]
     assert node["processor"]["frequency"] == 25_000_000
-    assert node["memory"][1]["address"] == 0x20000000
-    assert node["memory"][1]["size"] == 4 << 20
+    assert node["memory"][6]["address"] == 0x20000000
+    assert node["memory"][6]["size"] == 4 << 20
     uart = next(p for p in node["peripherals"] if p["console"])
     assert uart["address"] == 0x40004000 and isinstance(uart["address"], int)
 
@@ -433,3 +439,23 @@ def test_uart_links_are_checked(tmp_path: Path) -> None:
         with pytest.raises(BoardConfigError) as err:
             load_board_file(write(tmp_path, text))
         assert "interconnect.uart_links[0]" in str(err.value) and words in str(err.value)
+
+
+def test_mirrors_and_unmodelled_ranges_are_checked(tmp_path: Path) -> None:
+    base = ("system_id: m\nname: M\nnodes:\n  - id: cpu0\n    backend: builtin\n"
+            "    processor: {type: cortex-m3, frequency: 25MHz}\n    memory:\n"
+            "      - {name: ram, type: RAM, address: 0x20000000, size: 64K}\n")
+    cases = {
+        "      - {name: m, type: RAM, address: 0x20100000, size: 64K, mirror_of: nosuch}\n":
+            ("mirror_of names 'nosuch'", "memory[1].mirror_of"),
+        "      - {name: m, type: RAM, address: 0x20100000, size: 32K, mirror_of: ram}\n":
+            ("a mirror has the size of the region it mirrors", "memory[1].mirror_of"),
+        "    unmodelled: [{name: r, address: 0x20000000, size: 4K}]\n": ("overlaps memory ram", "unmodelled[0]"),
+        "    unmodelled: [{name: r, address: 0x40000100, size: 4K}]\n": ("multiples of 4K", "unmodelled[0]"),
+    }
+    for extra, (message, where) in cases.items():
+        path = tmp_path / "m.yaml"
+        path.write_text(base + extra)
+        with pytest.raises(BoardConfigError) as info:
+            load_board_file(path)
+        assert message in str(info.value) and where in str(info.value), str(info.value)

@@ -16,6 +16,8 @@ BUILDS = {  # directory -> (ELF, board, what it prints first)
                        ("hello-systick.elf", "mps2-an385", b"Hello from virsim on mps2-an385 (SysTick)\ntick 1\n"),
                        ("fault.elf", "mps2-an385", b"Hello from virsim on mps2-an385 (fault)\nabout to divide by zero\n")],
     "examples/rtos": [("rtos.elf", "mps2-an385", b"rtos: start\nA: step 1/5 sum 418414548\n")],
+    "examples/irqload": [("irqload.elf", "mps2-an385", b"irqload: two timers at 2 kHz, BASEPRI critical sections\n"
+                                                         b"second 1: t0 2000 ")],
     # Alone on one node each prints its first line (the mailbox needs both: tests/test_sync.py).
     "examples/multinode": [("cpu0.elf", "mps2-an385", b"cpu0: start\n"), ("cpu1.elf", "mps2-an385", b"cpu1: ready\n"),
                            ("cpu2.elf", "mps2-an385", b"cpu2: ready\n"), ("remote.elf", "mps2-an385", b"cpu0: start\n"),

@@ -16,15 +16,29 @@ from virsim.backends.renode.platform import monitor_name, monitor_path, platform
 from virsim.board import resolve_board
 from virsim.errors import EmulatorError, InvalidInput, NotSupported, Timeout
 
-# The platform measured to run examples/hello like QEMU (shared/docs/field-notes.md, Renode section).
-MPS2_AN385 = """ssram1: Memory.MappedMemory @ sysbus 0x0
+# The platform measured to run examples/hello like QEMU (shared/docs/field-notes.md, Renode section),
+# grown to QEMU's whole map: mirrors registered at several addresses, the PSRAM, bit-band aliases,
+# all 8 priority bits (as QEMU), the dual timer as Renode's SP804.
+MPS2_AN385 = """ssram1: Memory.MappedMemory @ { sysbus 0x0; sysbus 0x400000 }
     size: 0x400000
 
-ssram23: Memory.MappedMemory @ sysbus 0x20000000
+blockram: Memory.MappedMemory @ { sysbus 0x1000000; sysbus 0x1004000; sysbus 0x1008000; sysbus 0x100c000 }
+    size: 0x4000
+
+ssram23: Memory.MappedMemory @ { sysbus 0x20000000; sysbus 0x20400000 }
     size: 0x400000
+
+psram: Memory.MappedMemory @ sysbus 0x21000000
+    size: 0x1000000
+
+bitband_20000000: Miscellaneous.BitBanding @ sysbus <0x22000000, +0x2000000>
+    peripheralBase: 0x20000000
+
+bitband_40000000: Miscellaneous.BitBanding @ sysbus <0x42000000, +0x2000000>
+    peripheralBase: 0x40000000
 
 nvic: IRQControllers.NVIC @ sysbus 0xe000e000
-    priorityMask: 0xE0
+    priorityMask: 0xFF
     systickFrequency: 25000000
     IRQ -> cpu@0
 
@@ -36,6 +50,10 @@ uart0: UART.CMSDK_APB_UART @ sysbus 0x40004000
     frequency: 25000000
     RxInterrupt -> nvic@0
     TxInterrupt -> nvic@1
+
+dualtimer: Timers.ARM_SP804_Timer @ sysbus 0x40002000
+    frequency: 25000000
+    -> nvic@10
 
 gpio0: GPIOPort.ARM_AHB_GPIO @ sysbus 0x40010000
     -> nvic@6

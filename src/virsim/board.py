@@ -79,6 +79,9 @@ class Processor(Model):
     type: str = Field(description="processor type, e.g. cortex-m3, cortex-a15")
     cores: int = Field(1, ge=1, le=64)
     frequency: Frequency = Field(description="core clock in Hz, or e.g. 25MHz")
+    bitband: bool = Field(False, description="Cortex-M3/M4 bit-band aliases, as the part has them: a word at "
+                          "0x22000000 + 32*offset + 4*bit is that bit of the byte at 0x20000000 + offset, and "
+                          "0x42000000 the same for 0x40000000 (peripherals)")
 
     @model_validator(mode="after")
     def _known_type(self) -> Processor:
@@ -101,6 +104,8 @@ class MemoryRegion(Model):
     address: Size
     size: Size = Field(gt=0)
     access: Literal["RW", "RO", "WO"] = "RW"
+    mirror_of: str | None = Field(None, description="the name of another region of the node, of the same size, "
+                                  "that this one mirrors: the same memory seen at a second address (a bus alias)")
 
     @property
     def end(self) -> int:
@@ -108,6 +113,16 @@ class MemoryRegion(Model):
 
     def contains(self, start: int, length: int) -> bool:
         return self.address <= start and start + length <= self.end
+
+
+class Unmodelled(Model):
+    name: str = Field(description="what the real board has there, for the report (e.g. fpgaio, reserved)")
+    address: Size
+    size: Size = Field(gt=0)
+
+    @property
+    def end(self) -> int:
+        return self.address + self.size
 
 
 class Peripheral(Model):
@@ -208,6 +223,11 @@ class Node(Model):
     processor: Processor
     memory: list[MemoryRegion] = Field(min_length=1)
     peripherals: list[Peripheral] = []
+    unmodelled: list[Unmodelled] = Field([], description="address ranges the real board decodes (devices virsim "
+                                         "has no model for, reserved space) where the built-in engine reads zero "
+                                         "and ignores writes, reporting the first access to each address, as QEMU's "
+                                         "unimplemented devices do; an access anywhere else is a BusFault. Ranges "
+                                         "may span the modelled peripherals, which keep their own windows")
     qemu: QemuOptions | None = None
     renode: RenodeOptions | None = None
     semihosting: bool = Field(False, description="serve ARM semihosting (BKPT 0xAB): the firmware opens, reads "
@@ -226,6 +246,26 @@ class Node(Model):
             if b.address < a.end:
                 raise FieldProblem(f"memory[{ib}] at {b.address:#x} overlaps memory[{ia}] "
                                    f"({a.address:#x}..{a.end:#x})", "memory", ib)
+        names = {r.name: (i, r) for i, r in enumerate(self.memory) if r.name}
+        for i, r in enumerate(self.memory):
+            if r.mirror_of is None:
+                continue
+            target = names.get(r.mirror_of)
+            if target is None:
+                raise FieldProblem(f"mirror_of names {r.mirror_of!r}, which is not a memory region of this node "
+                                   f"(regions: {', '.join(names) or 'none has a name'})", "memory", i, "mirror_of")
+            if target[1].mirror_of is not None or target[1].size != r.size:
+                raise FieldProblem(f"mirror_of {r.mirror_of!r}: a mirror has the size of the region it mirrors "
+                                   f"({target[1].size:#x}, not {r.size:#x}) and that region mirrors nothing",
+                                   "memory", i, "mirror_of")
+        for i, u in enumerate(self.unmodelled):
+            if u.address % 4096 or u.size % 4096:
+                raise FieldProblem(f"unmodelled {u.name!r}: address and size must be multiples of 4K (the engine maps "
+                                   "whole pages)", "unmodelled", i)
+            clash = next((r for r in self.memory if r.address < u.end and u.address < r.end), None)
+            if clash is not None:
+                raise FieldProblem(f"unmodelled {u.name!r} ({u.address:#x}..{u.end:#x}) overlaps memory "
+                                   f"{clash.name or hex(clash.address)}", "unmodelled", i)
         ids = [p.id for p in self.peripherals]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:

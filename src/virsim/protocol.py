@@ -27,14 +27,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from virsim import limits
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch, clip
 
-PROTOCOL_VERSION = "1.10"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.11"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
 # and SessionInfo.fault, SessionInfo.clock; coverage.stop, CoverageRow.inlined; 1.8: DebugGdb.port,
 # GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at; 1.9: the envelope's
 # `deadline` (until when the client waits); hello first; bounded fields (PathStr, Ref, Hello); 1.10:
-# SessionCreate.backend on multi-node boards (one backend for every node, or NODE=BACKEND pairs)
+# SessionCreate.backend on multi-node boards (one backend for every node, or NODE=BACKEND pairs); 1.11:
+# SessionInfo.unmodelled_accesses
 MAX_FRAME = 1024 * 1024
 
 
@@ -309,6 +310,9 @@ class SessionInfo(Message):
     clock: dict[str, Any] | None = Field(None, description="session show: what virtual time means here: board_hz, "
                                          "instruction_ns, how it differs from the board's clock")
     instructions_per_s: float | None = Field(None, description="session show: the emulator's speed lately")
+    unmodelled_accesses: list[dict[str, Any]] = Field([], description="session show, built-in engine: the first access "
+                                                      "to each unmodelled address (address, range, access), "
+                                                      "reading zero and ignored, as QEMU's unimplemented devices")
 
 
 class BreakpointInfo(Message):

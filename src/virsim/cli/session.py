@@ -43,6 +43,9 @@ def show_info(info: SessionInfo) -> None:
         if node.get("skew_max_ns") is not None:
             clock += f", skew <= {node['skew_max_ns']} ns"
         rows.append((f"node {node['node']}", f"{node['backend']}, {node['state']}, pid {node.get('pid') or '-'}{clock}"))
+    for access in info.unmodelled_accesses:
+        rows.append(("unmodelled", f"{access['access']} of {access['address']:#010x} ({access['range']}): reads zero, "
+                                   "writes ignored"))
     if info.recording:
         rows.append(("recording", info.recording))
     if info.replaying:

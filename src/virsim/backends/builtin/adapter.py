@@ -215,6 +215,11 @@ class BuiltinInstance(SupervisedInstance):
     def stats(self) -> dict[str, Any]:
         return self._ctl().call("stats")
 
+    def details(self) -> dict[str, Any]:
+        """For `session show`: the first access to each unmodelled address (Node.unmodelled)."""
+        seen = self.stats().get("unmodelled") or []
+        return {"unmodelled_accesses": seen} if seen else {}
+
     # ---------------------------------------------------------------------- snapshots
     def create_snapshot(self, path: Path, meta: dict[str, Any]) -> dict[str, Any]:
         return self._ctl().call("snapshot_save", path=str(path), meta=meta, timeout=60)

@@ -38,6 +38,8 @@ from unicorn.arm_const import (
     UC_ARM_REG_XPSR,
 )
 
+from virsim.backends.builtin.direct import Regs
+
 if TYPE_CHECKING:
     from virsim.backends.builtin.machine import Machine
 
@@ -53,9 +55,11 @@ EXC_RETURN_FORMS = {0xFFFFFFF1: (False, False), 0xFFFFFFF9: (True, False), 0xFFF
 # CFSR bits (MMFSR | BFSR << 8 | UFSR << 16) and HFSR bits.
 CFSR_IBUSERR, CFSR_PRECISERR, CFSR_STKERR, CFSR_BFARVALID = 1 << 8, 1 << 9, 1 << 12, 1 << 15
 CFSR_UNDEFINSTR, CFSR_INVSTATE, CFSR_INVPC, CFSR_NOCP, CFSR_DIVBYZERO = 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 25
-HFSR_VECTTBL, HFSR_FORCED = 1 << 1, 1 << 30
+HFSR_VECTTBL, HFSR_FORCED, HFSR_DEBUGEVT = 1 << 1, 1 << 30, 1 << 31
 _SHCSR_ENABLE = {MEMMANAGE: 1 << 16, BUSFAULT: 1 << 17, USAGEFAULT: 1 << 18}
 _FRAME_REGS = (UC_ARM_REG_R0, UC_ARM_REG_R1, UC_ARM_REG_R2, UC_ARM_REG_R3, UC_ARM_REG_R12, UC_ARM_REG_LR)
+_ENTRY_REGS = _FRAME_REGS + (UC_ARM_REG_PC, UC_ARM_REG_XPSR, UC_ARM_REG_CONTROL)
+_MASK_REGS = (UC_ARM_REG_PRIMASK, UC_ARM_REG_BASEPRI, UC_ARM_REG_FAULTMASK)
 _CPUID = {"cortex-m3": 0x412FC231, "cortex-m4": 0x410FC241}
 
 
@@ -104,11 +108,16 @@ class Nvic:
 
     def active_priority(self) -> int:
         """Priority of the running handlers alone (256: thread mode, nothing active)."""
-        best = 256
-        for exc, on in enumerate(self.active):
-            if on:
-                best = min(best, self.group(self.priority[exc]))
-        return best
+        active = self.active
+        if True not in active:  # C-speed scans: this runs at every exception entry and return
+            return 256
+        best, at = 256, -1
+        while True:
+            try:
+                at = active.index(True, at + 1)
+            except ValueError:
+                return best
+            best = min(best, self.group(self.priority[at]))
 
     def execution_priority(self, primask: int, basepri: int, faultmask: int) -> int:
         prio = self.active_priority()
@@ -122,12 +131,18 @@ class Nvic:
 
     def best_pending(self) -> int | None:
         """The pending, enabled exception that would be taken first (ignoring masks)."""
+        pending = self.pending
+        if True not in pending:
+            return None
         best: int | None = None
-        for exc, pend in enumerate(self.pending):
-            if pend and self.is_enabled(exc):
-                if best is None or self.priority[exc] < self.priority[best]:
-                    best = exc
-        return best
+        exc = -1
+        while True:
+            try:
+                exc = pending.index(True, exc + 1)
+            except ValueError:
+                return best
+            if self.is_enabled(exc) and (best is None or self.priority[exc] < self.priority[best]):
+                best = exc
 
     def pending_ids(self) -> list[int]:
         return [exc for exc, pend in enumerate(self.pending) if pend]
@@ -189,6 +204,7 @@ class ExceptionUnit:
     def __init__(self, machine: Machine, nvic: Nvic) -> None:
         self.m = machine
         self.uc = machine.uc
+        self.regs = Regs(machine.uc)  # entry and return touch a dozen registers: the fast path
         self.nvic = nvic
         self.vtor = 0
         self.ccr = 0x200  # STKALIGN set, as on Cortex-M3 r2p0+ and QEMU
@@ -197,8 +213,8 @@ class ExceptionUnit:
 
     # ------------------------------------------------------------------ what runs next
     def masks(self) -> tuple[int, int, int]:
-        uc = self.uc
-        return uc.reg_read(UC_ARM_REG_PRIMASK), uc.reg_read(UC_ARM_REG_BASEPRI), uc.reg_read(UC_ARM_REG_FAULTMASK)
+        primask, basepri, faultmask = self.regs.read_many(_MASK_REGS)
+        return primask, basepri, faultmask
 
     def execution_priority(self) -> int:
         return self.nvic.execution_priority(*self.masks())
@@ -236,7 +252,7 @@ class ExceptionUnit:
             f.hfsr |= HFSR_FORCED
         if target == HARDFAULT and prio_now <= -1:
             raise Lockup(f"{what or name_of(exc)} while in a handler of priority {prio_now}")
-        pc = self.uc.reg_read(UC_ARM_REG_PC)
+        pc = self.regs.read(UC_ARM_REG_PC)
         f.log.append(f"{name_of(target)}{'' if target == exc else ' (escalated ' + name_of(exc) + ')'}"
                      f" at pc={pc:#010x}: {what}")
         self.nvic.pending[target] = True
@@ -245,13 +261,10 @@ class ExceptionUnit:
     def take(self, exc: int) -> None:
         """Exception entry from the current context; the return address is the current PC."""
         uc = self.uc
-        vals = [uc.reg_read(r) for r in _FRAME_REGS]
-        ret = uc.reg_read(UC_ARM_REG_PC)
-        xpsr = uc.reg_read(UC_ARM_REG_XPSR)
-        control = uc.reg_read(UC_ARM_REG_CONTROL)
+        *vals, ret, xpsr, control = self.regs.read_many(_ENTRY_REGS)
         thread = (xpsr & 0x1FF) == 0
         use_psp = thread and bool(control & 2)
-        sp = uc.reg_read(UC_ARM_REG_PSP if use_psp else UC_ARM_REG_MSP)
+        sp = self.regs.read(UC_ARM_REG_PSP if use_psp else UC_ARM_REG_MSP)
         frame = (sp - 32) & 0xFFFFFFFF
         stacked_xpsr = xpsr | (1 << 24)  # T bit: the return state is always Thumb
         if self.ccr & 0x200 and frame & 4:
@@ -272,10 +285,10 @@ class ExceptionUnit:
             return
         exc_return = 0xFFFFFFF1 if not thread else (0xFFFFFFFD if use_psp else 0xFFFFFFF9)
         if use_psp:
-            uc.reg_write(UC_ARM_REG_CONTROL, control & ~2)  # handler mode runs on MSP
-            uc.reg_write(UC_ARM_REG_PSP, frame)
+            self.regs.write(UC_ARM_REG_CONTROL, control & ~2)  # handler mode runs on MSP
+            self.regs.write(UC_ARM_REG_PSP, frame)
         else:
-            uc.reg_write(UC_ARM_REG_MSP, frame)
+            self.regs.write(UC_ARM_REG_MSP, frame)
         self._enter_handler(exc, exc_return)
 
     def _enter_handler(self, exc: int, exc_return: int) -> None:
@@ -284,17 +297,17 @@ class ExceptionUnit:
             vector = struct.unpack("<I", uc.mem_read(self.vtor + 4 * exc, 4))[0]
         except UcError:
             raise Lockup(f"cannot read the vector of {name_of(exc)} at {self.vtor + 4 * exc:#010x}") from None
-        flags = uc.reg_read(UC_ARM_REG_XPSR) & 0xF8000000
-        uc.reg_write(UC_ARM_REG_XPSR, flags | (1 << 24) | exc)  # handler mode, IT bits clear
-        uc.reg_write(UC_ARM_REG_LR, exc_return)
-        uc.reg_write(UC_ARM_REG_PC, vector | 1)
+        flags = self.regs.read(UC_ARM_REG_XPSR) & 0xF8000000
+        self.regs.write(UC_ARM_REG_XPSR, flags | (1 << 24) | exc)  # handler mode, IT bits clear
+        self.regs.write(UC_ARM_REG_LR, exc_return)
+        self.regs.write(UC_ARM_REG_PC, vector | 1)
         self.invstate = not vector & 1
         self.nvic.pending[exc] = False
         self.nvic.active[exc] = True
         self.m.on_exception(exc, entering=True)
 
     def current(self) -> int:
-        return self.uc.reg_read(UC_ARM_REG_XPSR) & 0x1FF
+        return self.regs.read(UC_ARM_REG_XPSR) & 0x1FF
 
     def exception_return(self, exc_return: int) -> None:
         """A branch to an EXC_RETURN value in handler mode: tail-chain or unstack."""
@@ -314,20 +327,19 @@ class ExceptionUnit:
             if self.nvic.group(self.nvic.priority[nxt]) < self.nvic.execution_priority(primask, basepri, faultmask):
                 self._enter_handler(nxt, exc_return)
                 return
-        sp = uc.reg_read(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP)
+        sp = self.regs.read(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP)
         try:
             r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", uc.mem_read(sp, 32))
         except UcError:
             raise Lockup(f"unstacking failed at sp={sp:#010x}") from None
         new_sp = (sp + 32 + (4 if xpsr & (1 << 9) else 0)) & 0xFFFFFFFF
-        for reg, val in zip(_FRAME_REGS, (r0, r1, r2, r3, r12, lr)):
-            uc.reg_write(reg, val)
+        self.regs.write_many(_FRAME_REGS, (r0, r1, r2, r3, r12, lr))
         ipsr = 0 if to_thread else (xpsr & 0x1FF)
-        uc.reg_write(UC_ARM_REG_XPSR, (xpsr & ~0x3FF) | ipsr | (1 << 24))
+        self.regs.write(UC_ARM_REG_XPSR, (xpsr & ~0x3FF) | ipsr | (1 << 24))
         if to_thread and to_psp:
-            uc.reg_write(UC_ARM_REG_CONTROL, uc.reg_read(UC_ARM_REG_CONTROL) | 2)
-        uc.reg_write(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP, new_sp)
-        uc.reg_write(UC_ARM_REG_PC, pc | 1)
+            self.regs.write(UC_ARM_REG_CONTROL, self.regs.read(UC_ARM_REG_CONTROL) | 2)
+        self.regs.write(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP, new_sp)
+        self.regs.write(UC_ARM_REG_PC, pc | 1)
 
     def reset(self) -> None:
         self.vtor = 0

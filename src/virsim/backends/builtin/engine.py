@@ -54,7 +54,9 @@ from virsim.sync.lockstep import (
     Lockstep,
 )
 
-BUDGET = 100_000  # cycles per machine.run() between socket checks (~1 ms at full speed)
+BUDGET = 100_000  # cycles per machine.run() between socket checks at most (~1 ms at full speed)
+POLL_S = 0.002  # host seconds between socket checks at most, however slowly the firmware runs
+MIN_BUDGET = 1_000
 
 
 @dataclass
@@ -196,6 +198,12 @@ class Engine:
         if spec.lockstep:
             self._join_lockstep(spec.lockstep)
         self._polled: tuple[zmq.Poller, dict[int, Any], set[int]] | None = None
+        # The session's log (the engine's stderr), once per address: firmware touching what the board
+        # has but virsim does not model reads zero there, as on QEMU, and the user sees where.
+        self.machine.on_unmodelled = lambda address, name, kind: print(
+            f"virsim engine: {kind} of {address:#010x} ({name}: not modelled; reads zero, writes are ignored; "
+            "reported once per address)", file=sys.stderr, flush=True)
+        self._rate = BUDGET / POLL_S  # cycles per host second lately (_budget); optimistic at first
         uart = self.machine.console_uart()
         if uart is not None:
             uart.sinks.append(self._console_out)
@@ -254,7 +262,9 @@ class Engine:
         return self.running
 
     def debugger_attached(self, attached: bool) -> None:
-        """History (for reverse execution) is kept while a debugger is attached."""
+        """History (for reverse execution) is kept while a debugger is attached; a BKPT halts
+        for it then (without one it is a HardFault, as on hardware)."""
+        self.machine.debugger = attached
         if attached:
             self.history.start()
         else:
@@ -291,9 +301,11 @@ class Engine:
         self.idle = False
 
     def _budget(self) -> int | None:
-        """Cycles to run before the next replayed input or the --until point (None: stop now)."""
+        """Cycles to run before the next replayed input or the --until point (None: stop now), and
+        at most what the engine runs in POLL_S of host time lately: slow firmware (interrupt storms,
+        coverage) must not keep the control socket waiting (session show would miss its clock)."""
         m = self.machine
-        budget = BUDGET
+        budget = max(MIN_BUDGET, min(BUDGET, int(self._rate * POLL_S)))
         while self.replaying and self.replaying[0][0] <= m.cycles:
             _, kind, args = self.replaying.pop(0)
             self.history.apply(kind, args)
@@ -669,7 +681,11 @@ class Engine:
                 if budget is None:
                     self.halt("reached the stop time (--until, stop_at)")
                     continue
+                started, at = time.perf_counter(), self.machine.cycles
                 stop = self.machine.run(budget)
+                spent = time.perf_counter() - started
+                if spent > 0 and stop.reason == "budget":  # cycles per host second, smoothed
+                    self._rate = 0.7 * self._rate + 0.3 * (self.machine.cycles - at) / spent
                 self.history.advanced()
                 self.history.maybe_checkpoint()
                 self._flush()

@@ -1,17 +1,19 @@
 """One Cortex-M node of the built-in engine: Unicorn CPU, memory map, peripherals and virtual time.
 
 The machine is built from a BoardConfig node: `memory[]` regions mapped with their access rights
-(a write to ROM or an access to an unmapped address becomes a precise BusFault for the firmware,
-not an engine error), `peripherals[]` instantiated from `peripherals.MODELS` and the ARMv7-M System
+(a mirror maps the same host memory a second time; a write to ROM or an access to an unmapped
+address becomes a precise BusFault for the firmware, not an engine error), `unmodelled[]` ranges
+that read zero and ignore writes (each address reported once), bit-band aliases where the
+processor has them, `peripherals[]` instantiated from `peripherals.MODELS` and the ARMv7-M System
 Control Space from `armv7m`.
 
 Time: `cycles` is virtual time in processor clock cycles, one per instruction executed, plus the
 cycles a WFI sleeps through. `run(budget)` executes in slices of `emu_start(count=N)` where N ends
 at the next peripheral event, so timers fire at exact instruction counts with no Python hook on the
 hot path. Hooks exist only where something happens: MMIO, SVC/exception return (interrupt hook),
-invalid accesses, breakpoints/watchpoints, and — only while an interrupt is pending but masked by
-PRIMASK/BASEPRI — a per-instruction check for the mask to drop. Same firmware and inputs give the
-same cycles, output and state.
+invalid accesses, breakpoints/watchpoints, and — once an interrupt has waited behind
+PRIMASK/BASEPRI/FAULTMASK — the blocks after the instructions that can drop a mask. Same
+firmware and inputs give the same cycles, output and state.
 """
 
 from __future__ import annotations
@@ -65,17 +67,24 @@ from unicorn.arm_const import (
 
 from virsim.backends.builtin import armv7m
 from virsim.backends.builtin.counter import InstructionCounter
+from virsim.backends.builtin.direct import BlockHook
 from virsim.backends.builtin.peripherals import CORE_TYPES, MODELS, Device, Uart
 from virsim.backends.builtin.probes import Probes
 from virsim.firmware import FirmwareImage, load_image
 
 if TYPE_CHECKING:  # the engine process builds plain views of these (engine.py): no pydantic at startup
-    from virsim.board import BoardConfig, Node
+    from virsim.board import BoardConfig, MemoryRegion, Node
 
 PAGE = 0x1000
 _CPU_MODELS = {"cortex-m3": UC_CPU_ARM_CORTEX_M3, "cortex-m4": UC_CPU_ARM_CORTEX_M4}
 SUPPORTED_CPUS = tuple(_CPU_MODELS)
 _DIV = re.compile(rb"[\x90-\x9f\xb0-\xbf]\xfb[\xf0-\xff][\xf0-\xff]", re.DOTALL)  # SDIV/UDIV (T1)
+# The instructions that can lower the execution priority, and so unmask a pending exception: MSR to
+# PRIMASK, BASEPRI or FAULTMASK (T1: F38n 88xx, SYSm 0x10, 0x11, 0x13; BASEPRI_MAX only raises it)
+# and CPSIE (B661-B663). Exception returns arrive as an interrupt hook; NVIC and SCB writes call
+# Machine._attention.
+_UNMASK = re.compile(rb"[\x80-\x8f]\xf3[\x10\x11\x13]\x88|[\x61-\x63]\xb6", re.DOTALL)
+MAX_UNMODELLED_REPORTED = 100  # in stats (session show); every address still reads zero after that
 _PERMS = {"RW": UC_PROT_ALL, "RO": UC_PROT_READ | UC_PROT_EXEC, "WO": UC_PROT_WRITE}
 EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 7, 8
 # The registers a debugger sees and a snapshot saves, in the GDB target description's order.
@@ -173,6 +182,7 @@ class Machine:
         # exited (SYS_EXIT): the run then stops with reason "exit".
         self.on_semihost: Callable[[int, int], int | None] | None = None
         self._fault_halt = False
+        self.debugger = False  # a debugger is attached: BKPT halts for it (else a HardFault)
         self._in_emu = False
         self._stop: Stop | None = None
         self._reset_request: str | None = None
@@ -181,10 +191,22 @@ class Machine:
         self._shm: list[mmap.mmap] = []
 
         windows = sorted((r.address, r.address + r.size) for r in shared or [])
+        mirrored = {r.mirror_of for r in node.memory if r.mirror_of}
+        self._backing: dict[str, mmap.mmap] = {}  # regions with mirrors: one host buffer for all views
         for region in node.memory:
             perms = _PERMS[region.access]
             if region.type in ("ROM", "Flash"):
                 perms &= ~UC_PROT_WRITE
+            if region.mirror_of or region.name in mirrored:
+                if _carve(region.address, region.address + region.size, windows) != [(region.address, region.address + region.size)]:
+                    raise MachineError(f"memory {region.name}: a shared-memory window cannot lie in a mirrored region",
+                                       "memory")
+                name = region.mirror_of or region.name
+                if name not in self._backing:
+                    self._backing[name] = mmap.mmap(-1, region.size)
+                buf = self._backing[name]
+                uc.mem_map_ptr(region.address, region.size, perms, ctypes.addressof(ctypes.c_char.from_buffer(buf)))
+                continue
             for start, end in _carve(region.address, region.address + region.size, windows):
                 uc.mem_map(start, end - start, perms)
         for region in shared or []:
@@ -200,7 +222,15 @@ class Machine:
         self.systick = armv7m.SysTick(self, self.nvic, self.frequency, int(st.get("refclk_hz", 1_000_000)))
         self.scs = armv7m.Scs(self, self.nvic, self.exc, self.systick, node.processor.type)
         self.devices: list[Device] = [MODELS[p.type](self, p) for p in node.peripherals if p.type in MODELS]
+        # Those that keep time (timers, UART receivers): the others have nothing to do per slice.
+        self._timed = [d for d in self.devices if type(d).advance is not Device.advance]
         self._map_io()
+        # Accesses to the board's unmodelled ranges: the first of each address, reported by on_unmodelled.
+        self.unmodelled_seen: dict[int, tuple[str, str]] = {}  # address -> (range name, "read"/"write")
+        self.on_unmodelled: Callable[[int, str, str], None] | None = None
+        self._map_unmodelled()
+        if node.processor.bitband:
+            self._map_bitband()
 
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_MEM_INVALID, self._on_invalid)
@@ -214,7 +244,9 @@ class Machine:
         # While re-executing for reverse debugging: (instructions, address) of breakpoint hits
         # (watchpoint hits with -address) are collected here instead of stopping.
         self.collect_hits: list[tuple[int, int]] | None = None
-        self._mask_hook: int | None = None
+        self._mask_hook: int | None = None  # watching instruction by instruction (code outside the image)
+        self._watching = False  # an exception is pending behind PRIMASK/BASEPRI/FAULTMASK
+        self._unmask_hooks: list[BlockHook] = []  # _hook_unmask_points
         self._div_hooks: dict[int, int] = {}
         self._sleeping = False
         self._stalled = 0  # cycles the current instruction waited (Machine.stall)
@@ -274,6 +306,88 @@ class Machine:
 
         return write
 
+    def _mapped_pages(self) -> set[int]:
+        pages = set()
+        for start, end, _perms in self.uc.mem_regions():
+            pages.update(range(start, end + 1, PAGE))
+        return pages
+
+    def _map_unmodelled(self) -> None:
+        """The board's unmodelled ranges (Node.unmodelled), less the pages already mapped (memory and
+        the modelled devices' windows): reads return zero, writes are ignored, as on QEMU."""
+        if not self.node.unmodelled:
+            return
+        taken = self._mapped_pages()
+        for rng in self.node.unmodelled:
+            run: int | None = None
+            for page in range(rng.address, rng.address + rng.size + PAGE, PAGE):
+                free = page < rng.address + rng.size and page not in taken
+                if free and run is None:
+                    run = page
+                elif not free and run is not None:
+                    self._unmodelled_window(run, page - run, rng.name)
+                    run = None
+
+    def _unmodelled_access(self, address: int, name: str, kind: str) -> None:
+        if address not in self.unmodelled_seen:
+            self.unmodelled_seen[address] = (name, kind)
+            if self.on_unmodelled is not None:
+                self.on_unmodelled(address, name, kind)
+
+    def _unmodelled_window(self, start: int, size: int, name: str) -> None:
+        def read(uc: Uc, off: int, n: int, ud: Any) -> int:
+            self._unmodelled_access(start + off, name, "read")
+            return 0
+
+        def write(uc: Uc, off: int, n: int, value: int, ud: Any) -> None:
+            self._unmodelled_access(start + off, name, "write")
+
+        self.uc.mmio_map(start, size, read, None, write, None)
+
+    def _map_bitband(self) -> None:
+        """Bit-band aliases (ARMv7-M B3.1.3): a word of the 32 MiB alias is one bit of the 1 MiB below
+        it, read as 0 or 1; a write changes that bit alone (read-modify-write of its byte)."""
+        for alias, base in ((0x22000000, 0x20000000), (0x42000000, 0x40000000)):
+            self.uc.mmio_map(alias, 0x2000000, lambda uc, off, size, ud, b=base: self._bitband_read(b, off),
+                             None, lambda uc, off, size, value, ud, b=base: self._bitband_write(b, off, value), None)
+
+    def _bitband_read(self, base: int, off: int) -> int:
+        address, bit = base + (off >> 5), (off >> 2) & 7
+        return (self._byte_at(address) >> bit) & 1
+
+    def _bitband_write(self, base: int, off: int, value: int) -> None:
+        address, bit = base + (off >> 5), (off >> 2) & 7
+        byte = self._byte_at(address)
+        byte = (byte | (1 << bit)) if value & 1 else (byte & ~(1 << bit))
+        self._byte_to(address, byte)
+
+    def _byte_at(self, address: int) -> int:
+        for dev in (self.scs, *self.devices):
+            if dev.base <= address < dev.base + dev.size:
+                word = int(dev.read((address - dev.base) & ~3, 4))
+                return (word >> (8 * (address & 3))) & 0xFF
+        try:
+            return self.uc.mem_read(address, 1)[0]
+        except UcError:
+            self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_PRECISERR | armv7m.CFSR_BFARVALID, bfar=address,
+                           what=f"bit-band access to unmapped address {address:#010x}")
+            self.counter.stop_after_current()
+            return 0
+
+    def _byte_to(self, address: int, value: int) -> None:
+        for dev in (self.scs, *self.devices):
+            if dev.base <= address < dev.base + dev.size:
+                word = int(dev.read((address - dev.base) & ~3, 4))
+                shift = 8 * (address & 3)
+                dev.write((address - dev.base) & ~3, 4, (word & ~(0xFF << shift)) | (value << shift))
+                return
+        try:
+            self.uc.mem_write(address, bytes([value]))
+        except UcError:
+            self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_PRECISERR | armv7m.CFSR_BFARVALID, bfar=address,
+                           what=f"bit-band access to unmapped address {address:#010x}")
+            self.counter.stop_after_current()
+
     # -------------------------------------------------------------- forwarding (multi-node mmio_map)
     def forward(self, address: int, size: int, read: Callable[[int, int], int],
                 write: Callable[[int, int, int], None]) -> None:
@@ -317,6 +431,7 @@ class Machine:
         reset into it. Its code ranges are kept for the divide-by-zero trap."""
         self._image, self._exec_ranges = load_image(image) if image is not None else ([], [])
         self.reset()
+        self._hook_unmask_points()  # in the image reset() put into memory
 
     def reset(self) -> None:
         """A system reset: reload the image, reset peripherals and the core; virtual time goes on."""
@@ -375,13 +490,17 @@ class Machine:
             self.counter.stop_after_current()
 
     def next_event(self) -> int | None:
-        events = [e for e in [self.systick.next_event()] + [d.next_event() for d in self.devices] if e is not None]
-        return min(events) if events else None
+        best = self.systick.next_event()
+        for dev in self._timed:
+            e = dev.next_event()
+            if e is not None and (best is None or e < best):
+                best = e
+        return best
 
     def _advance(self) -> None:
         now = self.cycles
         self.systick.advance(now)
-        for dev in self.devices:
+        for dev in self._timed:
             dev.advance(now)
 
     def set_irq(self, line: int, level: bool) -> None:
@@ -391,7 +510,9 @@ class Machine:
     def _on_intr(self, uc: Uc, intno: int, ud: Any) -> None:
         try:
             if intno == EXCP_EXCEPTION_EXIT:
-                self.exc.exception_return(uc.reg_read(UC_ARM_REG_PC) | 1)
+                self.exc.exception_return(self._read_pc() | 1)
+                if True not in self.nvic.pending:
+                    return  # nothing waits that the lower priority now lets in: the slice goes on
             elif intno == EXCP_SWI:
                 self.nvic.pending[armv7m.SVCALL] = True
                 if self.exc.preempting() != armv7m.SVCALL:
@@ -413,6 +534,15 @@ class Machine:
                     self._stop = Stop("exit", pc)
                     self.counter.stop_before = True
                     uc.emu_stop()
+                    return
+                if not self.debugger:
+                    # Halting debug is off with no debugger attached, and so is the DebugMonitor
+                    # (DEMCR.MON_EN): the debug event escalates to HardFault (ARMv7-M C1.7; QEMU does
+                    # the same). It used to halt the engine silently, its clock frozen.
+                    self.exc.faults.hfsr |= armv7m.HFSR_DEBUGEVT
+                    self.exc.fault(armv7m.HARDFAULT, what=f"BKPT #{uc.mem_read(pc, 1)[0]} with no debugger attached")
+                    self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
+                    self.counter.stop_after_current()
                     return
                 self._stop = Stop("bkpt", pc)
                 self.counter.stop_before = True
@@ -465,6 +595,12 @@ class Machine:
             self.counter.stop_before = True
             uc.emu_stop()
 
+    def _on_unmask_point(self, address: int, size: int) -> None:
+        # An exception waits behind the masks and that instruction let it through: stop before the
+        # block's first instruction (in a block hook the limit falls there), where it is taken.
+        if self._watching and self.exc.preempting() is not None:
+            self.counter.stop_after_current()
+
     def _on_divide(self, uc: Uc, address: int, size: int, ud: Any) -> None:
         hw2 = struct.unpack("<H", uc.mem_read(address + 2, 2))[0]
         rm = hw2 & 0xF
@@ -474,11 +610,33 @@ class Machine:
             uc.emu_stop()
 
     # ------------------------------------------------------------------------------- hook management
+    def _hook_unmask_points(self) -> None:
+        """A block hook after every instruction of the image that can unmask a pending exception
+        (_UNMASK): MSR to a mask and CPSIE end their translated block, so the instruction after one
+        starts a block, and the hook there sees each such instruction done. While an exception waits
+        behind the masks it ends the slice before that instruction, so the exception is taken right
+        after the unmasking, as on hardware; otherwise it returns at once. Block hooks cost nothing
+        where they are not (a code hook anywhere slows all code by about a third), so they stay on."""
+        for h in self._unmask_hooks:
+            h.remove()
+        self._unmask_hooks = []
+        for lo, hi in self._exec_ranges:
+            for m in _UNMASK.finditer(bytes(self.uc.mem_read(lo, hi - lo))):
+                if m.start() % 2 == 0:
+                    after = lo + m.end()
+                    self._unmask_hooks.append(BlockHook(self.uc, self._on_unmask_point, after, after))
+        self.uc.ctl_flush_tb()
+
     def _set_mask_watch(self, on: bool) -> None:
-        if on and self._mask_hook is None:
+        """Watch for the masks to drop while an exception is pending behind them: the unmask-point
+        hooks do, for code of the image; code anywhere else (copied to RAM, say) is watched
+        instruction by instruction, as the hooks cannot know it."""
+        self._watching = on
+        outside = on and not any(lo <= self.pc() < hi for lo, hi in self._exec_ranges)
+        if outside and self._mask_hook is None:
             self._mask_hook = self.uc.hook_add(UC_HOOK_CODE, self._on_mask_watch, begin=1, end=0)
             self.uc.ctl_flush_tb()
-        elif not on and self._mask_hook is not None:
+        elif not outside and self._mask_hook is not None:
             self.uc.hook_del(self._mask_hook)
             self._mask_hook = None
             self.uc.ctl_flush_tb()
@@ -553,7 +711,7 @@ class Machine:
                 self.exc.take(exc)
                 self._sleeping = False
             watch = self.exc.pending_unmasked() and self.exc.preempting() is None
-        if watch != (self._mask_hook is not None):
+        if watch != self._watching or self._mask_hook is not None:
             self._set_mask_watch(watch)
 
     def on_exception(self, exc: int, entering: bool) -> None:
@@ -672,12 +830,16 @@ class Machine:
             self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_UNDEFINSTR, what=f"CPU error: {error}")
 
     # ------------------------------------------------------------------------------- snapshots
+    def _memory(self) -> list[MemoryRegion]:
+        """The node's memory once (a mirror is the memory of the region it mirrors)."""
+        return [r for r in self.node.memory if not r.mirror_of]
+
     def save_state(self) -> tuple[dict[str, Any], bytes]:
         """Everything that determines what runs next: CPU registers, every memory region, NVIC/SCB/
         SysTick, each device's `save()`, and the clocks. Returns (JSON-able state, memory image)."""
         uc = self.uc
         regs = {name: uc.reg_read(reg) for name, reg in REGISTERS}
-        memory = b"".join(bytes(uc.mem_read(r.address, r.size)) for r in self.node.memory)
+        memory = b"".join(bytes(uc.mem_read(r.address, r.size)) for r in self._memory())
         nvic = self.nvic
         f = self.exc.faults
         st = self.systick
@@ -690,18 +852,18 @@ class Machine:
                     "mmfar": f.mmfar, "invstate": self.exc.invstate, "scr": self.scs.scr},
             "systick": {"csr": st.csr, "rvr": st.rvr, "value": st.value, "next_zero": st.next_zero},
             "devices": {d.id: d.save() for d in self.devices},
-            "memory": [[r.address, r.size] for r in self.node.memory],
+            "memory": [[r.address, r.size] for r in self._memory()],
         }
         return state, memory
 
     def load_state(self, state: dict[str, Any], memory: bytes) -> None:
         """Restore what save_state() returned (same board: the memory layout must match)."""
-        layout = [[r.address, r.size] for r in self.node.memory]
-        if state["memory"] != layout or len(memory) != sum(r.size for r in self.node.memory):
+        layout = [[r.address, r.size] for r in self._memory()]
+        if state["memory"] != layout or len(memory) != sum(r.size for r in self._memory()):
             raise ValueError(f"the snapshot's memory layout {state['memory']} is not this board's {layout}")
         uc = self.uc
         offset = 0
-        for r in self.node.memory:
+        for r in self._memory():
             uc.mem_write(r.address, memory[offset:offset + r.size])
             offset += r.size
         uc.ctl_flush_tb()
@@ -736,4 +898,6 @@ class Machine:
                 "exceptions_taken": self.exceptions_taken, "sleeping": self._sleeping,
                 "pending": self.nvic.pending_ids(),
                 "faults": list(self.exc.faults.log[-10:]),
-                "devices": {d.id: d.state() for d in self.devices}}
+                "devices": {d.id: d.state() for d in self.devices},
+                "unmodelled": [{"address": a, "range": n, "access": k}
+                               for a, (n, k) in list(self.unmodelled_seen.items())[:MAX_UNMODELLED_REPORTED]]}

@@ -2,7 +2,7 @@
 
 Each model is a register file at `address` with the board's IRQ line(s). Models follow the
 registers and reset values of the parts QEMU emulates, so one ELF behaves the same on both:
-CMSDK APB UART and timer (ARM MPS2), PL011 UART (Luminary variant IDs on lm3s boards) and the
+CMSDK APB UART, timer and dual timer (ARM MPS2), PL011 UART (Luminary variant IDs on lm3s boards) and the
 CMSDK AHB GPIO. A model that counts time answers `next_event()` (the cycle its next
 interrupt is due) and `advance(now)`; the machine ends execution slices at those cycles, so timers
 fire at exact instruction counts. UART bytes from outside arrive through `feed()` and enter the
@@ -382,6 +382,120 @@ class CmsdkTimer(Device):
         return {"ctrl": self.ctrl, "reload": self.reload, "value": self.read(0x04, 4)}
 
 
+class CmsdkDualTimer(Device):
+    """ARM CMSDK APB dual timer (two SP804-style down-counters, QEMU's cmsdk-apb-dualtimer): per
+    timer at +0x00/+0x20 LOAD, VALUE, CONTROL (bit 0 one-shot, 1 32-bit, 3:2 prescale /1 /16 /256,
+    5 interrupt enable, 6 periodic, 7 enable), INTCLR, RIS, MIS, BGLOAD; one combined interrupt line.
+    It counts the bus clock (options.clock_hz, default the processor clock). On reaching zero it
+    raises its interrupt and then reloads LOAD (periodic), wraps to all ones (free-running) or stops
+    (one-shot)."""
+
+    kind = "cmsdk-dualtimer"
+    description = "ARM CMSDK APB dual timer: two 32/16-bit down-counters, one interrupt"
+    saved = ("loads", "ctrl", "ris", "value", "counting")
+    _ID = (0x04, 0, 0, 0, 0x23, 0xB8, 0x1B, 0, 0x0D, 0xF0, 0x05, 0xB1)  # PID4-7, PID0-3, CID0-3
+
+    def __init__(self, machine: Machine, spec: Peripheral) -> None:
+        super().__init__(machine, spec)
+        self.irq = self.irq_line(spec.irq)
+        self.div = max(1, machine.frequency // int(spec.options.get("clock_hz", machine.frequency)))
+        self.reset()
+
+    def reset(self) -> None:
+        self.loads = [0, 0]
+        self.ctrl = [0x20, 0x20]
+        self.ris = [0, 0]
+        self.value = [0xFFFFFFFF, 0xFFFFFFFF]  # while stopped
+        self.counting: list[list[int] | None] = [None, None]  # while running: [cycle, count then]
+
+    def _mask(self, t: int) -> int:
+        return 0xFFFFFFFF if self.ctrl[t] & 2 else 0xFFFF
+
+    def _tick(self, t: int) -> int:
+        return self.div * (1, 16, 256, 256)[(self.ctrl[t] >> 2) & 3]
+
+    def _current(self, t: int, now: int) -> int:
+        base = self.counting[t]
+        if base is None:
+            return self.value[t] & self._mask(t)
+        return max(0, base[1] - (now - base[0]) // self._tick(t))
+
+    def _zero_at(self, t: int) -> int | None:
+        base = self.counting[t]
+        return None if base is None else base[0] + base[1] * self._tick(t)
+
+    def _update(self) -> None:
+        self.irq(any(self.ris[t] and self.ctrl[t] & 0x20 for t in (0, 1)))
+
+    def next_event(self) -> int | None:
+        events = [z for z in (self._zero_at(0), self._zero_at(1)) if z is not None]
+        return min(events) if events else None
+
+    def advance(self, now: int) -> None:
+        for t in (0, 1):
+            while (zero := self._zero_at(t)) is not None and zero <= now:
+                self.ris[t] = 1
+                if self.ctrl[t] & 1:  # one-shot: stops at zero
+                    self.counting[t], self.value[t] = None, 0
+                elif self.ctrl[t] & 0x40:  # periodic: LOAD again one tick later
+                    self.counting[t] = [zero + self._tick(t), self.loads[t] & self._mask(t)]
+                else:  # free-running: wraps to all ones
+                    self.counting[t] = [zero + self._tick(t), self._mask(t)]
+        self._update()
+
+    def read(self, off: int, size: int) -> int:
+        if 0xFD0 <= off < 0x1000:
+            return self._ID[(off - 0xFD0) // 4]
+        if off >= 0x40:
+            return 0
+        t, reg = off // 0x20, off % 0x20
+        now = self.m.now()
+        if reg in (0x00, 0x18):
+            return self.loads[t]
+        if reg == 0x04:
+            return self._current(t, now)
+        if reg == 0x08:
+            return self.ctrl[t]
+        if reg == 0x10:
+            return self.ris[t]
+        if reg == 0x14:
+            return self.ris[t] if self.ctrl[t] & 0x20 else 0
+        return 0
+
+    def write(self, off: int, size: int, value: int) -> None:
+        if off >= 0x40:
+            return
+        t, reg = off // 0x20, off % 0x20
+        now = self.m.now()
+        value &= 0xFFFFFFFF
+        if reg == 0x00:  # LOAD: the counter restarts from it at once
+            self.loads[t] = value
+            if self.counting[t] is not None:
+                self.counting[t] = [now, value & self._mask(t)]
+            else:
+                self.value[t] = value
+        elif reg == 0x18:  # BGLOAD: the next reload only
+            self.loads[t] = value
+        elif reg == 0x08:
+            running = self.counting[t] is not None
+            current = self._current(t, now)
+            self.ctrl[t] = value & 0xEF
+            if self.ctrl[t] & 0x80 and not running:
+                self.counting[t] = [now, current & self._mask(t)]
+            elif not self.ctrl[t] & 0x80 and running:
+                self.counting[t], self.value[t] = None, current
+            elif running:
+                self.counting[t] = [now, current & self._mask(t)]  # a new prescale or size counts from here
+        elif reg == 0x0C:
+            self.ris[t] = 0
+        self.m.reschedule()
+        self._update()
+
+    def state(self) -> dict[str, Any]:
+        now = self.m.now()
+        return {"timers": [{"load": self.loads[t], "value": self._current(t, now), "ctrl": self.ctrl[t]} for t in (0, 1)]}
+
+
 class CmsdkGpio(Device):
     """ARM CMSDK AHB GPIO (16 pins): DATA/DATAOUT, OUTEN, interrupt enable/type/polarity/status.
     Input pins are driven from outside (`set_input`); output changes go to `watchers`."""
@@ -472,7 +586,8 @@ class CmsdkGpio(Device):
         return {"pins": self.pins(), "outen": self.outen}
 
 
-MODELS: dict[str, type[Device]] = {cls.kind: cls for cls in (CmsdkUart, Pl011, CmsdkTimer, CmsdkGpio)}
+MODELS: dict[str, type[Device]] = {cls.kind: cls for cls in (CmsdkUart, Pl011, CmsdkTimer, CmsdkDualTimer,
+                                                                CmsdkGpio)}
 # Types the core itself provides (inside the System Control Space), accepted in board files.
 CORE_TYPES = {"armv7m-systick": "SysTick, part of the ARMv7-M System Control Space",
               "armv7m-nvic": "NVIC, part of the ARMv7-M System Control Space"}

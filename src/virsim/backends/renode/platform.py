@@ -44,6 +44,11 @@ def _uart_cmsdk(node: Node, irq: int | None, options: dict[str, object]) -> tupl
     return "UART.CMSDK_APB_UART", lines
 
 
+def _sp804(node: Node, irq: int | None, options: dict[str, object]) -> tuple[str, list[str]]:
+    hz = int(str(options.get("clock_hz", node.processor.frequency)), 0)
+    return "Timers.ARM_SP804_Timer", [f"    frequency: {hz}"] + ([f"    -> nvic@{irq}"] if irq is not None else [])
+
+
 Build = Callable[[Node, "int | None", "dict[str, object]"], "tuple[str, list[str]]"]
 
 
@@ -57,6 +62,7 @@ def _single_irq(model: str) -> Build:
 MODELS: dict[str, Build] = {
     "cmsdk-uart": _uart_cmsdk,
     "cmsdk-gpio": _single_irq("GPIOPort.ARM_AHB_GPIO"),  # the CMSDK AHB GPIO; its combined interrupt
+    "cmsdk-dualtimer": _sp804,  # the CMSDK dual timer is an SP804
     "pl011": _single_irq("UART.PL011"),
     "stm32f2xx-usart": _single_irq("UART.STM32_UART"),
 }
@@ -125,15 +131,29 @@ def platform(node: Node, shared: list[SharedMapping] | None = None) -> Platform:
     out: list[str] = []
     holes = [(m.address, m.size) for m in shared or []]
     for i, region in enumerate(node.memory):
+        if region.mirror_of:
+            continue  # registered with the region it mirrors: one memory at several addresses
         name = entry_name(region.name or f"mem{i}")
+        mirrors = [r.address for r in node.memory if region.name and r.mirror_of == region.name]
+        if mirrors:
+            at = "; ".join(f"sysbus {a:#x}" for a in [region.address, *mirrors])
+            out += [f"{name}: Memory.MappedMemory @ {{ {at} }}", f"    size: {region.size:#x}", ""]
+            continue
         pieces = _pieces(region.address, region.size, holes)
         for j, (at, size) in enumerate(pieces):
             out += [f"{name if j == 0 else f'{name}_{j}'}: Memory.MappedMemory @ sysbus {at:#x}", f"    size: {size:#x}", ""]
+    if node.processor.bitband:  # Renode's own model of the Cortex-M bit-band aliases
+        for alias, base in ((0x22000000, 0x20000000), (0x42000000, 0x40000000)):
+            out += [f"bitband_{base:x}: Miscellaneous.BitBanding @ sysbus <{alias:#x}, +0x2000000>",
+                    f"    peripheralBase: {base:#x}", ""]
     for m in shared or []:
         out += [f"{entry_name('shared_' + (m.name or hex(m.address)))}: Virsim.SharedMemory @ sysbus {m.address:#x}",
                 f'    path: "{monitor_path(m.path, "shared memory")[1:]}"', f"    size: {m.size:#x}",
                 f"    offset: {m.offset:#x}", ""]
-    out += [f"nvic: IRQControllers.NVIC @ sysbus {NVIC_BASE:#x}", "    priorityMask: 0xE0",
+    # Implemented priority bits: the board's (an armv7m-nvic peripheral's prio_bits), else all 8, as
+    # QEMU's NVIC and the built-in engine have them (FreeRTOS's port checks how many there are).
+    bits = int(str(next((p.options.get("prio_bits", 8) for p in node.peripherals if p.type == "armv7m-nvic"), 8)))
+    out += [f"nvic: IRQControllers.NVIC @ sysbus {NVIC_BASE:#x}", f"    priorityMask: 0x{(0xFF << (8 - bits)) & 0xFF:02X}",
             f"    systickFrequency: {hz}", "    IRQ -> cpu@0", "",
             "cpu: CPU.CortexM @ sysbus", f'    cpuType: "{cpu}"', "    nvic: nvic", ""]
     unmodelled = []
