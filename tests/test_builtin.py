@@ -214,7 +214,7 @@ nodes:
     m.console_uart().sinks.append(out.extend)
     m.run(100_000_000)
     assert out.startswith(b"Hello from virsim on mps2-an385\ntick 1\n")
-    assert m.scs.read(0xD00, 4) == 0x410FC241  # CPUID: Cortex-M4 r0p1
+    assert m.scs.read(0xD00, 4) == 0x410FC240  # CPUID: Cortex-M4 r0p0, as QEMU (tests/conformance/scbid.c)
     assert m.time_ns() == 2_000_000_000  # 100 M cycles at 50 MHz
 
 

@@ -217,7 +217,10 @@ class BuiltinInstance(SupervisedInstance):
 
     def details(self) -> dict[str, Any]:
         """For `session show`: the first access to each unmodelled address (Node.unmodelled)."""
-        seen = self.stats().get("unmodelled") or []
+        try:
+            seen = self.stats().get("unmodelled") or []
+        except EmulatorError:  # the engine just ended (supervision says how): nothing to add
+            return {}
         return {"unmodelled_accesses": seen} if seen else {}
 
     # ---------------------------------------------------------------------- snapshots

@@ -53,6 +53,8 @@ EXCEPTION_NAMES = {RESET: "Reset", NMI: "NMI", HARDFAULT: "HardFault", MEMMANAGE
 EXC_RETURN_FORMS = {0xFFFFFFF1: (False, False), 0xFFFFFFF9: (True, False), 0xFFFFFFFD: (True, True)}
 
 # CFSR bits (MMFSR | BFSR << 8 | UFSR << 16) and HFSR bits.
+CFSR_IACCVIOL = 1 << 0
+DFSR_BKPT = 1 << 1
 CFSR_IBUSERR, CFSR_PRECISERR, CFSR_STKERR, CFSR_BFARVALID = 1 << 8, 1 << 9, 1 << 12, 1 << 15
 CFSR_UNDEFINSTR, CFSR_INVSTATE, CFSR_INVPC, CFSR_NOCP, CFSR_DIVBYZERO = 1 << 16, 1 << 17, 1 << 18, 1 << 19, 1 << 25
 HFSR_VECTTBL, HFSR_FORCED, HFSR_DEBUGEVT = 1 << 1, 1 << 30, 1 << 31
@@ -60,7 +62,16 @@ _SHCSR_ENABLE = {MEMMANAGE: 1 << 16, BUSFAULT: 1 << 17, USAGEFAULT: 1 << 18}
 _FRAME_REGS = (UC_ARM_REG_R0, UC_ARM_REG_R1, UC_ARM_REG_R2, UC_ARM_REG_R3, UC_ARM_REG_R12, UC_ARM_REG_LR)
 _ENTRY_REGS = _FRAME_REGS + (UC_ARM_REG_PC, UC_ARM_REG_XPSR, UC_ARM_REG_CONTROL)
 _MASK_REGS = (UC_ARM_REG_PRIMASK, UC_ARM_REG_BASEPRI, UC_ARM_REG_FAULTMASK)
-_CPUID = {"cortex-m3": 0x412FC231, "cortex-m4": 0x410FC241}
+# QEMU's values (r0p1 M3, r0p0 M4): the oracle of the conformance suite (tests/conformance/scbid.c).
+_CPUID = {"cortex-m3": 0x410FC231, "cortex-m4": 0x410FC240}
+# ID_PFR0..ID_ISAR4 (0xE000ED40-0xED70) as QEMU reports them for both.
+_ID_REGS = {0xD40: 0x00000030, 0xD44: 0x00000200, 0xD48: 0x00100000, 0xD4C: 0, 0xD50: 0x00000030, 0xD54: 0,
+            0xD58: 0, 0xD5C: 0, 0xD60: 0x01141110, 0xD64: 0x02111000, 0xD68: 0x21112231, 0xD6C: 0x01111110,
+            0xD70: 0x01310102}
+# The SCS peripheral and component IDs (0xE000EFD0-0xEFFC: PID4-7, PID0-3, CID0-3).
+_SCS_IDS = (0, 0, 0, 0, 0x00, 0xB0, 0x1B, 0x00, 0x0D, 0xE0, 0x05, 0xB1)
+# Exceptions whose SHPR byte is reserved (RAZ/WI): 7-10 and 13.
+_RESERVED_SHPR = frozenset({7, 8, 9, 10, 13})
 
 
 class Lockup(Exception):
@@ -97,7 +108,7 @@ class Nvic:
         return prio & ~((2 << self.prigroup) - 1) & 0xFF
 
     def set_priority(self, exc: int, value: int) -> None:
-        if exc > HARDFAULT:
+        if exc > HARDFAULT and exc not in _RESERVED_SHPR:
             self.priority[exc] = value & self.prio_mask
             self.changed()
 
@@ -195,6 +206,7 @@ class FaultStatus:
     hfsr: int = 0
     bfar: int = 0
     mmfar: int = 0
+    dfsr: int = 0  # debug fault status: BKPT (bit 1)
     log: list[str] = field(default_factory=list)  # human-readable record of faults taken
 
 
@@ -266,7 +278,8 @@ class ExceptionUnit:
         use_psp = thread and bool(control & 2)
         sp = self.regs.read(UC_ARM_REG_PSP if use_psp else UC_ARM_REG_MSP)
         frame = (sp - 32) & 0xFFFFFFFF
-        stacked_xpsr = xpsr | (1 << 24)  # T bit: the return state is always Thumb
+        # T bit: the return state is Thumb, unless it is the EPSR.T=0 an INVSTATE fault is taken on.
+        stacked_xpsr = (xpsr | (1 << 24)) if not self.invstate else (xpsr & ~(1 << 24))
         if self.ccr & 0x200 and frame & 4:
             frame &= ~7
             stacked_xpsr |= 1 << 9
@@ -302,6 +315,8 @@ class ExceptionUnit:
         self.regs.write(UC_ARM_REG_LR, exc_return)
         self.regs.write(UC_ARM_REG_PC, vector | 1)
         self.invstate = not vector & 1
+        if self.invstate:
+            self.m.attention()  # the handler's first instruction must not run: INVSTATE is taken there
         self.nvic.pending[exc] = False
         self.nvic.active[exc] = True
         self.m.on_exception(exc, entering=True)
@@ -310,39 +325,73 @@ class ExceptionUnit:
         return self.regs.read(UC_ARM_REG_XPSR) & 0x1FF
 
     def exception_return(self, exc_return: int) -> None:
-        """A branch to an EXC_RETURN value in handler mode: tail-chain or unstack."""
+        """A branch to an EXC_RETURN value in handler mode (ARMv7-M B1.5.8 ExceptionReturn): checked,
+        then tail-chain or unstack. An invalid return deactivates the returning exception and takes
+        an INVPC UsageFault on the frame already stacked, with the EXC_RETURN in LR."""
         uc = self.uc
         exc = self.current()
-        if exc == 0 or exc_return not in EXC_RETURN_FORMS:
-            # Not a valid exception return: an INVPC UsageFault at the branch target.
-            self.fault(USAGEFAULT, CFSR_INVPC, what=f"invalid EXC_RETURN {exc_return:#010x}")
+        nvic = self.nvic
+        form = EXC_RETURN_FORMS.get(exc_return)
+        if not nvic.active[exc] or form is None:
+            self._invalid_return(exc, exc_return, "not an EXC_RETURN value" if form is None
+                                 else f"exception {exc} is not active")
             return
-        to_thread, to_psp = EXC_RETURN_FORMS[exc_return]
-        self.nvic.deactivate(exc)
-        self.m.on_exception(exc, entering=False)
-        nxt = self.nvic.best_pending()
-        if nxt is not None:
-            # Tail-chain: the next handler runs on the frame already stacked, with the same EXC_RETURN.
-            primask, basepri, faultmask = self.masks()
-            if self.nvic.group(self.nvic.priority[nxt]) < self.nvic.execution_priority(primask, basepri, faultmask):
-                self._enter_handler(nxt, exc_return)
-                return
+        to_thread, to_psp = form
+        if to_thread and sum(nvic.active) != 1 and not self.ccr & 1:  # CCR.NONBASETHRDENA
+            self._invalid_return(exc, exc_return, "to thread mode with other exceptions active")
+            return
         sp = self.regs.read(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP)
         try:
             r0, r1, r2, r3, r12, lr, pc, xpsr = struct.unpack("<8I", uc.mem_read(sp, 32))
         except UcError:
             raise Lockup(f"unstacking failed at sp={sp:#010x}") from None
+        if (xpsr & 0x1FF == 0) != to_thread:  # the frame's IPSR contradicts the mode returned to
+            self._invalid_return(exc, exc_return, f"to {'thread' if to_thread else 'handler'} mode with a stacked "
+                                 f"IPSR of {xpsr & 0x1FF}")
+            return
+        if exc != NMI:
+            self.regs.write(UC_ARM_REG_FAULTMASK, 0)  # B1.5.8: a return from any but NMI clears FAULTMASK
+        nvic.deactivate(exc)
+        self.m.on_exception(exc, entering=False)
+        nxt = nvic.best_pending()
+        if nxt is not None:
+            # Tail-chain: the next handler runs on the frame already stacked, with the same EXC_RETURN.
+            primask, basepri, faultmask = self.masks()
+            if nvic.group(nvic.priority[nxt]) < nvic.execution_priority(primask, basepri, faultmask):
+                self._enter_handler(nxt, exc_return)
+                return
         new_sp = (sp + 32 + (4 if xpsr & (1 << 9) else 0)) & 0xFFFFFFFF
         self.regs.write_many(_FRAME_REGS, (r0, r1, r2, r3, r12, lr))
         ipsr = 0 if to_thread else (xpsr & 0x1FF)
+        self.invstate = not xpsr & (1 << 24)  # EPSR.T as stacked: clear means an INVSTATE fault next
         self.regs.write(UC_ARM_REG_XPSR, (xpsr & ~0x3FF) | ipsr | (1 << 24))
-        if to_thread and to_psp:
-            self.regs.write(UC_ARM_REG_CONTROL, self.regs.read(UC_ARM_REG_CONTROL) | 2)
+        control = self.regs.read(UC_ARM_REG_CONTROL)
+        self.regs.write(UC_ARM_REG_CONTROL, (control | 2) if to_thread and to_psp else (control & ~2))
         self.regs.write(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP, new_sp)
         self.regs.write(UC_ARM_REG_PC, pc | 1)
 
+    def _invalid_return(self, exc: int, exc_return: int, why: str) -> None:
+        """B1.5.8: DeActivate the returning exception, UFSR.INVPC, LR = EXC_RETURN, and take the
+        UsageFault (or HardFault, escalated) without stacking: on the frame already there."""
+        if self.nvic.active[exc]:
+            self.nvic.deactivate(exc)
+            self.m.on_exception(exc, entering=False)
+        f = self.faults
+        f.cfsr |= CFSR_INVPC
+        target = USAGEFAULT
+        prio_now = self.execution_priority()
+        if not self.nvic.is_enabled(USAGEFAULT) or self.nvic.group(self.nvic.priority[USAGEFAULT]) >= prio_now:
+            target = HARDFAULT
+            f.hfsr |= HFSR_FORCED
+            if prio_now <= -1:
+                raise Lockup(f"invalid exception return {exc_return:#010x} ({why}) at priority {prio_now}")
+        f.log.append(f"{name_of(target)}{'' if target == USAGEFAULT else ' (escalated UsageFault)'}: invalid "
+                     f"exception return {exc_return:#010x}: {why}")
+        self._enter_handler(target, exc_return)
+
     def reset(self) -> None:
         self.vtor = 0
+        self.demcr = 0
         self.ccr = 0x200
         self.faults = FaultStatus()
         self.invstate = False
@@ -364,6 +413,7 @@ class SysTick:
         self.value = 0  # CVR when stopped, or at `anchor` when running
         self.anchor = 0
         self.next_zero: int | None = None
+        self.top = 0  # the highest CVR of the current count down: where it started, or RVR after a reload
 
     def _div(self) -> int:
         return 1 if self.csr & 4 else max(1, self.cpu_hz // self.ref_hz)
@@ -376,7 +426,7 @@ class SysTick:
             return self.value
         if now >= self.next_zero:
             return 0
-        return min(-(-(self.next_zero - now) // self._div()), self.rvr)
+        return min(-(-(self.next_zero - now) // self._div()), self.top)
 
     def _schedule(self, now: int, value: int) -> None:
         # Counting from `value` at `now`: zero after `value` ticks; a zero value reloads on the next
@@ -384,8 +434,10 @@ class SysTick:
         div = self._div()
         if value == 0:
             self.next_zero = now + (self.rvr + 1) * div if self.rvr else None
+            self.top = self.rvr
         else:
             self.next_zero = now + value * div
+            self.top = value
 
     def next_event(self) -> int | None:
         return self.next_zero if self._running() else None
@@ -400,6 +452,7 @@ class SysTick:
                 self.value = 0
                 break
             self.next_zero += (self.rvr + 1) * self._div()
+            self.top = self.rvr
 
     def read(self, reg: int, now: int) -> int:
         if reg == 0x0:
@@ -411,8 +464,8 @@ class SysTick:
         if reg == 0x8:
             return self.current(now)
         if reg == 0xC:
-            # CALIB: TENMS for a 10 ms reference-clock period; SKEW set (the period is not exact).
-            return (1 << 30) | ((self.ref_hz // 100 - 1) & 0xFFFFFF)
+            # CALIB: TENMS for a 10 ms reference-clock period, as QEMU reports it (NOREF, SKEW clear).
+            return (self.ref_hz // 100 - 1) & 0xFFFFFF
         return 0
 
     def write(self, reg: int, value: int, now: int) -> None:
@@ -503,13 +556,18 @@ class Scs:
             return self._bits(nvic.active, FIRST_IRQ + 32 * ((off - 0x300) // 4))
         if 0x400 <= off < 0x400 + nvic.num_irqs + 3:
             return self._prio_word(FIRST_IRQ + (off - 0x400))
+        if off in _ID_REGS:
+            return _ID_REGS[off]
+        if 0xFD0 <= off < 0x1000:
+            return _SCS_IDS[(off - 0xFD0) // 4]
         f = self.exc.faults
         regs = {
             0xD00: lambda: self.cpuid, 0xD04: self._icsr, 0xD08: lambda: self.exc.vtor,
             0xD0C: lambda: 0xFA050000 | (nvic.prigroup << 8), 0xD10: lambda: self.scr,
             0xD14: lambda: self.exc.ccr, 0xD18: lambda: self._prio_word(4),
             0xD1C: lambda: self._prio_word(8), 0xD20: lambda: self._prio_word(12),
-            0xD24: self._shcsr, 0xD28: lambda: f.cfsr, 0xD2C: lambda: f.hfsr, 0xD30: lambda: 0,
+            0xD24: self._shcsr, 0xD28: lambda: f.cfsr, 0xD2C: lambda: f.hfsr, 0xD30: lambda: f.dfsr,
+            0xDFC: lambda: self.exc.demcr,
             0xD34: lambda: f.mmfar, 0xD38: lambda: f.bfar, 0xD3C: lambda: 0, 0xD88: lambda: 0,
         }
         return regs[off]() if off in regs else 0
@@ -518,7 +576,7 @@ class Scs:
         val = 0
         for i in range(4):
             exc = first + i
-            if exc < len(self.nvic.priority) and exc > HARDFAULT:
+            if exc < len(self.nvic.priority) and exc > HARDFAULT and exc not in _RESERVED_SHPR:
                 val |= (self.nvic.priority[exc] & 0xFF) << (8 * i)
         return val
 
@@ -581,15 +639,25 @@ class Scs:
         elif off == 0xD10:
             self.scr = value & 0x16
         elif off == 0xD14:
-            self.exc.ccr = (value & 0x31B) | 0x200
+            self.exc.ccr = value & 0x31B  # STKALIGN (bit 9) is read/write on a Cortex-M3 and QEMU
             self.m.ccr_changed()
         elif off == 0xD24:
             nvic.shcsr = value & (0x7 << 16)
+            for exc, bit in ((USAGEFAULT, 12), (MEMMANAGE, 13), (BUSFAULT, 14), (SVCALL, 15)):
+                nvic.pending[exc] = bool(value & (1 << bit))  # the PENDED bits are read/write (B3.2.13)
             nvic.changed()
         elif off == 0xD28:
             f.cfsr &= ~(value & lanes)  # write-one-to-clear
         elif off == 0xD2C:
             f.hfsr &= ~(value & lanes)
+        elif off == 0xD30:
+            f.dfsr &= ~(value & lanes)
+        elif off == 0xDFC:
+            # DEMCR: the DebugMonitor controls (MON_EN, MON_PEND, MON_STEP, MON_REQ), TRCENA, the
+            # vector-catch bits (kept; virsim's debugger does not use them).
+            self.exc.demcr = (self.exc.demcr & ~lanes) | (value & lanes & 0x010F07F1)
+            if self.exc.demcr & (1 << 17):  # MON_PEND
+                nvic.pend(DEBUGMON)
         elif off == 0xD34:
             f.mmfar = value
         elif off == 0xD38:

@@ -86,7 +86,7 @@ _DIV = re.compile(rb"[\x90-\x9f\xb0-\xbf]\xfb[\xf0-\xff][\xf0-\xff]", re.DOTALL)
 _UNMASK = re.compile(rb"[\x80-\x8f]\xf3[\x10\x11\x13]\x88|[\x61-\x63]\xb6", re.DOTALL)
 MAX_UNMODELLED_REPORTED = 100  # in stats (session show); every address still reads zero after that
 _PERMS = {"RW": UC_PROT_ALL, "RO": UC_PROT_READ | UC_PROT_EXEC, "WO": UC_PROT_WRITE}
-EXCP_UDEF, EXCP_SWI, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 7, 8
+EXCP_UDEF, EXCP_SWI, EXCP_PREFETCH_ABORT, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 3, 7, 8
 # The registers a debugger sees and a snapshot saves, in the GDB target description's order.
 REGISTERS = ([(f"r{i}", UC_ARM_REG_R0 + i) for i in range(13)] +
                [("sp", UC_ARM_REG_SP), ("lr", UC_ARM_REG_LR), ("pc", UC_ARM_REG_PC), ("xpsr", UC_ARM_REG_XPSR),
@@ -489,6 +489,8 @@ class Machine:
         if self._in_emu:
             self.counter.stop_after_current()
 
+    attention = _attention  # the exception unit's way to end the slice after the current instruction
+
     def next_event(self) -> int | None:
         best = self.systick.next_event()
         for dev in self._timed:
@@ -518,6 +520,7 @@ class Machine:
                 if self.exc.preempting() != armv7m.SVCALL:
                     # An SVC that cannot be taken now (masked or too low priority) escalates.
                     self.nvic.pending[armv7m.SVCALL] = False
+                    self.exc.faults.hfsr |= armv7m.HFSR_FORCED
                     self.exc.fault(armv7m.HARDFAULT, what="SVC executed at a priority that blocks SVCall")
                 self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
             elif intno == EXCP_BKPT:
@@ -536,12 +539,22 @@ class Machine:
                     uc.emu_stop()
                     return
                 if not self.debugger:
-                    # Halting debug is off with no debugger attached, and so is the DebugMonitor
-                    # (DEMCR.MON_EN): the debug event escalates to HardFault (ARMv7-M C1.7; QEMU does
-                    # the same). It used to halt the engine silently, its clock frozen.
-                    self.exc.faults.hfsr |= armv7m.HFSR_DEBUGEVT
-                    self.exc.fault(armv7m.HARDFAULT, what=f"BKPT #{uc.mem_read(pc, 1)[0]} with no debugger attached")
-                    self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
+                    # Halting debug is off with no debugger attached: the debug event goes to the
+                    # DebugMonitor if DEMCR.MON_EN lets it preempt, else it escalates to HardFault
+                    # (HFSR.DEBUGEVT); DFSR.BKPT records it (ARMv7-M C1.6). QEMU 7.2 makes it a
+                    # forced HardFault (tests/test_conformance.py). It used to halt the engine silently.
+                    exc = self.exc
+                    exc.faults.dfsr |= armv7m.DFSR_BKPT
+                    uc.reg_write(UC_ARM_REG_PC, pc | 1)  # the handler returns to the BKPT itself
+                    monitor = armv7m.DEBUGMON
+                    if exc.demcr & (1 << 16) and \
+                            self.nvic.group(self.nvic.priority[monitor]) < exc.execution_priority():
+                        self.nvic.pending[monitor] = True
+                        exc.take(monitor)
+                    else:
+                        exc.faults.hfsr |= armv7m.HFSR_DEBUGEVT
+                        exc.fault(armv7m.HARDFAULT, what=f"BKPT #{uc.mem_read(pc, 1)[0]} with no debugger attached")
+                        exc.take(exc.preempting() or armv7m.HARDFAULT)
                     self.counter.stop_after_current()
                     return
                 self._stop = Stop("bkpt", pc)
@@ -554,6 +567,9 @@ class Machine:
                 what = {EXCP_UDEF: "undefined instruction", EXCP_NOCP: "coprocessor (FPU) instruction, no FPU",
                         EXCP_INVSTATE: "invalid state (branch to an ARM-state address)"}[intno]
                 self.exc.fault(armv7m.USAGEFAULT, bits, what=what)
+                self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
+            elif intno == EXCP_PREFETCH_ABORT:  # a fetch the CPU refuses (e.g. a branch into 0xFFFFFFxx in thread mode)
+                self._fetch_fault(self._read_pc())
                 self.exc.take(self.exc.preempting() or armv7m.HARDFAULT)
             else:
                 self._stop = Stop("lockup", uc.reg_read(UC_ARM_REG_PC), {"message": f"unexpected CPU exception {intno}"})
@@ -699,18 +715,25 @@ class Machine:
         if self._reset_request:
             self._reset_request = None
             self.reset()
-        if self.exc.invstate:
-            # Unicorn runs Thumb regardless; the architecture says EPSR.T=0 makes the next
-            # instruction an INVSTATE UsageFault (and a lockup if that happens in HardFault).
-            self.exc.invstate = False
-            self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_INVSTATE, what="vector without the Thumb bit (EPSR.T=0)")
         watch = False
-        if any(self.nvic.pending):
+        for _ in range(8):  # each Thumb-less vector takes another INVSTATE fault; a HardFault one is a lockup
+            if self.exc.invstate:
+                # Unicorn runs Thumb regardless; the architecture says EPSR.T=0 makes the next
+                # instruction an INVSTATE UsageFault, taken before it (the stacked xPSR keeps T=0).
+                self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_INVSTATE, what="EPSR.T=0 (a vector or return "
+                               "address without the Thumb bit)")
+            if not any(self.nvic.pending):
+                break
             exc = self.exc.preempting()
-            if exc is not None:
-                self.exc.take(exc)
-                self._sleeping = False
-            watch = self.exc.pending_unmasked() and self.exc.preempting() is None
+            if exc is None:
+                watch = self.exc.pending_unmasked()
+                break
+            self.exc.take(exc)  # its vector decides EPSR.T for the handler
+            self._sleeping = False
+            if not self.exc.invstate:
+                watch = self.exc.pending_unmasked() and self.exc.preempting() is None
+                break
+        self.exc.invstate = False
         if watch != self._watching or self._mask_hook is not None:
             self._set_mask_watch(watch)
 
@@ -820,14 +843,36 @@ class Machine:
     def _fault_from(self, error: UcError) -> None:
         access, address = self._fault_access or (None, None)
         if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
-            self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_IBUSERR, what=f"instruction fetch from {address:#010x}")
+            self._fetch_fault(address)
         elif access is not None:
             verb = "write to" if access in (UC_MEM_WRITE_UNMAPPED, UC_MEM_WRITE_PROT) else "read from"
             kind = "read-only" if access in (UC_MEM_WRITE_PROT,) else "unmapped"
             self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_PRECISERR | armv7m.CFSR_BFARVALID, bfar=address,
                            what=f"{verb} {kind} address {address:#010x}")
+        elif self._after_wfe():
+            pass  # Unicorn stops after a WFE; the architecture lets it wake at once (a NOP), as QEMU runs it
         else:
             self.exc.fault(armv7m.USAGEFAULT, armv7m.CFSR_UNDEFINSTR, what=f"CPU error: {error}")
+
+    def _after_wfe(self) -> bool:
+        """The instruction before the PC is a WFE (or WFE.W): Unicorn ended the slice there."""
+        pc = self._read_pc()
+        try:
+            return bytes(self.uc.mem_read(pc - 2, 2)) == b"\x20\xbf" or bytes(self.uc.mem_read(pc - 4, 4)) == \
+                b"\xaf\xf3\x02\x80"
+        except UcError:
+            return False
+
+    def _fetch_fault(self, address: int) -> None:
+        """An instruction fetch that fails: from an execute-never region of the default memory map
+        (peripherals 0x40000000-0x5FFFFFFF, devices 0xA0000000-0xDFFFFFFF, the system region from
+        0xE0000000) a MemManage IACCVIOL, as QEMU raises it; from unmapped memory a BusFault IBUSERR."""
+        xn = 0x40000000 <= address < 0x60000000 or address >= 0xA0000000
+        if xn:
+            self.exc.fault(armv7m.MEMMANAGE, armv7m.CFSR_IACCVIOL, what=f"instruction fetch from {address:#010x} "
+                           "(execute-never)")
+        else:
+            self.exc.fault(armv7m.BUSFAULT, armv7m.CFSR_IBUSERR, what=f"instruction fetch from {address:#010x}")
 
     # ------------------------------------------------------------------------------- snapshots
     def _memory(self) -> list[MemoryRegion]:
@@ -849,8 +894,9 @@ class Machine:
             "nvic": {"enabled": nvic.enabled, "pending": nvic.pending, "active": nvic.active,
                      "priority": nvic.priority, "level": nvic.level, "prigroup": nvic.prigroup, "shcsr": nvic.shcsr},
             "scb": {"vtor": self.exc.vtor, "ccr": self.exc.ccr, "cfsr": f.cfsr, "hfsr": f.hfsr, "bfar": f.bfar,
+                    "dfsr": f.dfsr, "demcr": self.exc.demcr,
                     "mmfar": f.mmfar, "invstate": self.exc.invstate, "scr": self.scs.scr},
-            "systick": {"csr": st.csr, "rvr": st.rvr, "value": st.value, "next_zero": st.next_zero},
+            "systick": {"csr": st.csr, "rvr": st.rvr, "value": st.value, "next_zero": st.next_zero, "top": st.top},
             "devices": {d.id: d.save() for d in self.devices},
             "memory": [[r.address, r.size] for r in self._memory()],
         }
@@ -883,8 +929,10 @@ class Machine:
         self.exc.vtor, self.exc.ccr, self.exc.invstate, self.scs.scr = scb["vtor"], scb["ccr"], scb["invstate"], scb["scr"]
         f = self.exc.faults
         f.cfsr, f.hfsr, f.bfar, f.mmfar = scb["cfsr"], scb["hfsr"], scb["bfar"], scb["mmfar"]
+        f.dfsr, self.exc.demcr = scb.get("dfsr", 0), scb.get("demcr", 0)
         st = self.systick
         st.csr, st.rvr, st.value, st.next_zero = (state["systick"][k] for k in ("csr", "rvr", "value", "next_zero"))
+        st.top = state["systick"].get("top", st.rvr)
         for dev in self.devices:
             dev.load(state["devices"][dev.id])
         self._set_div_trap(False)

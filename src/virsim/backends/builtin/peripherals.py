@@ -190,9 +190,7 @@ class CmsdkUart(Uart):
         elif off == 0x04:
             self.state_ &= ~(value & 0xC)  # overrun flags: write one to clear
         elif off == 0x08:
-            self.ctrl = value & 0x7F
-            if self.ctrl & 4 and self.ctrl & 1:
-                self.intstatus |= 1  # the transmitter is empty, so TX interrupt is due at once
+            self.ctrl = value & 0x7F  # enabling TXINTEN raises nothing: only a byte sent does (QEMU, the TRM)
             self._update()
             self.m.reschedule()
         elif off == 0x0C:
@@ -338,7 +336,8 @@ class CmsdkTimer(Device):
 
     def advance(self, now: int) -> None:
         while self.ctrl & 1 and self.next_zero is not None and self.next_zero <= now:
-            self.intstatus = 1
+            if self.ctrl & 8:  # INTSTATUS rises only with the interrupt enabled (QEMU)
+                self.intstatus = 1
             self._update()
             if not self.reload:
                 self.next_zero, self.value = None, 0
@@ -371,8 +370,10 @@ class CmsdkTimer(Device):
                 self._start(now, value)
         elif off == 0x08:
             self.reload = value
-            if self.ctrl & 1 and self.next_zero is None:
-                self._start(now, 0)
+            if self.ctrl & 1:
+                self._start(now, value)  # a RELOAD write loads the counter too (QEMU)
+            else:
+                self.value = value
         elif off == 0x0C:
             if value & 1:
                 self.intstatus = 0
@@ -417,7 +418,7 @@ class CmsdkDualTimer(Device):
     def _current(self, t: int, now: int) -> int:
         base = self.counting[t]
         if base is None:
-            return self.value[t] & self._mask(t)
+            return self.value[t]  # as written: QEMU does not mask it to the counter's size
         return max(0, base[1] - (now - base[0]) // self._tick(t))
 
     def _zero_at(self, t: int) -> int | None:
@@ -471,7 +472,7 @@ class CmsdkDualTimer(Device):
         if reg == 0x00:  # LOAD: the counter restarts from it at once
             self.loads[t] = value
             if self.counting[t] is not None:
-                self.counting[t] = [now, value & self._mask(t)]
+                self.counting[t] = [now, value]
             else:
                 self.value[t] = value
         elif reg == 0x18:  # BGLOAD: the next reload only
@@ -481,11 +482,11 @@ class CmsdkDualTimer(Device):
             current = self._current(t, now)
             self.ctrl[t] = value & 0xEF
             if self.ctrl[t] & 0x80 and not running:
-                self.counting[t] = [now, current & self._mask(t)]
+                self.counting[t] = [now, current]
             elif not self.ctrl[t] & 0x80 and running:
                 self.counting[t], self.value[t] = None, current
             elif running:
-                self.counting[t] = [now, current & self._mask(t)]  # a new prescale or size counts from here
+                self.counting[t] = [now, current]  # a new prescale or size counts from here
         elif reg == 0x0C:
             self.ris[t] = 0
         self.m.reschedule()
