@@ -339,11 +339,14 @@ class Monitor:
                                                   "(the virtual clock barely moved)")
             self.pump(CLOCK_SAMPLE)
 
-    def run_for(self, seconds: float, wall_guard: float, exact: bool = False) -> None:
+    def run_for(self, seconds: float, wall_guard: float, exact: bool = False, until: float | None = None) -> None:
         """Let the firmware run `seconds` on the run's clock (`exact`: to a deadline the emulator
-        stops at, when it can)."""
+        stops at, when it can), or until the deadline `until` already set (set_deadline)."""
         start, wall_start = self.now(fresh=True), time.monotonic()
-        end = (self.set_deadline(after=seconds) if exact else None) or start + seconds
+        if until is not None:
+            end = until
+        else:
+            end = (self.set_deadline(after=seconds) if exact else None) or start + seconds
         while self.now() < end:
             self._fail_on_forbidden()
             if time.monotonic() - wall_start >= wall_guard:
@@ -424,8 +427,9 @@ class Runner:
                 self.client.debug("where", info.id)
             except VirsimError:
                 pass  # no debugger here (a QEMU node, a backend without one): the step itself says so
-        if self.opts.scenario is None and self.opts.expect_text and self.virtual:
-            # The expectations' one deadline, set while the CPU is still halted at virtual time 0.
+        if self.opts.scenario is None and self.virtual:
+            # The run's one deadline, set while the CPU is still halted at virtual time 0: set once
+            # it runs, it would count from wherever the CPU had got to by then.
             self.monitor.set_deadline(at=self.opts.timeout or DEFAULT_TIMEOUT)
         self._progress(f"session {info.id} on {info.backend}: running")
         try:
@@ -589,7 +593,8 @@ class Runner:
                 return
         if not self.opts.expect_text:  # no expectation: run for the timeout and pass unless a fail text shows
             self._check(result, f"ran {timeout:g}s without a fail text",
-                        lambda: m.run_for(timeout, self._wall_guard(timeout), exact=True) or None)
+                        lambda: m.run_for(timeout, self._wall_guard(timeout),
+                                          until=deadline if self.virtual else None) or None)
 
     def _expect(self, pattern: re.Pattern[bytes], shown: str, deadline: float, timeout: float) -> None:
         assert self.monitor is not None
