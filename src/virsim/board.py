@@ -313,9 +313,11 @@ class Interconnect(Model):
 
 
 UART_TYPES = ("cmsdk-uart", "pl011")
+# The register a UART's firmware writes each byte to transmit, by model: its offset in the block.
+UART_TX_REGISTER = {"cmsdk-uart": 0x0, "pl011": 0x0, "stm32f2xx-usart": 0x4}
 
 
-def _nvic_lines(node: Node) -> int:
+def nvic_lines(node: Node) -> int:
     """External interrupt lines of a Cortex-M node (options.irqs of its NVIC, else the 32-line
     multiple that covers its peripherals, as the built-in engine sizes it)."""
     opts = next((p.options for p in node.peripherals if p.type == "armv7m-nvic"), {})
@@ -385,7 +387,7 @@ class BoardConfig(Model):
             if route.target not in nodes:
                 raise FieldProblem(f"irq route names unknown node {route.target!r}", "interconnect", "irq_routes", i,
                                    "target")
-            lines = _nvic_lines(nodes[route.target])
+            lines = nvic_lines(nodes[route.target])
             if nodes[route.target].processor.profile == "m" and route.irq >= lines:
                 raise FieldProblem(f"irq {route.irq} does not exist on {route.target}: its NVIC has lines 0..{lines - 1}",
                                    "interconnect", "irq_routes", i, "irq")
@@ -437,6 +439,14 @@ class BoardConfig(Model):
 
     def console_peripheral(self, node: Node) -> Peripheral | None:
         return next((p for p in node.peripherals if p.console), None)
+
+    def console_tx_register(self, node: Node) -> int | None:
+        """The address the firmware writes each console byte to (None: no console, or a UART model
+        virsim does not know the registers of)."""
+        uart = self.console_peripheral(node)
+        if uart is None or uart.type not in UART_TX_REGISTER:
+            return None
+        return uart.address + UART_TX_REGISTER[uart.type]
 
     def with_node_backends(self, choice: str) -> BoardConfig:
         """This multi-node board with its nodes on other backends: `choice` is one backend for every

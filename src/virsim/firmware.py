@@ -144,13 +144,14 @@ def load_image(image: FirmwareImage) -> tuple[list[tuple[int, bytes]], list[tupl
     return chunks, code
 
 
-def vector_table(image: FirmwareImage, base: int = 0, count: int = 16) -> list[int] | None:
+def vector_table(image: FirmwareImage, base: int = 0, count: int = 16, partial: bool = False) -> list[int] | None:
     """The first `count` words of the Cortex-M vector table the image loads at `base` (VTOR's reset
-    value), or None if it loads nothing there."""
+    value), or None if it loads nothing there (`partial`: as many of them as it loads)."""
     chunks, _ = load_image(image)
     for address, data in chunks:
-        if address <= base and base + 4 * count <= address + len(data):
-            return list(struct.unpack_from(f"<{count}I", data, base - address))
+        if address <= base and base + 4 * (count if not partial else 1) <= address + len(data):
+            n = min(count, (address + len(data) - base) // 4)
+            return list(struct.unpack_from(f"<{n}I", data, base - address))
     return None
 
 

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from virsim import limits
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch, clip
 
-PROTOCOL_VERSION = "1.11"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.12"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
@@ -35,7 +35,7 @@ PROTOCOL_VERSION = "1.11"  # 1.1: debug.* requests, stop events, SessionInfo.deb
 # GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at; 1.9: the envelope's
 # `deadline` (until when the client waits); hello first; bounded fields (PathStr, Ref, Hello); 1.10:
 # SessionCreate.backend on multi-node boards (one backend for every node, or NODE=BACKEND pairs); 1.11:
-# SessionInfo.unmodelled_accesses
+# SessionInfo.unmodelled_accesses; 1.12: session.exceptions, DebugWatch.ignore_count
 MAX_FRAME = 1024 * 1024
 
 
@@ -120,6 +120,31 @@ class SessionStopAt(SessionRef):
                                  "(the CPU held meanwhile)")
 
 
+class SessionExceptions(SessionRef):
+    last: int = Field(16, ge=1, le=256, description="how many of the last exceptions taken")
+
+
+class ExceptionTaken(Message):
+    exception: int = Field(description="the exception number (IPSR): 2 NMI .. 15 SysTick, 16+n IRQ n")
+    name: str = Field(description="e.g. SysTick, PendSV, HardFault, IRQ 0 (uart0)")
+    virtual_ns: int = Field(description="when it was taken (virtual time)")
+    instructions: int = Field(description="instructions executed before it")
+    clock_exact: bool = Field(True, description="false: the clock fields are a lower bound (QEMU: its instruction "
+                              "count at the start of the vCPU's icount budget, exact for a timer's interrupt)")
+    handler: int = Field(description="the handler's address")
+    handler_function: str | None = None
+    return_pc: int | None = Field(None, description="where the interrupted code goes on (the stacked pc), if read")
+    return_location: str | None = Field(None, description="the function (file:line) of return_pc")
+    exc_return: int = Field(description="LR at entry: the EXC_RETURN value")
+    sp: int = Field(description="the main stack pointer in the handler")
+
+
+class ExceptionList(Message):
+    session: str
+    total: int = Field(description="exceptions taken since the emulator started (counted by it)")
+    exceptions: list[ExceptionTaken] = Field(description="the last ones, oldest first")
+
+
 class SessionReplay(Message):
     recording: PathStr = Field(description="absolute path of a recording.vrec")
     until: str | None = Field(None, description="stop there: an instruction count (e.g. 5000000) or a virtual "
@@ -180,6 +205,7 @@ class DebugWatch(DebugRef):
     target: str = Field(description="a symbol (expression) or an address, e.g. counter or 0x20000054")
     size: int | None = Field(None, description="bytes watched at an address: 1, 2, 4 or 8")
     access: Literal["write", "read", "access"] = "write"
+    ignore_count: int = Field(0, ge=0, description="let the first N hits pass; stop at the next")
 
 
 class DebugDelete(DebugRef):
@@ -570,6 +596,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "session.clock": (SessionRef, Clock),
     "session.stop_at": (SessionStopAt, Clock),
     "session.replay": (SessionReplay, SessionInfo),
+    "session.exceptions": (SessionExceptions, ExceptionList),
     "console.read": (ConsoleRead, ConsoleChunk),
     "console.send": (ConsoleSend, SendReply),
     "snapshot.create": (SnapshotCreate, SnapshotInfo),

@@ -82,7 +82,7 @@ CAPABILITY_MEANING = {
     Capability.SHARED_MEMORY: "multi-node: memory shared with other nodes",
     Capability.UART_CHANNEL: "multi-node: a UART linked to another node's",
     Capability.LOCKSTEP: "multi-node: joins the synchroniser's barrier",
-    Capability.FAULTS: "Cortex-M faults recorded and decoded (virsim run fails on them)",
+    Capability.FAULTS: "Cortex-M faults recorded and decoded (virsim run fails on them); session exceptions",
 }
 
 

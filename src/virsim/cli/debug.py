@@ -82,14 +82,17 @@ def watch(session: SessionArg,
           target: Annotated[str, typer.Argument(help="A symbol (counter) or an address (0x20000054).")],
           access: Annotated[str, typer.Option(help="write, read or access.")] = "write",
           size: Annotated[Optional[int], typer.Option(help="Bytes at an address: 1, 2, 4 or 8 (default 4).")] = None,
+          ignore_count: Annotated[int, typer.Option("--ignore-count", min=0, help="Let N hits pass, stop at the next.")] = 0,
           node: NodeOpt = None, as_json: JsonOpt = False) -> None:
     """Set a watchpoint on a variable or address.
 
     The target stops when the program writes (or reads) it.
 
     Example: virsim debug watch 3fa9c2d1 tick_count --access write
+
+    Example: virsim debug watch 3fa9c2d1 0x40004000 --access access --ignore-count 99     # the 100th byte sent to UART0
     """
-    bp = client().debug("watch", session, node=node, target=target, access=access, size=size)
+    bp = client().debug("watch", session, node=node, target=target, access=access, size=size, ignore_count=ignore_count)
     at = f", {bp.size} bytes at {bp.address:#010x}" if bp.address is not None else ""
     emit(bp, as_json, lambda: out.print(f"watchpoint {bp.id} on {bp.location} ({bp.access}{at})", markup=False))
 

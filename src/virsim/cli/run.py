@@ -98,6 +98,9 @@ def run(
         "--semihosting", help="Serve ARM semihosting: files in the run's session folder, debug console to "
         "semihosting.log.")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the session (on the per-user daemon) and print its id.")] = False,
+    compare: Annotated[Optional[str], typer.Option(
+        "--compare", help="Run on two backends (qemu,builtin) and report the first console byte where they differ, "
+        "with both backends' pc, registers and last exceptions there.")] = None,
     deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic", help="Instruction-counted time (default on).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not stream the console while running.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", hidden=True, help="Stream the console (the default).")] = False,
@@ -118,10 +121,12 @@ def run(
     Example: virsim run examples/hello/fault.elf --expect-text "tick 3"     # FAILED: UsageFault (DIVBYZERO) at ...
 
     Example: virsim run --board boards/dual-core-mailbox.yaml --firmware cpu0=examples/multinode/cpu0.elf --firmware cpu1=examples/multinode/cpu1.elf --expect-text "cpu1: got 10"
+
+    Example: virsim run examples/irqload/irqload.elf --compare qemu,builtin --timeout 2s     # exit 1 where they differ
     """
     from virsim.ci.junit import write_junit
     from virsim.ci.result import CheckResult, RunResult, Status
-    from virsim.ci.runner import RunOptions, Runner, interruptible
+    from virsim.ci.runner import Runner, RunOptions, interruptible
     from virsim.ci.scenario import load_scenario
     from virsim.errors import VirsimError
 
@@ -162,6 +167,8 @@ def run(
                 on_output=None if quiet else show, on_progress=progress,
                 on_verdict=None if as_json else lambda r: (said.append(r.status), _verdict(
                     r, streamed[-1:] != b"\n", streamed=not quiet)))
+            if compare is not None:
+                _run_compare(opts, compare, backend, serial_log, junit, as_json)
             result = Runner(opts).run()
     except VirsimError as error:  # before the run could start: bad scenario, bad option, missing file
         result = RunResult(name=label.name, firmware=str(label), board=board, status=Status.ERROR,
@@ -193,6 +200,98 @@ def run(
     elif said[0] != result.status:  # the clean-up changed it (it had to kill something)
         err.print(f"[red]{result.status.value.upper()}[/] {result.message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _run_compare(opts: Any, compare: str, backend: str | None, serial_log: Path | None, junit: Path | None,
+                 as_json: bool) -> None:
+    """`--compare A,B`: both runs, the comparison, its report; exits."""
+    from virsim.ci.compare import Compare, parse_backends, to_json
+    from virsim.ci.junit import write_junit
+    from virsim.errors import InvalidInput
+
+    if backend is not None:
+        raise InvalidInput("--compare names the backends: drop --backend", field="backend", value=backend)
+    backends = parse_backends(compare)
+    progress = opts.on_progress
+    comparison = Compare(opts, backends).run(on_progress=progress)
+    for name, result in zip(backends, comparison.results):
+        result.name = f"{result.name} [{name}]"
+        if serial_log is not None:
+            path = serial_log.with_name(f"{serial_log.stem}.{name}{serial_log.suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, result.serial_log)
+    if junit is not None:
+        write_junit(junit, comparison.results)
+    if as_json:
+        sys.stdout.write(json.dumps(to_json(comparison), indent=2) + "\n")
+    else:
+        _comparison_report(comparison, opts)
+    raise typer.Exit(comparison.exit_code)
+
+
+def _comparison_report(comparison: Any, opts: Any) -> None:
+    from rich.markup import escape
+
+    from virsim.ci.compare import REGISTER_ORDER
+    from virsim.cli.render import table
+    from virsim.cli.session import exceptions_table
+    from virsim.protocol import ExceptionTaken
+
+    names = comparison.backends
+    width = max(len(n) for n in names)
+    for name, r in zip(names, comparison.results):
+        virtual = f", {r.virtual_ns / 1e9:.3f}s virtual" if r.virtual_ns is not None else ""
+        speed = f" ({r.instructions_per_s / 1e6:.1f} M instructions/s)" if r.instructions_per_s else ""
+        style = STATUS_STYLE[r.status.value]
+        detail = f" — {escape(r.message)}" if r.message and r.status.value != "passed" else ""
+        out.print(f"  {name:<{width}}  [{style}]{r.status.value.upper():>7}[/] in {r.seconds:.2f}s{virtual}{speed}, "
+                  f"{len(r.serial_log)} console bytes{detail}", highlight=False)
+    label = f"{Path(str(opts.firmware)).name} on {opts.board}"
+    if comparison.results and any(r.status.value in ("error", "interrupted") for r in comparison.results):
+        out.print(f"[bold red]NOT COMPARED[/] {label}: a run did not complete", highlight=False)
+        return
+    if comparison.identical:
+        same = len({r.status for r in comparison.results}) == 1
+        verdict = "[bold green]SAME[/]" if same else "[bold red]DIFFERENT VERDICTS[/]"
+        out.print(f"{verdict} {label}: {len(comparison.results[0].serial_log)} console bytes identical on "
+                  f"{' and '.join(names)}", highlight=False)
+        return
+    at = comparison.offset
+    out.print(f"[bold red]DIFFERENT[/] {label}: {' and '.join(names)} part at console byte {at} "
+              f"(line {comparison.line}, column {comparison.column})", highlight=False)
+    for name, r in zip(names, comparison.results):
+        log = r.serial_log
+        start = log.rfind(b"\n", 0, at) + 1
+        end = log.find(b"\n", at)
+        text = log[start:end + 1 if end >= 0 else len(log)]
+        shown = repr(text.decode("latin-1")) if text else "(nothing: the console ends before this line)"
+        out.print(f"  {name:<{width}}  {escape(shown)}", highlight=False)
+    column = at - (comparison.results[0].serial_log.rfind(b"\n", 0, at) + 1)
+    out.print(f"  {'':<{width}}  {' ' * (column + 1)}^", highlight=False)
+    if comparison.error:
+        err.print(f"[yellow]could not stop the backends at that byte[/]: {escape(comparison.error)}", highlight=False)
+        return
+    states = comparison.states
+    t = table("", *names)
+    t.add_row("stopped", *["sent byte " + str(at) if s.reason == "sent" else "its run's end (never sent it)"
+                           for s in states])
+    t.add_row("virtual time", *[f"{s.virtual_ns / 1e9:.9f} s" if s.virtual_ns is not None else "-" for s in states])
+    t.add_row("instructions", *[f"{s.instructions:,}" if s.instructions is not None else "-" for s in states])
+    t.add_row("location", *[escape(s.location or "-") for s in states])
+    present = [n for n in REGISTER_ORDER if any(n in s.registers for s in states)]
+    for reg in present:
+        values = [s.registers.get(reg) for s in states]
+        differ = len({v for v in values if v is not None}) > 1
+        cells = ["-" if v is None else f"{v:#010x}" for v in values]
+        t.add_row(f"[bold]{reg} *[/]" if differ else reg, *[f"[yellow]{c}[/]" if differ else c for c in cells])
+    out.print(t)
+    out.print("  (* differs)", style="dim", highlight=False)
+    for s in states:
+        out.print(f"  [bold]{s.backend}[/]: the last {len(s.exceptions)} of {s.exceptions_total or 0:,} exceptions "
+                  "taken (oldest first)" if s.exceptions else f"  [bold]{s.backend}[/]: no exception taken"
+                  + (f" ({escape(s.note)})" if s.note else ""), highlight=False)
+        if s.exceptions:
+            out.print(exceptions_table([ExceptionTaken(**e) for e in s.exceptions]))
 
 
 def _verdict(result: Any, newline: bool, streamed: bool) -> None:

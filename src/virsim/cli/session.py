@@ -13,8 +13,10 @@ from virsim import limits
 from virsim.errors import FirmwareError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from virsim.client import Client
-    from virsim.protocol import SessionInfo
+    from virsim.protocol import ExceptionTaken, SessionInfo
 
 app = typer.Typer(help="Emulation sessions: create, list, show, control, delete.", no_args_is_help=True)
 
@@ -226,6 +228,43 @@ _action("power_off", "powered off", "Power off: stop the emulator, keep the sess
         "Example: virsim session power-off 3fa9c2d1")
 _action("power_on", "powered on", "Power on a stopped, failed or lost session.\n\nIt boots its current program.\n\n"
         "Example: virsim session power-on 3fa9c2d1")
+
+
+def exceptions_table(entries: list[ExceptionTaken]) -> Table:
+    """The exceptions taken, oldest first: when, which, its handler, and what it interrupted."""
+    t = table("VIRTUAL TIME", "EXCEPTION", "HANDLER", "INTERRUPTED AT", "EXC_RETURN")
+    for e in entries:
+        at = ("" if e.clock_exact else ">= ") + f"{e.virtual_ns / 1e9:.9f} s"
+        handler = e.handler_function or f"{e.handler:#010x}"
+        back = "-" if e.return_pc is None else f"{e.return_pc:#010x}" + (
+            f" {e.return_location}" if e.return_location else "")
+        t.add_row(at, e.name, handler, back, f"{e.exc_return:#010x}")
+    return t
+
+
+@app.command("exceptions")
+def exceptions(session: SessionArg,
+               last: Annotated[int, typer.Option("--last", "-n", min=1, max=256,
+                                                 help="How many of the last exceptions (at most 256).")] = 16,
+               as_json: JsonOpt = False) -> None:
+    """List the last exceptions the CPU took.
+
+    Interrupts, SysTick, PendSV, SVCall and faults, oldest first, each with its virtual time, handler, and where the code it interrupted goes on
+    (the stacked pc). On QEMU the time is a lower bound (shown >=): QEMU's clock inside a block is
+    the one at the start of its instruction budget (exact for a timer's interrupt).
+
+    Example: virsim session exceptions 3fa9c2d1 --last 8
+    """
+    reply = client().request("session.exceptions", session, last=last)
+
+    def human() -> None:
+        if not reply.exceptions:
+            out.print(f"session {reply.session}: no exception taken yet")
+            return
+        out.print(f"session {reply.session}: the last {len(reply.exceptions)} of {reply.total:,} exceptions taken")
+        out.print(exceptions_table(reply.exceptions))
+
+    emit(reply, as_json, human)
 
 
 @app.command("delete")

@@ -46,6 +46,17 @@ HFSR_BITS = {
 }
 # Vector table slots of the fault handlers.
 FAULT_VECTORS = {3: "HardFault", 4: "MemManage", 5: "BusFault", 6: "UsageFault"}
+SYSTEM_EXCEPTIONS = {1: "Reset", 2: "NMI", **FAULT_VECTORS, 11: "SVCall", 12: "DebugMonitor", 14: "PendSV",
+                     15: "SysTick"}
+
+
+def exception_name(number: int, irq_names: dict[int, str] | None = None) -> str:
+    """`15` -> SysTick, `16` -> IRQ 0 (uart0) where the board names the peripheral on that line."""
+    if number < 16:
+        return SYSTEM_EXCEPTIONS.get(number, f"exception {number}")
+    line = number - 16
+    owner = (irq_names or {}).get(line)
+    return f"IRQ {line}" + (f" ({owner})" if owner else "")
 
 
 def decode_bits(value: int, table: dict[int, tuple[str, str]]) -> list[dict[str, str]]:

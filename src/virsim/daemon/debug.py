@@ -378,6 +378,8 @@ class DebugService:
             rec = dbg.command(f"-break-watch {flag}{mi_quote(bp['location'])}")
             payload = rec["payload"]
             wpt = payload.get("wpt") or payload.get("hw-rwpt") or payload.get("hw-awpt") or {}
+            if bp["ignore_count"]:
+                dbg.command(f"-break-after {int(wpt['number'])} {int(bp['ignore_count'])}")
             return int(wpt["number"])
         opts = []
         if bp["temporary"]:
@@ -467,7 +469,7 @@ class DebugService:
         else:
             expression = target
         bp = {"session": row["id"], "kind": "watchpoint", "location": expression, "condition": None, "temporary": 0,
-              "ignore_count": 0, "access": req.access, "size": size, "address": address}
+              "ignore_count": req.ignore_count, "access": req.access, "size": size, "address": address}
         st = self.state[row["id"]]
         with dbg.halted():
             try:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from virsim import protocol as p
+from virsim.backends.base import Capability
 from virsim.backends.faults import FaultRecord, FaultTable
-from virsim.daemon.cortexm import describe_fault
+from virsim.daemon.cortexm import describe_fault, exception_name
 from virsim.daemon.store import Store
-from virsim.errors import VirsimError
+from virsim.errors import InvalidState, VirsimError
 
 if TYPE_CHECKING:
     from virsim.daemon.analysis import AnalysisService
@@ -143,6 +144,35 @@ class FaultService:
             fault["note"] = ("the exception frame is on the process stack (PSP), which this emulator does not "
                              "expose: the faulting pc is unknown")
         return fault
+
+    # ------------------------------------------------------------------------ exceptions taken
+    def exceptions(self, req: p.SessionExceptions) -> p.ExceptionList:
+        """The last exceptions the session's CPU took (the table's ring), named and located."""
+        row = self.sessions.row(req.session)
+        self.sessions.need(row, Capability.FAULTS)
+        watched = self.tables.get(row["id"])
+        if watched is None:
+            raise InvalidState(f"session {row['id']} has no running emulator (it is {row['state']}): the exceptions "
+                               "it took are known only while it runs", session=row["id"], current=row["state"])
+        try:
+            entries, total = watched.table.last_taken(req.last), watched.table.taken
+        except (ValueError, OSError) as err:
+            raise InvalidState(f"session {row['id']}: its fault table cannot be read ({err})", session=row["id"]) from err
+        node = self.sessions.board_node(row)
+        irq_names = {ph.irq: ph.id for ph in node.peripherals if ph.irq is not None}
+        out = []
+        for e in entries:
+            where: dict[str, Any] = {}
+            if e.frame_read:
+                self._locate(row, where, e.return_pc)
+            handler: dict[str, Any] = {}
+            self._locate(row, handler, e.handler)
+            out.append(p.ExceptionTaken(
+                exception=e.exception, name=exception_name(e.exception, irq_names),
+                virtual_ns=e.virtual_ns, instructions=e.instructions, clock_exact=not e.clock_early,
+                handler=e.handler, handler_function=handler.get("function"), return_pc=e.return_pc if e.frame_read else None,
+                return_location=where.get("fault_location"), exc_return=e.lr, sp=e.sp))
+        return p.ExceptionList(session=row["id"], total=total, exceptions=out)
 
     def _locate(self, row: dict[str, Any], fault: dict[str, Any], pc: int) -> None:
         """fault_location: the function and file:line of `pc`, from the session's ELF."""

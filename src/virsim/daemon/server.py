@@ -122,6 +122,7 @@ class Daemon:
             "session.clock": self.sessions.clock,
             "session.stop_at": self.sessions.stop_at,
             "session.replay": self.sessions.replay,
+            "session.exceptions": self.faults.exceptions,
             "console.read": self.sessions.console_read,
             "console.send": self.sessions.console_send,
             "snapshot.create": self.snapshots.create,

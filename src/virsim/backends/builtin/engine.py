@@ -41,7 +41,7 @@ from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim.backends.builtin.semihosting import Exit, Memory, Semihosting
 from virsim import snapshot
-from virsim.backends.faults import FLAG_FRAME, FLAG_PSP, FLAG_STATUS, FaultRecord, FaultTable
+from virsim.backends.faults import FLAG_FRAME, FLAG_PSP, FLAG_STATUS, ExceptionEntry, FaultRecord, FaultTable
 from virsim.firmware import inspect
 from virsim.sync.lockstep import (
     KIND_IRQ,
@@ -57,6 +57,7 @@ from virsim.sync.lockstep import (
 BUDGET = 100_000  # cycles per machine.run() between socket checks at most (~1 ms at full speed)
 POLL_S = 0.002  # host seconds between socket checks at most, however slowly the firmware runs
 MIN_BUDGET = 1_000
+_TAKEN_REGS = (UC_ARM_REG_LR, UC_ARM_REG_MSP, UC_ARM_REG_PSP)
 
 
 @dataclass
@@ -164,6 +165,7 @@ class Engine:
         self.faults = FaultTable.open(Path(spec.fault_table)) if spec.fault_table else None
         if self.faults is not None:
             self.machine.on_fault = self._on_fault
+            self.machine.on_taken = self._on_taken
         self.semihosting = Semihosting(Path(spec.semihosting), self.machine.time_ns, node.processor.frequency) \
             if spec.semihosting else None
         self.exited: int | None = None  # the status of a SYS_EXIT
@@ -238,6 +240,21 @@ class Engine:
             mmfar=status.mmfar, bfar=status.bfar, stacked_pc=frame[6], stacked_lr=frame[5], stacked_xpsr=frame[7],
             stacked_r0=frame[0]))
         return self.faults.halt and self.gdb.conn is not None
+
+    def _on_taken(self, exc: int) -> None:
+        """At every exception entry: the table's ring of the last exceptions taken (session exceptions)."""
+        assert self.faults is not None
+        if self.history.seen():
+            return
+        m = self.machine
+        lr, msp, psp = m.exc.regs.read_many(_TAKEN_REGS)
+        frame_at = psp if lr >> 28 == 0xF and lr & 4 else msp
+        try:
+            return_pc, flags = struct.unpack_from("<I", m.uc.mem_read(frame_at + 24, 4))[0], FLAG_FRAME
+        except UcError:
+            return_pc, flags = 0, 0
+        self.faults.append_taken(ExceptionEntry(exc, flags, m.time_ns(), m.current_instructions(), m.pc(), msp, lr,
+                                                return_pc))
 
     def _on_semihost(self, op: int, arg: int) -> int | None:
         assert self.semihosting is not None
@@ -680,6 +697,8 @@ class Engine:
                 budget = self._budget()
                 if budget is None:
                     self.halt("reached the stop time (--until, stop_at)")
+                    # A debugger waiting for a stop gets one, as from QEMU (a VM stopped by QMP: SIGINT).
+                    self.gdb.report_stop(StopInfo(2))
                     continue
                 started, at = time.perf_counter(), self.machine.cycles
                 stop = self.machine.run(budget)

@@ -99,6 +99,11 @@ class GdbStub:
         self.ack = True
         self.waiting = False  # gdb resumed the target and waits for a stop reply
         self.last_stop = StopInfo(5)
+        # The engine stops after a watched access (Unicorn cannot abort it), where a Cortex-M stops
+        # before it, as QEMU does: gdb (ARM watchpoints are "non-steppable") then removes the
+        # watchpoint and steps over what it takes for the accessing instruction. That step has
+        # already run: it is answered without running, so gdb ends where it would on QEMU.
+        self.step_done = False
 
     @property
     def uc(self):  # noqa: ANN201 - unicorn's Uc
@@ -196,6 +201,7 @@ class GdbStub:
     def report_stop(self, info: StopInfo) -> None:
         """The target stopped (breakpoint, step done, halt): tell a gdb that waits for it."""
         self.last_stop = info
+        self.step_done = info.extra.startswith(("watch:", "rwatch:", "awatch:"))
         if self.waiting:
             self.waiting = False
             self._send(info.packet())
@@ -204,6 +210,11 @@ class GdbStub:
     def handle(self, packet: bytes) -> str | bytes | None:
         text = packet.decode("latin-1")
         cmd = text[:1]
+        if self.step_done and cmd not in "mpgZz?qH":  # anything but reads and watchpoint removal
+            self.step_done = False
+            if (cmd == "s" and len(text) == 1) or text.startswith("vCont;s"):
+                self.last_stop = StopInfo(5)
+                return self.last_stop.packet()
         try:
             if text.startswith("qSupported"):
                 return ("PacketSize=4000;qXfer:features:read+;QStartNoAckMode+;vContSupported+;"

@@ -178,6 +178,7 @@ class Machine:
         # Called at the entry of a fault handler (HardFault..UsageFault) with the exception number,
         # the handler's frame stacked; True halts the machine there (virsim.backends.faults).
         self.on_fault: Callable[[int], bool] | None = None
+        self.on_taken: Callable[[int], None] | None = None  # every exception entry (the engine records it)
         # BKPT 0xAB with semihosting on: (r0, r1) -> the r0 to return, or None when the firmware
         # exited (SYS_EXIT): the run then stops with reason "exit".
         self.on_semihost: Callable[[int, int], int | None] | None = None
@@ -740,6 +741,8 @@ class Machine:
     def on_exception(self, exc: int, entering: bool) -> None:
         if entering:
             self.exceptions_taken += 1
+            if self.on_taken is not None:
+                self.on_taken(exc)
             if exc in armv7m.FAULT_HANDLERS and self.on_fault is not None and self.on_fault(exc):
                 # Halt in the handler, before its first instruction (the debugger's fault stop).
                 self._fault_halt = True

@@ -39,7 +39,7 @@ from virsim.backends.qemu.qmp import QMPClient
 from virsim.backends.qemu.replay import RAW_CONSOLE, ReplayConsole, icount_args, prepare_replay_disk
 from virsim.backends.process import EmulatorProcess
 from virsim.backends.supervised import SupervisedInstance
-from virsim.board import UART_TYPES, Node
+from virsim.board import UART_TYPES, Node, nvic_lines
 from virsim.errors import EmulatorError, EmulatorMissing, NotSupported, VirsimError
 from virsim.backends.faults import FaultTable
 from virsim.firmware import FirmwareImage, vector_table
@@ -168,9 +168,10 @@ def build_command(spec: InstanceSpec, version: tuple[int, int, int], probe: Path
         plugin = plugins.build("vcov", ".".join(map(str, version)))
         args += ["-plugin", f"{plugin},map={spec.workdir / COVERAGE_MAP}"]
     if probe is not None:
-        handlers = fault_handlers(spec)
+        handlers, vectors = fault_handlers(spec), exception_handlers(spec)
         args += ["-plugin", f"{probe},table={spec.rundir / FAULT_TABLE}"
-                 + (f",handlers={':'.join(f'{h:#x}' for h in handlers)}" if handlers else "")]
+                 + (f",handlers={':'.join(f'{h:#x}' for h in handlers)}" if handlers else "")
+                 + (f",vectors={':'.join(f'{h:#x}' for h in vectors)}" if vectors else "")]
     if node.semihosting:
         # The debug console to a file in the session folder (the UART's chardev cannot be shared);
         # files relative to QEMU's working directory, the session folder. QEMU does not confine them.
@@ -194,6 +195,28 @@ def fault_handlers(spec: InstanceSpec) -> list[int]:
     if table is None:
         return []
     return sorted({table[slot] & ~1 for slot in range(3, 7) if table[slot] & ~1})
+
+
+def exception_handlers(spec: InstanceSpec) -> list[int]:
+    """Every handler address in the image's vector table (Cortex-M), for vprobe's ring of the
+    exceptions taken. The table is read up to the node's NVIC lines, and ends early at the first
+    word that is not a handler (0 is an unused slot): an image's table may be shorter than the NVIC."""
+    node = spec.node
+    if spec.firmware is None or node.processor.profile != "m":
+        return []
+    count = 16 + nvic_lines(node)
+    try:
+        table = vector_table(spec.firmware, spec.firmware.load_address or 0, count, partial=True)
+    except (OSError, ValueError):
+        return []
+    out: set[int] = set()
+    for slot, word in enumerate(table or [], 0):
+        if slot < 2 or word == 0 or slot in (7, 8, 9, 10, 13):
+            continue  # the initial SP, reset, reserved slots, unused vectors
+        if not word & 1 or not any(r.address <= word & ~1 < r.end for r in node.memory):
+            break  # past the table's end: code or data
+        out.add(word & ~1)
+    return sorted(out)
 
 
 def icount_shift(frequency: int) -> int:

@@ -10,18 +10,22 @@
  * icount never runs past, so the VM stops within one instruction of T whatever the host is doing
  * (virsim run's virtual-time deadlines); {"after_ns": D} stops it D after now; {"ns": 0} cancels.
  *
- * Faults. virsim passes the addresses of the fault handlers (HardFault, MemManage, BusFault,
- * UsageFault; from the image's vector table). When QEMU translates a block that starts at one,
- * the plugin adds a call at its start; no other block gets anything, so there is no per-block or
- * per-instruction cost anywhere else (the gdb stub's breakpoint on a handler made code in the same
- * page run one instruction per block). The call checks IPSR (a handler shared with ordinary IRQs
- * is entered for them too), reads SP, LR, xPSR, the fault status registers and the stacked
- * exception frame, and writes a record into the fault table the daemon maps
- * (virsim/backends/faults.py: the same layout the built-in engine writes). A handler that spins on
- * itself (`b .`) re-enters its block without a new fault: a record identical to the last one is not
- * written again. When the table's halt flag is set (virsim's debugger is attached), the plugin also
- * stops the VM (vm_stop(RUN_STATE_DEBUG)): the gdb stub reports the stop and virsim shows it as a
- * fault stop.
+ * Faults and the exceptions taken. virsim passes the addresses of the fault handlers (HardFault,
+ * MemManage, BusFault, UsageFault) and of every handler (all from the image's vector table). When
+ * QEMU translates a block that starts at one, the plugin adds a call at its start; no other block
+ * gets anything, so there is no per-block or per-instruction cost anywhere else (the gdb stub's
+ * breakpoint on a handler made code in the same page run one instruction per block). The call
+ * reads IPSR: 0 is a handler called as a function, not an exception. Every exception entry goes
+ * into the table's ring of exceptions taken (`virsim session exceptions`), with SP, LR and the
+ * stacked return address; its clock is not exact (the vCPU's count at the start of its icount
+ * budget: exact for a timer's interrupt, taken as its budget starts, early for others), so the
+ * entry says so. At a fault handler entered for a fault (a handler shared with ordinary IRQs is
+ * entered for them too) the call also reads the fault status registers and the stacked exception
+ * frame, and writes a fault record (virsim/backends/faults.py: the same layout the built-in engine
+ * writes). A handler that spins on itself (`b .`) re-enters its block without a new exception: an
+ * entry or record identical to the last one is not written again. When the table's halt flag is
+ * set (virsim's debugger is attached), the plugin also stops the VM (vm_stop(RUN_STATE_DEBUG)) at
+ * a fault: the gdb stub reports the stop and virsim shows it as a fault stop.
  *
  * QEMU 7.2's plugin API has none of this. Debian's qemu-system binaries export QEMU's own
  * functions, so the plugin looks up what it needs by name (qmp_register_command, qmp_commands,
@@ -33,7 +37,7 @@
  * Limitation: QEMU 7.2 exposes no PSP, so the frame of a fault taken from a thread running on the
  * process stack is not read (the record says so).
  *
- * Loaded with:  -plugin vprobe.so[,table=FILE,handlers=ADDR:ADDR...]
+ * Loaded with:  -plugin vprobe.so[,table=FILE,handlers=ADDR:ADDR...,vectors=ADDR:ADDR...]
  */
 #define _GNU_SOURCE
 #include "virsim_plugin.h"
@@ -49,14 +53,18 @@
 #include <unistd.h>
 
 
-/* virsim/backends/faults.py: header "<8sQII40x" (64 bytes), records "<IIQQ12I8x" (80 bytes). */
+/* virsim/backends/faults.py: header "<8sQIIQI28x" (64 bytes), records "<IIQQ12I8x" (80 bytes),
+ * entries "<IIQQ4I" (40 bytes). */
 #define MAGIC "VFAULT01"
 #define HEADER_SIZE 64
 #define RECORD_SIZE 80
+#define ENTRY_SIZE 40
 #define FLAG_FRAME 1u      /* the stacked frame was read */
 #define FLAG_PSP 2u        /* the frame is on the process stack */
 #define FLAG_STATUS 4u     /* CFSR/HFSR/MMFAR/BFAR were read */
+#define FLAG_CLOCK_EARLY 8u /* an entry's clock is the count at its icount budget's start */
 #define MAX_HANDLERS 8
+#define MAX_VECTORS 512
 #define RUN_STATE_DEBUG 0
 #define RUN_STATE_PAUSED 4
 #define SCALE_NS 1
@@ -69,6 +77,12 @@ struct record {
     uint32_t cfsr, hfsr, mmfar, bfar;
     uint32_t stacked_pc, stacked_lr, stacked_xpsr, stacked_r0;
     uint8_t reserved[8];
+};
+
+struct entry {
+    uint32_t exception, flags;
+    uint64_t virtual_ns, instructions;
+    uint32_t handler, sp, lr, return_pc;
 };
 
 typedef struct { uint8_t *data; unsigned int len; } GByteArray;
@@ -98,11 +112,16 @@ static GByteArray *(*g_byte_array_set_size_)(GByteArray *array, unsigned int len
 
 static uint8_t *table;
 static uint32_t capacity;
+static uint32_t taken_capacity;
 static uint32_t handlers[MAX_HANDLERS], n_handlers;
+static uint32_t vectors[MAX_VECTORS], n_vectors; /* sorted */
 static struct record last;
 static int have_last;
+static struct entry last_entry;
+static int have_last_entry;
 
 static volatile uint64_t *count(void) { return (volatile uint64_t *)(table + 8); }
+static volatile uint64_t *taken(void) { return (volatile uint64_t *)(table + 24); }
 static volatile uint32_t *halt_flag(void) { return (volatile uint32_t *)(table + 16); }
 
 static int64_t virtual_clock(int64_t *insns)
@@ -239,6 +258,49 @@ static int word(void *cpu, uint32_t address, uint32_t *value)
     return q_memory_rw_debug(cpu, address, value, 4, 0) == 0;
 }
 
+/* Append an exception entry to the table's ring; `insns` is the count at the budget's start. */
+static void record_entry(void *cpu, uint32_t handler, uint32_t exception, uint32_t sp, uint32_t lr)
+{
+    struct entry e;
+    uint32_t frame_pc = 0;
+    int64_t insns = 0;
+    uint64_t at;
+
+    if (taken_capacity == 0)
+        return;
+    memset(&e, 0, sizeof e);
+    e.exception = exception;
+    e.handler = handler;
+    e.sp = sp;
+    e.lr = lr;
+    if (!((lr >> 28) == 0xF && (lr & 4)) && q_memory_rw_debug(cpu, sp + 24, &frame_pc, 4, 0) == 0) {
+        e.flags |= FLAG_FRAME;
+        e.return_pc = frame_pc;
+    }
+    e.flags |= FLAG_CLOCK_EARLY;
+    e.virtual_ns = (uint64_t)virtual_clock(&insns);
+    e.instructions = (uint64_t)insns;
+    /* A handler spinning on itself within one budget: the same entry again. */
+    if (have_last_entry && memcmp(&e, &last_entry, sizeof e) == 0)
+        return;
+    last_entry = e;
+    have_last_entry = 1;
+    at = *taken();
+    memcpy(table + HEADER_SIZE + (size_t)capacity * RECORD_SIZE + (size_t)(at % taken_capacity) * ENTRY_SIZE, &e,
+           sizeof e);
+    __sync_synchronize(); /* the entry before the count that publishes it */
+    *taken() = at + 1;
+}
+
+static int is_fault_handler(uint32_t address)
+{
+    uint32_t i;
+    for (i = 0; i < n_handlers; i++)
+        if (handlers[i] == address)
+            return 1;
+    return 0;
+}
+
 static void on_handler(unsigned int vcpu_index, void *userdata)
 {
     uint32_t handler = (uint32_t)(uintptr_t)userdata;
@@ -255,13 +317,16 @@ static void on_handler(unsigned int vcpu_index, void *userdata)
     memset(&r, 0, sizeof r);
     r.xpsr = reg(cpu, buf, 25);
     r.exception = r.xpsr & 0x1FF;
-    g_byte_array_free_(buf, 1);
-    if (r.exception < 3 || r.exception > 6) /* a handler shared with ordinary interrupts */
+    if (r.exception == 0) { /* called as a function, in thread mode */
+        g_byte_array_free_(buf, 1);
         return;
-    buf = g_byte_array_new_();
+    }
     r.sp = reg(cpu, buf, 13);
     r.lr = reg(cpu, buf, 14);
     g_byte_array_free_(buf, 1);
+    record_entry(cpu, handler, r.exception, r.sp, r.lr);
+    if (r.exception < 3 || r.exception > 6 || !is_fault_handler(handler)) /* shared with ordinary interrupts */
+        return;
     r.handler = handler;
     if (word(cpu, 0xE000ED28, &r.cfsr) && word(cpu, 0xE000ED2C, &r.hfsr) && word(cpu, 0xE000ED34, &r.mmfar)
         && word(cpu, 0xE000ED38, &r.bfar))
@@ -290,19 +355,34 @@ static void on_handler(unsigned int vcpu_index, void *userdata)
         stop_vm(RUN_STATE_DEBUG);
 }
 
+static int compare_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
-    uint64_t vaddr = qemu_plugin_tb_vaddr(tb);
-    uint32_t i;
+    uint32_t vaddr = (uint32_t)qemu_plugin_tb_vaddr(tb);
     (void)id;
-    for (i = 0; i < n_handlers; i++) {
-        if (vaddr == handlers[i]) {
-            /* R_REGS: QEMU writes the guest registers back to the CPU state before the call. */
-            qemu_plugin_register_vcpu_tb_exec_cb(tb, on_handler, QEMU_PLUGIN_CB_R_REGS,
-                                                 (void *)(uintptr_t)handlers[i]);
-            return;
-        }
+    if (is_fault_handler(vaddr) || bsearch(&vaddr, vectors, n_vectors, sizeof vectors[0], compare_u32)) {
+        /* R_REGS: QEMU writes the guest registers back to the CPU state before the call. */
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, on_handler, QEMU_PLUGIN_CB_R_REGS, (void *)(uintptr_t)vaddr);
     }
+}
+
+/* "ADDR:ADDR:..." into `out` (at most `max`), each with its Thumb bit cleared; returns the count. */
+static uint32_t parse_addresses(const char *list, uint32_t *out, uint32_t max)
+{
+    uint32_t n = 0;
+    while (list && *list && n < max) {
+        char *end;
+        out[n++] = (uint32_t)strtoul(list, &end, 0) & ~1u;
+        if (*end != ':')
+            break;
+        list = end + 1;
+    }
+    return n;
 }
 
 static void *need(const char *name, const char *part)
@@ -316,7 +396,7 @@ static void *need(const char *name, const char *part)
 __attribute__((visibility("default")))
 int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
 {
-    const char *table_path = NULL, *list = NULL;
+    const char *table_path = NULL, *list = NULL, *vector_list = NULL;
     struct stat st;
     int i, fd;
 
@@ -326,6 +406,8 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
             table_path = argv[i] + 6;
         else if (strncmp(argv[i], "handlers=", 9) == 0)
             list = argv[i] + 9;
+        else if (strncmp(argv[i], "vectors=", 8) == 0)
+            vector_list = argv[i] + 8;
     }
     q_clock_get_ns = (int64_t(*)(int))need("qemu_clock_get_ns", "x-virsim-clock");
     q_icount_get_raw = (int64_t(*)(void))dlsym(RTLD_DEFAULT, "icount_get_raw");
@@ -366,7 +448,7 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
     g_byte_array_set_size_ = (GByteArray * (*)(GByteArray *, unsigned int)) need("g_byte_array_set_size",
                                                                                "fault records");
     if (!(q_get_cpu && q_gdb_read_register && q_memory_rw_debug && g_byte_array_new_ && g_byte_array_free_
-          && g_byte_array_set_size_ && q_clock_get_ns) || table_path == NULL || list == NULL)
+          && g_byte_array_set_size_ && q_clock_get_ns) || table_path == NULL || (list == NULL && vector_list == NULL))
         return 0; /* the clock alone */
     fd = open(table_path, O_RDWR);
     if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < HEADER_SIZE + RECORD_SIZE) {
@@ -383,17 +465,16 @@ int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, 
         return 0;
     }
     memcpy(&capacity, table + 20, 4);
+    memcpy(&taken_capacity, table + 32, 4);
     if (capacity == 0 || (size_t)st.st_size < HEADER_SIZE + (size_t)capacity * RECORD_SIZE) {
         table = NULL;
         return 0;
     }
-    while (*list && n_handlers < MAX_HANDLERS) {
-        char *end;
-        handlers[n_handlers++] = (uint32_t)strtoul(list, &end, 0) & ~1u;
-        list = *end == ':' ? end + 1 : end;
-        if (*end != ':')
-            break;
-    }
+    if ((size_t)st.st_size < HEADER_SIZE + (size_t)capacity * RECORD_SIZE + (size_t)taken_capacity * ENTRY_SIZE)
+        taken_capacity = 0; /* an older table: faults only */
+    n_handlers = parse_addresses(list, handlers, MAX_HANDLERS);
+    n_vectors = parse_addresses(vector_list, vectors, MAX_VECTORS);
+    qsort(vectors, n_vectors, sizeof vectors[0], compare_u32);
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
     return 0;
 }
