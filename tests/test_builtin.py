@@ -195,7 +195,7 @@ nodes:
         get_backend("builtin").check_node(a15.nodes[0])
 
 
-def test_cortex_m4_without_fpu() -> None:
+def test_cortex_m4_runs_m3_code_and_has_the_fpu() -> None:
     board = parse_board("""
 system_id: m4
 name: an M4 with MPS2 peripherals
@@ -216,6 +216,26 @@ nodes:
     assert out.startswith(b"Hello from virsim on mps2-an385\ntick 1\n")
     assert m.scs.read(0xD00, 4) == 0x410FC240  # CPUID: Cortex-M4 r0p0, as QEMU (tests/conformance/scbid.c)
     assert m.time_ns() == 2_000_000_000  # 100 M cycles at 50 MHz
+    # The FP extension, as QEMU's cortex-m4 has it (tests/conformance/fpframe.c checks the frames).
+    assert (m.scs.read(0xF40, 4), m.scs.read(0xF44, 4), m.scs.read(0xF34, 4)) == (0x10110021, 0x11000011, 0xC0000000)
+
+
+@pytest.mark.parametrize("cut", [6_000, 9_000, 12_000, 15_000])
+def test_fp_state_is_in_the_snapshot(cut: int) -> None:
+    """The FP registers, FPCCR/FPCAR (a lazy save still pending) and FPDSCR go into the engine's
+    state: the FP probe continued from a snapshot prints what it prints uninterrupted."""
+    board = str(ROOT / "tests" / "conformance" / "mps2-an386.yaml")
+    probe = ROOT / "tests" / "conformance" / "fpframe.elf"
+    whole, out = machine(probe, board)
+    whole.run(40_000)
+    assert out.endswith(b"DONE\n"), out
+    first, before = machine(probe, board)
+    first.run(cut)
+    state, memory = first.save_state()
+    second, after = machine(probe, board)
+    second.load_state(state, memory)
+    second.run(40_000 - cut)
+    assert before + after == out
 
 
 def test_templates_run_on_what_they_say() -> None:

@@ -15,9 +15,10 @@ Two kinds of known difference are spelled out here rather than hidden:
   table says (a newer QEMU that fixed it shows up as a failure of that check).
 - ENGINE_LIMITS: lines where the built-in engine knowingly differs (it models no MPU), each with
   the engine's line and why; docs/builtin-engine.md lists them.
-- Probe.diverges: what the built-in engine does not implement at all yet (the FP extension),
-  marked xfail(strict=True) naming the difference, so the suite shows the gap; once the engine
-  has it the strict xfail fails (XPASS) and the mark goes.
+- Probe.diverges: what the built-in engine does not implement at all yet, marked
+  xfail(strict=True) naming the difference, so the suite shows the gap; once the engine has it
+  the strict xfail fails (XPASS) and the mark goes. (None today: the FP extension, the last one,
+  is in.)
 
 The probes are committed prebuilt (like the examples); test_committed_probes_match_their_sources
 rebuilds them from clean and requires byte-identical ELFs.
@@ -81,10 +82,7 @@ PROBES = [
     Probe("dualtimer"),
     Probe("uartirq"),
     Probe("memmap"),
-    Probe("fpframe", "no FP extension state: FPCCR, MVFR0/1 and CPACR read 0, no extended frame (EXC_RETURN "
-                     "0xfffffff9, 32 bytes), no lazy stacking, and a handler's S0 leaks into thread mode; "
-                     "Unicorn also sets CONTROL bit 3 (SFPA, a v8-M bit) when an FP instruction runs",
-          machine="mps2-an386", board=AN386),
+    Probe("fpframe", machine="mps2-an386", board=AN386),
 ]
 
 # What the built-in engine knowingly does differently, documented in docs/builtin-engine.md:

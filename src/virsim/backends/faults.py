@@ -34,6 +34,7 @@ MAGIC = b"VFAULT01"
 HEADER = struct.Struct("<8sQIIQI28x")
 RECORD = struct.Struct("<IIQQ12I8x")
 ENTRY = struct.Struct("<IIQQ4I")
+_COUNT = struct.Struct("<Q")
 CAPACITY = 64
 TAKEN_CAPACITY = 256  # the last exceptions taken, whatever they were (`session exceptions`)
 FLAG_FRAME, FLAG_PSP, FLAG_STATUS, FLAG_CLOCK_EARLY = 1, 2, 4, 8
@@ -100,6 +101,7 @@ class FaultTable:
     def __init__(self, path: Path, m: mmap.mmap) -> None:
         self.path = path
         self.map = m
+        self._ring: tuple[int, int, int] | None = None  # record_taken's (offset, capacity, count)
 
     @classmethod
     def create(cls, path: Path, capacity: int = CAPACITY, taken_capacity: int = TAKEN_CAPACITY) -> FaultTable:
@@ -175,10 +177,18 @@ class FaultTable:
 
     def append_taken(self, entry: ExceptionEntry) -> None:
         """Write an entry (the built-in engine's side; QEMU's plugin does the same in C)."""
-        at, cap = self._entries_at()
+        self.record_taken(entry.exception, entry.flags, entry.virtual_ns, entry.instructions, entry.handler, entry.sp,
+                          entry.lr, entry.return_pc)
+
+    def record_taken(self, *fields: int) -> None:
+        """append_taken's fields without the entry object: the engine calls it at every exception
+        entry, so the ring's place and the count are kept here (the engine is the only writer)."""
+        if self._ring is None:
+            at, cap = self._entries_at()
+            self._ring = (at, cap, self.taken)
+        at, cap, total = self._ring
         if cap == 0:
             return
-        total = self.taken
-        ENTRY.pack_into(self.map, at + (total % cap) * ENTRY.size, entry.exception, entry.flags, entry.virtual_ns,
-                        entry.instructions, entry.handler, entry.sp, entry.lr, entry.return_pc)
-        struct.pack_into("<Q", self.map, 24, total + 1)
+        ENTRY.pack_into(self.map, at + (total % cap) * ENTRY.size, *fields)
+        _COUNT.pack_into(self.map, 24, total + 1)
+        self._ring = (at, cap, total + 1)

@@ -4,10 +4,13 @@ Unicorn executes Thumb-2 instructions but takes no exceptions of its own: an SVC
 EXC_RETURN value or an undefined instruction only reach an interrupt hook, and the System Control
 Space (0xE000E000) is unmapped. This module is that missing half, following the ARMv7-M
 Architecture Reference Manual (B1.5): priorities with PRIGROUP, PRIMASK/BASEPRI/FAULTMASK boosting,
-exception entry with the 8-word frame (8-byte aligned, xPSR bit 9 when realigned), all three
-EXC_RETURN forms (handler/MSP, thread/MSP, thread/PSP), tail-chaining, fault escalation to HardFault
-and lockup. `Scs` is the memory-mapped face (NVIC, SCB, SysTick, STIR). No FPU: lazy FP stacking
-and the extended frame are not modelled (Cortex-M4 runs as an M4 without FPU).
+exception entry with the 8-word frame (8-byte aligned, xPSR bit 9 when realigned), every
+EXC_RETURN form (handler/MSP, thread/MSP, thread/PSP, and with the FP extension the same three with
+the 26-word extended frame), tail-chaining, fault escalation to HardFault and lockup. `Scs` is the
+memory-mapped face (NVIC, SCB, SysTick, STIR). `Fpu` is a Cortex-M4's FP extension: CPACR, FPCCR,
+FPCAR, FPDSCR, MVFR0/1, CONTROL.FPCA and the extended frame (Unicorn runs the FP instructions; its
+lazy state preservation does not store, so the FP registers are stacked at exception entry
+whatever FPCCR.LSPEN says).
 
 Time is the machine's cycle counter; SysTick counts it (or the reference clock) exactly and tells
 the machine when its next wrap is due, so the machine can end an execution slice there.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unicorn import UcError
 from unicorn.arm_const import (
@@ -38,7 +41,9 @@ from unicorn.arm_const import (
     UC_ARM_REG_XPSR,
 )
 
-from virsim.backends.builtin.direct import Regs
+from unicorn.arm_const import UC_ARM_REG_FPSCR, UC_ARM_REG_S0
+
+from virsim.backends.builtin.direct import CpuFields, Regs
 
 if TYPE_CHECKING:
     from virsim.backends.builtin.machine import Machine
@@ -51,6 +56,15 @@ EXCEPTION_NAMES = {RESET: "Reset", NMI: "NMI", HARDFAULT: "HardFault", MEMMANAGE
                    BUSFAULT: "BusFault", USAGEFAULT: "UsageFault", SVCALL: "SVCall", DEBUGMON: "DebugMonitor",
                    PENDSV: "PendSV", SYSTICK: "SysTick"}
 EXC_RETURN_FORMS = {0xFFFFFFF1: (False, False), 0xFFFFFFF9: (True, False), 0xFFFFFFFD: (True, True)}
+# With the FP extension: the same returns to the extended frame (EXC_RETURN bit 4 clear).
+FP_EXC_RETURN_FORMS = {value & ~0x10: form for value, form in EXC_RETURN_FORMS.items()}
+CONTROL_FPCA = 1 << 2
+# v8-M's CONTROL.SFPA: Unicorn (its CPU in Secure state) sets it with FPCA and starts a new FP
+# context when either is clear, so virsim sets and clears both together: an MRS of CONTROL then
+# shows bit 3 with FPCA, the one visible difference.
+CONTROL_SFPA = 1 << 3
+CONTROL_FP = CONTROL_FPCA | CONTROL_SFPA
+FPCCR_ASPEN, FPCCR_LSPEN, FPCCR_S = 1 << 31, 1 << 30, 1 << 2
 
 # CFSR bits (MMFSR | BFSR << 8 | UFSR << 16) and HFSR bits.
 CFSR_IACCVIOL = 1 << 0
@@ -72,6 +86,117 @@ _ID_REGS = {0xD40: 0x00000030, 0xD44: 0x00000200, 0xD48: 0x00100000, 0xD4C: 0, 0
 _SCS_IDS = (0, 0, 0, 0, 0x00, 0xB0, 0x1B, 0x00, 0x0D, 0xE0, 0x05, 0xB1)
 # Exceptions whose SHPR byte is reserved (RAZ/WI): 7-10 and 13.
 _RESERVED_SHPR = frozenset({7, 8, 9, 10, 13})
+
+
+class Fpu:
+    """A Cortex-M4's FP extension (ARMv7-M B1.5.6-7, B3.2.20-24): its SCB registers, and the FP part
+    of the exception frame.
+
+    Unicorn executes the FP instructions and, with FPCCR.ASPEN, sets CONTROL.FPCA at the first one
+    (and starts a new FP context from FPDSCR in a handler, as the architecture says). An exception
+    taken with FPCA set gets the extended frame: with LSPEN, lazily, as on the hardware: FPCCR
+    records the interrupted context (LSPACT, USER, THREAD, the RDY bits) and FPCAR the frame's FP
+    part, and Unicorn's own lazy state preservation stores S0-S15 and FPSCR there at the handler's
+    first FP instruction and clears LSPACT; without LSPEN they are stacked at once. What no register
+    id of Unicorn reaches (FPCCR, FPCAR, FPDSCR, and full FPU access for that store) is written into
+    its CPU state through `CpuFields`. CPACR is virsim's alone: Unicorn does not check it, so an FP
+    instruction with the FPU disabled runs instead of taking a NOCP UsageFault.
+    """
+
+    MVFR0, MVFR1 = 0x10110021, 0x11000011  # a Cortex-M4F's, as QEMU reports them
+    LAZY_STATE = 0x17B  # FPCCR's MONRDY, BFRDY, MMRDY, HFRDY, THREAD, USER, LSPACT
+    FPCCR_WRITABLE = FPCCR_ASPEN | FPCCR_LSPEN | LAZY_STATE
+    FRAME_REGS = tuple(range(UC_ARM_REG_S0, UC_ARM_REG_S0 + 16)) + (UC_ARM_REG_FPSCR,)
+    ALL_REGS = tuple(range(UC_ARM_REG_S0, UC_ARM_REG_S0 + 32)) + (UC_ARM_REG_FPSCR,)
+
+    def __init__(self, machine: Machine, regs: Regs) -> None:
+        self.m = machine
+        self.regs = regs
+        self.cpu = CpuFields(machine.uc)
+        self.cpacr = self.fpccr = self.fpcar = self.fpdscr = 0
+        self._sync_due = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.cpacr, self.fpccr, self.fpcar, self.fpdscr = 0, FPCCR_ASPEN | FPCCR_LSPEN, 0, 0
+        self.regs.write_many(self.ALL_REGS, [0] * len(self.ALL_REGS))  # QEMU zeroes them at reset too
+        self.sync()
+
+    def sync(self) -> None:
+        """Unicorn's CPU state after FPCCR, FPCAR or FPDSCR changed (between two slices). Its Secure
+        bank: Unicorn runs the CPU in Secure state (switching it breaks its MPU lookups), and FPCCR.S
+        stays set as Unicorn has it."""
+        self._sync_due = False
+        self.cpu.write(fpccr_s=self.fpccr | FPCCR_S, fpcar_s=self.fpcar, fpdscr_s=self.fpdscr, cpacr_s=0xF << 20)
+
+    def _lazy_pending(self) -> bool:
+        """LSPACT: the FP part of the last extended frame is still to be stored. Unicorn clears it
+        in its CPU state when it stores; virsim's copy follows."""
+        if self.fpccr & 1 and not self.cpu.read("fpccr_s") & 1:
+            self.fpccr &= ~1
+        return bool(self.fpccr & 1)
+
+    def sync_due(self) -> bool:
+        return self._sync_due
+
+    def read(self, off: int) -> int | None:
+        """An SCB register of the FP extension at SCS offset `off`, None if `off` is none of them."""
+        if off == 0xF34:
+            self._lazy_pending()
+        return {0xD88: self.cpacr, 0xF34: self.fpccr, 0xF38: self.fpcar, 0xF3C: self.fpdscr, 0xF40: self.MVFR0,
+                0xF44: self.MVFR1}.get(off)
+
+    def write(self, off: int, value: int, lanes: int) -> bool:
+        """Write one of its SCB registers; False if `off` is none of them."""
+        def merged(old: int, mask: int) -> int:
+            return (old & ~(lanes & mask)) | (value & lanes & mask)
+
+        if off == 0xD88:
+            self.cpacr = merged(self.cpacr, 0xF << 20)  # CP10, CP11
+        elif off == 0xF34:
+            self.fpccr = merged(self.fpccr, self.FPCCR_WRITABLE)
+        elif off == 0xF38:
+            self.fpcar = merged(self.fpcar, 0xFFFFFFF8)
+        elif off == 0xF3C:
+            self.fpdscr = merged(self.fpdscr, 0x07C00000)  # AHP, DN, FZ, RMode
+        elif off in (0xF40, 0xF44):
+            pass  # read-only
+        else:
+            return False
+        if off in (0xF34, 0xF38, 0xF3C):
+            self._sync_due = True
+            self.m.attention()  # the next instruction runs with it
+        return True
+
+    def save(self, at: int, context: int) -> None:
+        """Exception entry with an FP context: S0-S15 and FPSCR go to `at`, the extended frame's FP
+        part: at once, or (LSPEN) when the handler first uses the FPU, with `context` (the
+        LAZY_STATE bits but LSPACT, ARMv7-M B1.5.7 UpdateFPCCR) saying what was interrupted."""
+        if not self.fpccr & FPCCR_LSPEN:
+            self.m.uc.mem_write(at, struct.pack("<17I", *self.regs.read_many(self.FRAME_REGS)))
+            return
+        self.fpccr = (self.fpccr & ~self.LAZY_STATE) | context | 1  # LSPACT
+        self.fpcar = at
+        self.sync()
+
+    def restore(self, at: int) -> None:
+        """Exception return to an extended frame: its S0-S15 and FPSCR back, unless they were never
+        stored (LSPACT still set: the handler did not use the FPU, the registers are untouched)."""
+        if self._lazy_pending():
+            self.fpccr &= ~1
+            self.sync()
+            return
+        values = struct.unpack("<17I", self.m.uc.mem_read(at, 68))
+        self.regs.write_many(self.FRAME_REGS, values)
+
+    def state(self) -> dict[str, Any]:
+        return {"cpacr": self.cpacr, "fpccr": self.fpccr, "fpcar": self.fpcar, "fpdscr": self.fpdscr,
+                "regs": self.regs.read_many(self.ALL_REGS)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.cpacr, self.fpccr, self.fpcar, self.fpdscr = (state[k] for k in ("cpacr", "fpccr", "fpcar", "fpdscr"))
+        self.regs.write_many(self.ALL_REGS, state["regs"])
+        self.sync()
 
 
 class Lockup(Exception):
@@ -222,6 +347,7 @@ class ExceptionUnit:
         self.ccr = 0x200  # STKALIGN set, as on Cortex-M3 r2p0+ and QEMU
         self.faults = FaultStatus()
         self.invstate = False  # the last vector had bit 0 clear: EPSR.T=0, the next instruction faults
+        self.fpu: Fpu | None = None  # a Cortex-M4's FP extension (the machine sets it)
 
     # ------------------------------------------------------------------ what runs next
     def masks(self) -> tuple[int, int, int]:
@@ -276,8 +402,9 @@ class ExceptionUnit:
         *vals, ret, xpsr, control = self.regs.read_many(_ENTRY_REGS)
         thread = (xpsr & 0x1FF) == 0
         use_psp = thread and bool(control & 2)
+        fp = self.fpu is not None and bool(control & CONTROL_FPCA)  # the extended frame
         sp = self.regs.read(UC_ARM_REG_PSP if use_psp else UC_ARM_REG_MSP)
-        frame = (sp - 32) & 0xFFFFFFFF
+        frame = (sp - (0x68 if fp else 0x20)) & 0xFFFFFFFF
         # T bit: the return state is Thumb, unless it is the EPSR.T=0 an INVSTATE fault is taken on.
         stacked_xpsr = (xpsr | (1 << 24)) if not self.invstate else (xpsr & ~(1 << 24))
         if self.ccr & 0x200 and frame & 4:
@@ -287,6 +414,8 @@ class ExceptionUnit:
             stacked_xpsr &= ~(1 << 9)
         try:
             uc.mem_write(frame, struct.pack("<8I", *vals, ret & ~1, stacked_xpsr))
+            if fp:
+                self.fpu.save(frame + 0x20, self._fp_context(thread, bool(control & 1)))  # type: ignore[union-attr]
         except UcError:
             self.faults.cfsr |= CFSR_STKERR
             if exc == HARDFAULT or self.execution_priority() <= -1:
@@ -297,12 +426,27 @@ class ExceptionUnit:
             self.take(HARDFAULT)
             return
         exc_return = 0xFFFFFFF1 if not thread else (0xFFFFFFFD if use_psp else 0xFFFFFFF9)
+        if fp:
+            exc_return &= ~0x10
         if use_psp:
             self.regs.write(UC_ARM_REG_CONTROL, control & ~2)  # handler mode runs on MSP
             self.regs.write(UC_ARM_REG_PSP, frame)
         else:
             self.regs.write(UC_ARM_REG_MSP, frame)
         self._enter_handler(exc, exc_return)
+
+    def _fp_context(self, thread: bool, unprivileged: bool) -> int:
+        """FPCCR's record of the context an exception interrupts (B1.5.7 UpdateFPCCR): USER, THREAD,
+        and which of HardFault, MemManage, BusFault and DebugMonitor could preempt it (the RDY bits)."""
+        nvic, prio_now = self.nvic, self.execution_priority()
+
+        def ready(exc: int, enabled: bool) -> bool:
+            return enabled and nvic.group(nvic.priority[exc]) < prio_now
+
+        return ((2 if thread and unprivileged else 0) | (8 if thread else 0) | (16 if -1 < prio_now else 0)
+                | (32 if ready(MEMMANAGE, nvic.is_enabled(MEMMANAGE)) else 0)
+                | (64 if ready(BUSFAULT, nvic.is_enabled(BUSFAULT)) else 0)
+                | (256 if ready(DEBUGMON, bool(self.demcr & (1 << 16))) else 0))
 
     def _enter_handler(self, exc: int, exc_return: int) -> None:
         uc = self.uc
@@ -314,6 +458,10 @@ class ExceptionUnit:
         self.regs.write(UC_ARM_REG_XPSR, flags | (1 << 24) | exc)  # handler mode, IT bits clear
         self.regs.write(UC_ARM_REG_LR, exc_return)
         self.regs.write(UC_ARM_REG_PC, vector | 1)
+        if self.fpu is not None:
+            control = self.regs.read(UC_ARM_REG_CONTROL)
+            if control & CONTROL_FP:  # a handler starts without an FP context
+                self.regs.write(UC_ARM_REG_CONTROL, control & ~CONTROL_FP)
         self.invstate = not vector & 1
         if self.invstate:
             self.m.attention()  # the handler's first instruction must not run: INVSTATE is taken there
@@ -332,6 +480,10 @@ class ExceptionUnit:
         exc = self.current()
         nvic = self.nvic
         form = EXC_RETURN_FORMS.get(exc_return)
+        fp = False
+        if form is None and self.fpu is not None:
+            form = FP_EXC_RETURN_FORMS.get(exc_return)
+            fp = form is not None
         if not nvic.active[exc] or form is None:
             self._invalid_return(exc, exc_return, "not an EXC_RETURN value" if form is None
                                  else f"exception {exc} is not active")
@@ -360,13 +512,21 @@ class ExceptionUnit:
             if nvic.group(nvic.priority[nxt]) < nvic.execution_priority(primask, basepri, faultmask):
                 self._enter_handler(nxt, exc_return)
                 return
-        new_sp = (sp + 32 + (4 if xpsr & (1 << 9) else 0)) & 0xFFFFFFFF
+        if fp:
+            try:
+                self.fpu.restore(sp + 0x20)  # type: ignore[union-attr]
+            except UcError:
+                raise Lockup(f"unstacking the FP registers failed at sp={sp + 0x20:#010x}") from None
+        new_sp = (sp + (0x68 if fp else 0x20) + (4 if xpsr & (1 << 9) else 0)) & 0xFFFFFFFF
         self.regs.write_many(_FRAME_REGS, (r0, r1, r2, r3, r12, lr))
         ipsr = 0 if to_thread else (xpsr & 0x1FF)
         self.invstate = not xpsr & (1 << 24)  # EPSR.T as stacked: clear means an INVSTATE fault next
         self.regs.write(UC_ARM_REG_XPSR, (xpsr & ~0x3FF) | ipsr | (1 << 24))
         control = self.regs.read(UC_ARM_REG_CONTROL)
-        self.regs.write(UC_ARM_REG_CONTROL, (control | 2) if to_thread and to_psp else (control & ~2))
+        control = (control | 2) if to_thread and to_psp else (control & ~2)
+        if self.fpu is not None:  # FPCA as the frame says: the FP context returns with it
+            control = (control | CONTROL_FP) if fp else (control & ~CONTROL_FP)
+        self.regs.write(UC_ARM_REG_CONTROL, control)
         self.regs.write(UC_ARM_REG_PSP if to_psp else UC_ARM_REG_MSP, new_sp)
         self.regs.write(UC_ARM_REG_PC, pc | 1)
 
@@ -390,6 +550,8 @@ class ExceptionUnit:
         self._enter_handler(target, exc_return)
 
     def reset(self) -> None:
+        if self.fpu is not None:
+            self.fpu.reset()
         self.vtor = 0
         self.demcr = 0
         self.ccr = 0x200
@@ -560,6 +722,11 @@ class Scs:
             return _ID_REGS[off]
         if 0xFD0 <= off < 0x1000:
             return _SCS_IDS[(off - 0xFD0) // 4]
+        fpu = self.exc.fpu
+        if fpu is not None:
+            value = fpu.read(off)
+            if value is not None:
+                return value
         f = self.exc.faults
         regs = {
             0xD00: lambda: self.cpuid, 0xD04: self._icsr, 0xD08: lambda: self.exc.vtor,
@@ -607,6 +774,8 @@ class Scs:
         nvic, now, f = self.nvic, self.m.now(), self.exc.faults
         if 0x010 <= off < 0x020:
             self.systick.write(off - 0x10, value, now)
+            return
+        if self.exc.fpu is not None and self.exc.fpu.write(off, value, lanes):
             return
         for base, action in ((0x100, "enable"), (0x180, "disable"), (0x200, "pend"), (0x280, "unpend")):
             if base <= off < base + 0x40:

@@ -41,7 +41,7 @@ from virsim.backends.builtin.machine import Machine, SharedRegion, Stop
 from virsim.backends.builtin.peripherals import CmsdkGpio, Uart
 from virsim.backends.builtin.semihosting import Exit, Memory, Semihosting
 from virsim import snapshot
-from virsim.backends.faults import FLAG_FRAME, FLAG_PSP, FLAG_STATUS, ExceptionEntry, FaultRecord, FaultTable
+from virsim.backends.faults import FLAG_FRAME, FLAG_PSP, FLAG_STATUS, FaultRecord, FaultTable
 from virsim.firmware import inspect
 from virsim.sync.lockstep import (
     KIND_IRQ,
@@ -250,11 +250,10 @@ class Engine:
         lr, msp, psp = m.exc.regs.read_many(_TAKEN_REGS)
         frame_at = psp if lr >> 28 == 0xF and lr & 4 else msp
         try:
-            return_pc, flags = struct.unpack_from("<I", m.uc.mem_read(frame_at + 24, 4))[0], FLAG_FRAME
+            return_pc, flags = int.from_bytes(m.uc.mem_read(frame_at + 24, 4), "little"), FLAG_FRAME
         except UcError:
             return_pc, flags = 0, 0
-        self.faults.append_taken(ExceptionEntry(exc, flags, m.time_ns(), m.current_instructions(), m.pc(), msp, lr,
-                                                return_pc))
+        self.faults.record_taken(exc, flags, m.time_ns(), m.current_instructions(), m.pc(), msp, lr, return_pc)
 
     def _on_semihost(self, op: int, arg: int) -> int | None:
         assert self.semihosting is not None

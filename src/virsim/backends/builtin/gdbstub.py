@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from unicorn import UcError
-from unicorn.arm_const import UC_ARM_REG_PC
+from unicorn.arm_const import UC_ARM_REG_CONTROL, UC_ARM_REG_PC
+
+from virsim.backends.builtin.armv7m import CONTROL_FPCA, CONTROL_SFPA
 
 from virsim.backends.builtin.machine import REGISTERS, Machine
 
@@ -336,11 +338,16 @@ class GdbStub:
         return None
 
     def _reg_hex(self, reg: int) -> str:
-        return (self.uc.reg_read(reg) & 0xFFFFFFFF).to_bytes(4, "little").hex()
+        value = self.uc.reg_read(reg) & 0xFFFFFFFF
+        if reg == UC_ARM_REG_CONTROL:
+            value &= ~CONTROL_SFPA  # Unicorn's v8-M bit beside FPCA (armv7m.CONTROL_SFPA): not an M4's
+        return value.to_bytes(4, "little").hex()
 
     def _write_reg(self, reg: int, value: int) -> None:
         if reg == UC_ARM_REG_PC:
             value |= 1  # Thumb: the M-profile executes nothing else
+        if reg == UC_ARM_REG_CONTROL and self.target.machine.exc.fpu is not None and value & CONTROL_FPCA:
+            value |= CONTROL_SFPA  # kept with FPCA, as the engine keeps them
         self.uc.reg_write(reg, value)
 
     def _read_mem(self, addr: int, length: int) -> str:

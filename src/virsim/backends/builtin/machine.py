@@ -78,12 +78,15 @@ if TYPE_CHECKING:  # the engine process builds plain views of these (engine.py):
 PAGE = 0x1000
 _CPU_MODELS = {"cortex-m3": UC_CPU_ARM_CORTEX_M3, "cortex-m4": UC_CPU_ARM_CORTEX_M4}
 SUPPORTED_CPUS = tuple(_CPU_MODELS)
+FPU_CPUS = frozenset({"cortex-m4"})  # with the FP extension (as QEMU's cortex-m4: an M4F)
 _DIV = re.compile(rb"[\x90-\x9f\xb0-\xbf]\xfb[\xf0-\xff][\xf0-\xff]", re.DOTALL)  # SDIV/UDIV (T1)
 # The instructions that can lower the execution priority, and so unmask a pending exception: MSR to
 # PRIMASK, BASEPRI or FAULTMASK (T1: F38n 88xx, SYSm 0x10, 0x11, 0x13; BASEPRI_MAX only raises it)
 # and CPSIE (B661-B663). Exception returns arrive as an interrupt hook; NVIC and SCB writes call
 # Machine._attention.
 _UNMASK = re.compile(rb"[\x80-\x8f]\xf3[\x10\x11\x13]\x88|[\x61-\x63]\xb6", re.DOTALL)
+# MRS Rd, CONTROL (F3EF 8d14): on a CPU with the FPU, CONTROL is read without Unicorn's SFPA bit.
+_MRS_CONTROL = re.compile(rb"\xef\xf3\x14[\x80-\x8f]", re.DOTALL)
 MAX_UNMODELLED_REPORTED = 100  # in stats (session show); every address still reads zero after that
 _PERMS = {"RW": UC_PROT_ALL, "RO": UC_PROT_READ | UC_PROT_EXEC, "WO": UC_PROT_WRITE}
 EXCP_UDEF, EXCP_SWI, EXCP_PREFETCH_ABORT, EXCP_BKPT, EXCP_EXCEPTION_EXIT = 1, 2, 3, 7, 8
@@ -219,6 +222,8 @@ class Machine:
         self.nvic = armv7m.Nvic(int(opts.get("irqs", num_irqs)), int(opts.get("prio_bits", 8)))
         self.nvic.changed = self._attention
         self.exc = armv7m.ExceptionUnit(self, self.nvic)
+        if node.processor.type in FPU_CPUS:
+            self.exc.fpu = armv7m.Fpu(self, self.exc.regs)
         st = next((p.options for p in node.peripherals if p.type == "armv7m-systick"), {})
         self.systick = armv7m.SysTick(self, self.nvic, self.frequency, int(st.get("refclk_hz", 1_000_000)))
         self.scs = armv7m.Scs(self, self.nvic, self.exc, self.systick, node.processor.type)
@@ -248,6 +253,7 @@ class Machine:
         self._mask_hook: int | None = None  # watching instruction by instruction (code outside the image)
         self._watching = False  # an exception is pending behind PRIMASK/BASEPRI/FAULTMASK
         self._unmask_hooks: list[BlockHook] = []  # _hook_unmask_points
+        self._control_hooks: list[int] = []  # _hook_control_reads
         self._div_hooks: dict[int, int] = {}
         self._sleeping = False
         self._stalled = 0  # cycles the current instruction waited (Machine.stall)
@@ -433,6 +439,7 @@ class Machine:
         self._image, self._exec_ranges = load_image(image) if image is not None else ([], [])
         self.reset()
         self._hook_unmask_points()  # in the image reset() put into memory
+        self._hook_control_reads()
 
     def reset(self) -> None:
         """A system reset: reload the image, reset peripherals and the core; virtual time goes on."""
@@ -644,6 +651,40 @@ class Machine:
                     self._unmask_hooks.append(BlockHook(self.uc, self._on_unmask_point, after, after))
         self.uc.ctl_flush_tb()
 
+    def _hook_control_reads(self) -> None:
+        """With the FPU: around every MRS of CONTROL in the image, hide the v8-M SFPA bit Unicorn
+        keeps beside FPCA (armv7m.CONTROL_SFPA): cleared just before the MRS, set again (with
+        FPCA) before the next instruction. A code hook on those two addresses only: MRS CONTROL
+        is rare (context switches, CMSIS __get_CONTROL); nothing else pays."""
+        for h in self._control_hooks:
+            self.uc.hook_del(h)
+        self._control_hooks = []
+        if self.exc.fpu is None:
+            return
+        for lo, hi in self._exec_ranges:
+            for m in _MRS_CONTROL.finditer(bytes(self.uc.mem_read(lo, hi - lo))):
+                if m.start() % 2 == 0:
+                    at = lo + m.start()
+                    self._control_hooks.append(self.uc.hook_add(UC_HOOK_CODE, self._before_mrs_control, begin=at,
+                                                                end=at))
+                    self._control_hooks.append(self.uc.hook_add(UC_HOOK_CODE, self._after_mrs_control,
+                                                                begin=at + 4, end=at + 4))
+        self.uc.ctl_flush_tb()
+
+    def _before_mrs_control(self, uc: Uc, address: int, size: int, ud: Any) -> None:
+        regs = self.exc.regs
+        control = regs.read(UC_ARM_REG_CONTROL)
+        if control & armv7m.CONTROL_SFPA:
+            regs.write(UC_ARM_REG_CONTROL, control & ~armv7m.CONTROL_SFPA)
+
+    def _after_mrs_control(self, uc: Uc, address: int, size: int, ud: Any) -> None:
+        # Unicorn starts a new FP context (FPSCR from FPDSCR) at an FP instruction while SFPA is
+        # clear and FPCA set: the two go together again.
+        regs = self.exc.regs
+        control = regs.read(UC_ARM_REG_CONTROL)
+        if control & armv7m.CONTROL_FPCA and not control & armv7m.CONTROL_SFPA:
+            regs.write(UC_ARM_REG_CONTROL, control | armv7m.CONTROL_SFPA)
+
     def _set_mask_watch(self, on: bool) -> None:
         """Watch for the masks to drop while an exception is pending behind them: the unmask-point
         hooks do, for code of the image; code anywhere else (copied to RAM, say) is watched
@@ -716,6 +757,8 @@ class Machine:
         if self._reset_request:
             self._reset_request = None
             self.reset()
+        if self.exc.fpu is not None and self.exc.fpu.sync_due():
+            self.exc.fpu.sync()  # an FPCCR or FPDSCR write, for the instructions after it
         watch = False
         for _ in range(8):  # each Thumb-less vector takes another INVSTATE fault; a HardFault one is a lockup
             if self.exc.invstate:
@@ -903,6 +946,8 @@ class Machine:
             "devices": {d.id: d.save() for d in self.devices},
             "memory": [[r.address, r.size] for r in self._memory()],
         }
+        if self.exc.fpu is not None:
+            state["fpu"] = self.exc.fpu.state()
         return state, memory
 
     def load_state(self, state: dict[str, Any], memory: bytes) -> None:
@@ -938,6 +983,8 @@ class Machine:
         st.top = state["systick"].get("top", st.rvr)
         for dev in self.devices:
             dev.load(state["devices"][dev.id])
+        if self.exc.fpu is not None and "fpu" in state:
+            self.exc.fpu.load(state["fpu"])
         self._set_div_trap(False)
         self.ccr_changed()
         self._set_mask_watch(False)
