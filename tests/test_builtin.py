@@ -285,6 +285,23 @@ def test_capabilities_are_declared() -> None:
     assert not {Capability.RUN_FOR, Capability.IRQ_LINES} & qemu
 
 
+def test_session_show_keeps_the_clock_of_a_slow_engine(client) -> None:  # noqa: ANN001
+    """An instruction-level trace of an interrupt-heavy firmware slows the engine to a few million
+    instructions a second; it still answers every `session show` with its clock (it sizes each run
+    to about 2 ms of host time), where it used to miss one call in three."""
+    info = client.session_create("mps2-an385", ROOT / "examples" / "irqload" / "irqload.elf", backend="builtin",
+                                 deterministic=True)
+    client.request("trace.start", info.id, level="instruction")
+    clocks, speeds = [], []
+    for _ in range(8):
+        shown = client.session("show", info.id)
+        clocks.append(shown.virtual_ns)
+        speeds.append(shown.instructions_per_s)
+    assert None not in clocks and clocks == sorted(clocks), clocks
+    assert all(speed is None or speed < 20e6 for speed in speeds), speeds  # it was slow
+    client.session_delete(info.id)
+
+
 def test_engine_run_for_n_reports_where_it_stopped(short_tmp: Path) -> None:
     inst = engine(short_tmp, HELLO)
     try:
