@@ -392,3 +392,44 @@ def test_breakpoint_ids_are_never_reused_and_reset_clears_the_stop(client: Clien
     assert client.session("show", sid).stop is None
     where = client.debug("where", sid)
     assert where.function == "Reset_Handler" and where.reason == "interrupted"
+
+
+@pytest.mark.parametrize("backend", ["qemu", "builtin"], indirect=True)
+def test_disabled_breakpoint_keeps_its_hits_and_survives_a_reattach(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
+    tick = cli.json("debug", "break", sid, "on_tick")
+    putu = cli.json("debug", "break", sid, "uart_putu")  # on_tick calls it, after its first line
+    assert tick["file"] == "hello.c" and tick["line"] > 0 and tick["enabled"]
+    assert cli_debug_stop(cli, client, sid, "continue")["stop"]["function"] == "on_tick"
+    off = cli.json("debug", "disable", sid, str(tick["id"]))
+    assert off["enabled"] is False and off["hits"] == 1
+    assert "disabled" in cli("debug", "list", sid).stdout
+    for _ in range(2):  # disabled: every stop is uart_putu now, tick after tick
+        assert cli_debug_stop(cli, client, sid, "continue")["stop"]["function"] == "uart_putu"
+    # a power cycle re-attaches gdb: the breakpoint goes back in, still disabled
+    client.session("power_off", sid)
+    client.session("power_on", sid)
+    assert [b.enabled for b in client.debug("list", sid).breakpoints] == [False, True]
+    assert cli_debug_stop(cli, client, sid, "continue")["stop"]["function"] == "uart_putu"
+    assert cli.json("debug", "enable", sid, str(tick["id"]))["enabled"] is True
+    cli("debug", "delete", sid, str(putu["id"]))
+    stop = cli_debug_stop(cli, client, sid, "continue")["stop"]
+    assert stop["reason"] == "breakpoint" and stop["function"] == "on_tick"
+    assert cli.json("debug", "list", sid)["breakpoints"][0]["hits"] == 2
+    assert cli("debug", "enable", sid, "99", check=3)
+
+
+@pytest.mark.parametrize("backend", ["builtin"], indirect=True)
+def test_source_prints_the_file_with_stop_and_breakpoints(cli: CLI, client: Client, backend: str) -> None:
+    sid = paused_hello(client, backend=backend)
+    bp = cli.json("debug", "break", sid, "on_tick")
+    cli_debug_stop(cli, client, sid, "continue")
+    lines = cli("debug", "source", sid).stdout.splitlines()
+    marked = [line for line in lines if line.startswith(">")]
+    assert len(marked) == 1 and f"{bp['line']:5d}" in marked[0] and marked[0][1] == "B"
+    assert 'uart_puts("tick ")' in marked[0]
+    doc = cli.json("debug", "source", sid, "uart.c")
+    assert doc["file"].endswith("uart.c") and doc["lines"] and doc["code_lines"]
+    assert set(doc["files"]) >= {"hello.c", "uart.c"}
+    err = cli.json("debug", "source", sid, "../../etc/passwd", check=3)
+    assert err["code"] == "NOT_FOUND" and "hello.c" in err["error"]  # only the program's own files are served

@@ -154,7 +154,7 @@ def test_schema_covers_every_request() -> None:
         assert entry["payload"]["title"] == req.__name__
         assert entry["result"]["title"] == res.__name__
     assert "session" in schema["requests"]["session.pause"]["payload"]["properties"]
-    assert set(schema["event"]["properties"]["type"]["enum"]) == {"console", "state", "stop", "fault"}
+    assert set(schema["event"]["properties"]["type"]["enum"]) == {"console", "state", "stop", "fault", "clock"}
     json.dumps(schema)  # serialisable as-is for `virsim daemon schema`
 
 

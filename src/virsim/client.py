@@ -416,6 +416,10 @@ class Client:
     def program_start(self, session: str, program: str) -> p.SessionInfo:
         return self.call("program.start", p.ProgramStart(session=session, program=program))  # type: ignore[return-value]
 
+    def program_source(self, session: str, file: str | None = None) -> p.SourceFile:
+        """A source file of the session's program (default: where it stopped) and its lines with code."""
+        return self.call("program.source", p.SourceRef(session=session, file=file))  # type: ignore[return-value]
+
     def debug(self, action: str, session: str, **fields: Any) -> Any:
         """debug.<action> (break, watch, list, delete, continue, step, where, regs, reg_set, mem,
         mem_write, eval, disasm, gdb) with its fields; returns the typed result."""

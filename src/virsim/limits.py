@@ -40,6 +40,7 @@ FILE_LIMITS: dict[str, int] = {
     "recording": 4 * GiB,
     "Renode platform": 1 * MiB,  # a stock .repl a board names, and each file it uses
     "SVD file": 64 * MiB,  # renode.svd
+    "source file": 512 * KiB,  # program.source sends it whole, in a reply under the 1 MiB frame
 }
 MAX_DEPTH = 32  # nesting of a wire payload (the deepest request is 4 levels)
 MAX_PATH = 4096  # PATH_MAX

@@ -27,7 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from virsim import limits
 from virsim.errors import InvalidInput, ProtocolError, VersionMismatch, clip
 
-PROTOCOL_VERSION = "1.12"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
+PROTOCOL_VERSION = "1.13"  # 1.1: debug.* requests, stop events, SessionInfo.debugger/stop; 1.2: session.clock;
 # 1.3: snapshot.* requests, SessionCreate.from_snapshot; 1.4: Clock/SessionInfo.instructions, SessionInfo.virtual_ns;
 # 1.5: coverage.*, trace.*, job.show, SessionCreate.coverage; 1.6: debug.* `node` (multi-node boards);
 # 1.7: Hello/HelloReply/DaemonInfo version and install (a daemon of another install is restarted), `fault` events
@@ -35,7 +35,9 @@ PROTOCOL_VERSION = "1.12"  # 1.1: debug.* requests, stop events, SessionInfo.deb
 # GdbEndpoint.by_name; breakpoint ids are numbered per session; session.stop_at; 1.9: the envelope's
 # `deadline` (until when the client waits); hello first; bounded fields (PathStr, Ref, Hello); 1.10:
 # SessionCreate.backend on multi-node boards (one backend for every node, or NODE=BACKEND pairs); 1.11:
-# SessionInfo.unmodelled_accesses; 1.12: session.exceptions, DebugWatch.ignore_count
+# SessionInfo.unmodelled_accesses; 1.12: session.exceptions, DebugWatch.ignore_count; 1.13: `clock` events (every
+# second per live session: virtual time, instructions, speed), debug.enable and BreakpointInfo.enabled/file/line,
+# program.source
 MAX_FRAME = 1024 * 1024
 
 
@@ -213,6 +215,17 @@ class DebugDelete(DebugRef):
     all: bool = False
 
 
+class DebugEnable(DebugRef):
+    breakpoint: int = Field(description="the breakpoint's number in the session (see debug list)")
+    enabled: bool = Field(True, description="false: keep it, but do not stop there")
+
+
+class SourceRef(SessionRef):
+    file: str | None = Field(None, max_length=4096, description="a source file of the session's program, as its "
+                             "debug info names it or just its base name; default: where the debugger stopped, else "
+                             "the file of the entry function")
+
+
 class DebugContinue(DebugRef):
     wait: bool = Field(False, description="reply only when the target stops (or at timeout)")
     timeout: float = Field(10.0, gt=0, le=3600)
@@ -354,6 +367,9 @@ class BreakpointInfo(Message):
     address: int | None = None
     hits: int = 0
     resolved: str | None = Field(None, description="where gdb placed it, e.g. on_tick at hello.c:24")
+    enabled: bool = True
+    file: str | None = Field(None, description="breakpoints: the source file it resolved to, as the debug info names it")
+    line: int | None = Field(None, description="breakpoints: the source line it resolved to")
 
 
 class BreakpointList(Message):
@@ -552,6 +568,15 @@ class ConsoleChunk(Message):
     data: str = Field(description="the bytes, latin-1 decoded into a string")
 
 
+class SourceFile(Message):
+    session: str
+    file: str = Field(description="the file as the program's debug info names it")
+    path: str | None = Field(None, description="where the daemon found it (null: not found, `lines` is empty)")
+    lines: list[str] = Field([], description="the file's text, a line per entry (line 1 first)")
+    code_lines: list[int] = Field([], description="lines that have code (where a breakpoint can go)")
+    files: list[str] = Field([], description="every source file of the program with code, as its debug info names them")
+
+
 class SendReply(Message):
     session: str
     sent: int
@@ -567,7 +592,7 @@ class Event(Message):
     """Header of an event on the PUB socket; console bytes follow as a separate raw frame."""
 
     v: str = PROTOCOL_VERSION
-    type: Literal["console", "state", "stop", "fault"]
+    type: Literal["console", "state", "stop", "fault", "clock"]
     session: str
     time: float
     offset: int | None = Field(None, description="console: offset of the first byte in the log")
@@ -576,6 +601,10 @@ class Event(Message):
     reason: str | None = None
     stop: StopInfo | None = None
     fault: dict[str, Any] | None = Field(None, description="fault: the decoded fault (as SessionInfo.fault)")
+    virtual_ns: int | None = Field(None, description="clock: virtual time now (null where the backend has none)")
+    instructions: int | None = Field(None, description="clock: instructions executed, where counted exactly")
+    instructions_per_s: float | None = Field(None, description="clock: the emulator's speed since the last clock event")
+    uptime_s: float | None = Field(None, description="clock: host seconds since the emulator started")
 
 
 # type -> (request payload model, result model). The daemon dispatches on this table and
@@ -606,10 +635,12 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
     "snapshot.export": (SnapshotExport, SnapshotInfo),
     "program.upload": (ProgramUpload, ProgramInfo),
     "program.start": (ProgramStart, SessionInfo),
+    "program.source": (SourceRef, SourceFile),
     "debug.break": (DebugBreak, BreakpointInfo),
     "debug.watch": (DebugWatch, BreakpointInfo),
     "debug.list": (SessionRef, BreakpointList),
     "debug.delete": (DebugDelete, DeletedBreakpoints),
+    "debug.enable": (DebugEnable, BreakpointInfo),
     "debug.continue": (DebugContinue, DebugRunReply),
     "debug.step": (DebugStep, DebugRunReply),
     "debug.where": (DebugPeek, StopInfo),
@@ -635,7 +666,7 @@ REQUESTS: dict[str, tuple[type[Message], type[Message]]] = {
 # Requests that change state: the daemon records each in the store's event log.
 MUTATING = frozenset(t for t in REQUESTS if t.split(".", 1)[-1] not in
                      {"status", "list", "show", "read", "where", "regs", "mem", "eval", "disasm", "gdb", "clock",
-                      "report"}
+                      "report", "source"}
                      and t != "hello")
 
 

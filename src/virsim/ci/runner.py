@@ -14,7 +14,6 @@ same log, byte for byte.
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 import signal
@@ -27,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from virsim.bytestext import unescape
 from virsim.ci.result import CheckResult, RunResult, Status
 from virsim.ci.scenario import MemoryAt, Pattern, Scenario, Step
 from virsim.client import Client
@@ -127,13 +127,6 @@ def fault_message(fault: dict[str, Any]) -> str:
     where = f" at {fault['fault_location']}" if fault.get("fault_location") else ""
     pc = f", pc {int(fault['fault_pc']):#010x}" if fault.get("fault_pc") is not None else ""
     return f"the firmware faulted: {fault.get('summary') or fault.get('handler')}{where}{pc}"
-
-
-def unescape(text: str) -> bytes:
-    r"""`hi\n` -> b"hi\n" (C-style escapes as people write them in YAML and shells). `\xNN` is
-    that byte; a character beyond latin-1 (`€`) is its UTF-8 encoding."""
-    decoded = codecs.decode(text.encode("latin-1", "backslashreplace"), "unicode_escape")
-    return b"".join(bytes([ord(ch)]) if ord(ch) < 256 else ch.encode() for ch in decoded)
 
 
 class Monitor:

@@ -9,14 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from virsim.bytestext import unescape
 from virsim.client import Client
 from virsim.cli.common import JsonOpt, SessionArg, client
 from virsim.cli.render import emit, err
-
-
-def unescape(text: str) -> bytes:
-    r"""`help\n` -> b"help\n": C-style escapes (\n \r \t \\ \xNN) as a shell user types them."""
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
 
 
 def console(

@@ -12,6 +12,7 @@ from virsim.atomic import write_atomic
 from virsim.cli.common import JsonOpt, SessionArg, client, parse_duration, parse_int
 from virsim.cli.render import emit, err, out, print_json, table
 from virsim.errors import InvalidInput, Timeout
+from virsim.bytestext import hexdump_lines
 
 if TYPE_CHECKING:
     from virsim.protocol import DebugRunReply, RegisterList, StopInfo
@@ -114,6 +115,8 @@ def list_(session: SessionArg, as_json: JsonOpt = False) -> None:
                 extra.append("temporary")
             if b.ignore_count:
                 extra.append(f"ignore {b.ignore_count}")
+            if not b.enabled:
+                extra.append("disabled")
             t.add_row(str(b.id), kind, b.location, " ".join(x for x in extra if x), str(b.hits))
         out.print(t)
 
@@ -131,6 +134,69 @@ def delete(session: SessionArg,
     """
     reply = client().debug("delete", session, node=node, breakpoint=breakpoint, all=all_)
     emit(reply, as_json, lambda: out.print(f"deleted {', '.join(map(str, reply.deleted)) or 'nothing'}"))
+
+
+def _set_enabled(session: str, breakpoint: int, enabled: bool, node: str | None, as_json: bool) -> None:
+    reply = client().debug("enable", session, node=node, breakpoint=breakpoint, enabled=enabled)
+    emit(reply, as_json, lambda: out.print(f"{reply.kind} {reply.id} ({reply.location}) "
+                                           f"{'enabled' if reply.enabled else 'disabled'}"))
+
+
+@app.command("enable")
+def enable(session: SessionArg, breakpoint: Annotated[int, typer.Argument(help="Breakpoint id (see debug list).")],
+           node: NodeOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop at a disabled breakpoint or watchpoint again.
+
+    Example: virsim debug enable 3fa9c2d1 2
+    """
+    _set_enabled(session, breakpoint, True, node, as_json)
+
+
+@app.command("disable")
+def disable(session: SessionArg, breakpoint: Annotated[int, typer.Argument(help="Breakpoint id (see debug list).")],
+            node: NodeOpt = None, as_json: JsonOpt = False) -> None:
+    """Keep a breakpoint or watchpoint but do not stop there.
+
+    It keeps its number and hit count; `debug enable` turns it back on.
+
+    Example: virsim debug disable 3fa9c2d1 2
+    """
+    _set_enabled(session, breakpoint, False, node, as_json)
+
+
+@app.command("source")
+def source(session: SessionArg,
+           file: Annotated[Optional[str], typer.Argument(help="A source file of the program (its base name will "
+                                                         "do); default: where the target stopped.")] = None,
+           around: Annotated[Optional[int], typer.Option("--line", "-l", help="Print 10 lines around this one "
+                                                         "(default: the stop's line, else the whole file).")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Print a source file with the stop and breakpoints marked.
+
+    '>' marks the line the target stopped at, 'B' a breakpoint, '·' a line with code.
+
+    Example: virsim debug source 3fa9c2d1 hello.c --line 24
+    """
+    c = client()
+    reply = c.program_source(session, file)
+    if as_json:
+        print_json(reply)
+        return
+    if reply.path is None:
+        err.print(f"{reply.file}: the source file is not where the program was built from; lines with code: "
+                  f"{', '.join(map(str, reply.code_lines[:40]))}")
+        raise typer.Exit(1)
+    info = c.session("show", session)
+    stop_line = info.stop.line if info.stop and info.stop.file and \
+        Path(info.stop.file).name == Path(reply.file).name else None
+    marks = {b.line for b in c.debug("list", session).breakpoints
+             if b.line and b.file and Path(b.file).name == Path(reply.file).name}
+    centre = around or stop_line
+    first, last = (max(1, centre - 5), centre + 5) if centre else (1, len(reply.lines))
+    code = set(reply.code_lines)
+    for n in range(first, min(last, len(reply.lines)) + 1):
+        mark = (">" if n == stop_line else " ") + ("B" if n in marks else ("·" if n in code else " "))
+        out.print(f"{mark} {n:5d}  {reply.lines[n - 1]}", markup=False, highlight=False)
 
 
 @app.command("continue")
@@ -261,13 +327,7 @@ def reg_set(session: SessionArg, name: Annotated[str, typer.Argument(help="Regis
 
 
 def hexdump(address: int, data: bytes) -> str:
-    lines = []
-    for off in range(0, len(data), 16):
-        chunk = data[off:off + 16]
-        hexes = " ".join(f"{b:02x}" for b in chunk)
-        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
-        lines.append(f"{address + off:08x}  {hexes:<47}  |{text}|")
-    return "\n".join(lines)
+    return "\n".join(hexdump_lines(address, data))
 
 
 @app.command("mem")

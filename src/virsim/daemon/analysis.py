@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from virsim import limits
 from virsim import protocol as p
 from virsim.atomic import TMP_MARK, write_atomic
 from virsim.analysis import coverage as cov
@@ -92,6 +93,36 @@ class AnalysisService:
                 live.instance.trace("dump", path=str(workdir / SAVED_TRACE))
         except VirsimError:
             pass  # the emulator is already gone: nothing left to save
+
+    # ------------------------------------------------------------------------------- source
+    def source(self, req: p.SourceRef) -> p.SourceFile:
+        """A source file of the session's program, with the lines that have code. Only files the
+        program's line table names are served: a client cannot read any other file through this."""
+        row = self.sessions.row(req.session)
+        prog, where = self.program(row)
+        files = sorted({r.file for r in prog.rows})
+        wanted = req.file
+        if wanted is None:
+            stop = self.sessions.debug.info(row["id"])[1] if self.sessions.debug else None
+            entry = prog.function_named("main") or (prog.functions[0] if prog.functions else None)
+            row_at = prog.line_at(entry.start) if entry is not None else None
+            wanted = (stop.file if stop is not None and stop.file else None) or (row_at.file if row_at else None)
+            if wanted is None:
+                raise NotFound(f"session {row['id']}'s program has no line information (build it with -g)",
+                               kind="source", id=row["id"])
+        name = next((f for f in files if f == wanted), None) or \
+            next((f for f in files if Path(f).name == Path(wanted).name), None)
+        if name is None:
+            raise NotFound(f"{wanted!r} is not a source file of session {row['id']}'s program; its files: "
+                           f"{', '.join(files[:20])}", kind="source", id=wanted)
+        path = Path(name) if Path(name).is_absolute() or where is None else where / name
+        code = sorted({r.line for r in prog.rows if r.file == name})
+        try:
+            text = limits.read_file(path, "source file").decode("utf-8", "replace")
+        except InvalidInput:  # moved, deleted or too big: the lines with code still help
+            return p.SourceFile(session=row["id"], file=name, path=None, code_lines=code, files=files)
+        return p.SourceFile(session=row["id"], file=name, path=str(path), lines=text.splitlines(), code_lines=code,
+                            files=files)
 
     # ----------------------------------------------------------------------------- coverage
     def coverage_start(self, req: p.SessionRef) -> p.CoverageReport:

@@ -380,6 +380,8 @@ class DebugService:
             wpt = payload.get("wpt") or payload.get("hw-rwpt") or payload.get("hw-awpt") or {}
             if bp["ignore_count"]:
                 dbg.command(f"-break-after {int(wpt['number'])} {int(bp['ignore_count'])}")
+            if not bp.get("enabled", 1):
+                dbg.command(f"-break-disable {int(wpt['number'])}")
             return int(wpt["number"])
         opts = []
         if bp["temporary"]:
@@ -388,6 +390,8 @@ class DebugService:
             opts.append(f"-c {mi_quote(bp['condition'])}")
         if bp["ignore_count"]:
             opts.append(f"-i {int(bp['ignore_count'])}")
+        if not bp.get("enabled", 1):
+            opts.append("-d")
         rec = dbg.command(f"-break-insert {' '.join(opts)} {mi_quote(bp['location'])}")
         return int(rec["payload"]["bkpt"]["number"])
 
@@ -395,7 +399,8 @@ class DebugService:
         return p.BreakpointInfo(
             id=bp["number"], session=bp["session"], kind=bp["kind"], location=bp["location"],
             condition=bp["condition"], temporary=bool(bp["temporary"]), ignore_count=bp["ignore_count"] or 0,
-            access=bp["access"], size=bp["size"], address=bp["address"], hits=bp["hits"] or 0, resolved=resolved)
+            access=bp["access"], size=bp["size"], address=bp["address"], hits=bp["hits"] or 0, resolved=resolved,
+            enabled=bool(bp.get("enabled", 1)), file=bp.get("file"), line=bp.get("line"))
 
     def _check_address(self, row: dict[str, Any], address: int, size: int, what: str) -> None:
         node = self.sessions.board_node(row)
@@ -432,20 +437,36 @@ class DebugService:
                 number = self._insert(dbg, bp)
             except GdbError as err:
                 raise self._gdb_failure(err, f"cannot break at {req.location!r}") from err
-            where = self._describe_bp(dbg, number)
-        saved = self.store.add_breakpoint({**bp, "address": where[1]})
+            where, address, file, line = self._describe_bp(dbg, number)
+        saved = self.store.add_breakpoint({**bp, "address": address, "file": file, "line": line})
         st.gdb_ids[number] = saved["number"]
-        return self._bp_info(saved, where[0])
+        return self._bp_info(saved, where)
 
-    def _describe_bp(self, dbg: Debugger, number: int) -> tuple[str | None, int | None]:
+    def _describe_bp(self, dbg: Debugger, number: int) -> tuple[str | None, int | None, str | None, int | None]:
+        """Where gdb placed breakpoint `number`: a description, the address, the file and line."""
         rec = dbg.command(f"-break-info {number}")
         body = rec["payload"]["BreakpointTable"]["body"]
         if not body:
-            return None, None
+            return None, None, None, None
         b = body[0]
         addr = int(b["addr"], 16) if str(b.get("addr", "")).startswith("0x") else None
         where = f"{b.get('func', '?')} at {b['file']}:{b['line']}" if b.get("file") else b.get("what") or b.get("addr")
-        return where, addr
+        line = int(b["line"]) if str(b.get("line", "")).isdigit() else None
+        return where, addr, b.get("file"), line
+
+    def enable(self, req: p.DebugEnable) -> p.BreakpointInfo:
+        """Keep a breakpoint or watchpoint but (do not) stop there; the store keeps the choice, so a
+        debugger attached later inserts it as it was left."""
+        row = self.sessions.row(req.session)
+        self.store.get_breakpoint(row["id"], req.breakpoint)  # NOT_FOUND before anything changes
+        st = self.state.get(row["id"])
+        dbg = self.controller(row["id"])
+        if dbg is not None and st is not None:
+            numbers = [n for n, bid in st.gdb_ids.items() if bid == req.breakpoint]
+            if numbers:
+                with dbg.halted():
+                    dbg.command(f"-break-{'enable' if req.enabled else 'disable'} {' '.join(map(str, numbers))}")
+        return self._bp_info(self.store.set_breakpoint_enabled(row["id"], req.breakpoint, req.enabled))
 
     def watch(self, req: p.DebugWatch) -> p.BreakpointInfo:
         row, dbg = self._session(req.session, node=req.node)

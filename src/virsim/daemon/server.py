@@ -42,6 +42,7 @@ from virsim.paths import Paths
 
 log = logging.getLogger("virsim.daemon")
 
+CLOCK_EVENT_INTERVAL = 1.0  # s between `clock` events of a running session (live tables: the TUI)
 MAX_CLIENTS = 256  # connections remembered (who said hello); the oldest is forgotten past this
 
 
@@ -132,10 +133,12 @@ class Daemon:
             "snapshot.export": self.snapshots.export,
             "program.upload": self.sessions.program_upload,
             "program.start": self.sessions.program_start,
+            "program.source": self.analysis.source,
             "debug.break": self.debug.break_,
             "debug.watch": self.debug.watch,
             "debug.list": self.debug.list_,
             "debug.delete": self.debug.delete,
+            "debug.enable": self.debug.enable,
             "debug.continue": self.debug.continue_,
             "debug.step": self.debug.step,
             "debug.where": self.debug.where,
@@ -316,7 +319,7 @@ class Daemon:
         if self.lifeline is not None:
             poller.register(self.lifeline, zmq.POLLIN)
         registered: set[int] = set()
-        last_tick = 0.0
+        last_tick = last_clock = 0.0
         while not self.stopping:
             watched = {**self.sessions.watched(), **self.debug.watched()}
             for fd in registered - watched.keys():
@@ -352,6 +355,9 @@ class Daemon:
                 self.sessions.tick()
                 self.faults.tick()
                 last_tick = now
+            if now - last_clock >= CLOCK_EVENT_INTERVAL:
+                self.sessions.publish_clocks()
+                last_clock = now
 
     def _check_lifeline(self) -> None:
         assert self.lifeline is not None

@@ -634,6 +634,20 @@ class SessionService:
                 ns = count = None
         return p.Clock(session=row["id"], virtual_ns=ns, instructions=count, state=row["state"])
 
+    def publish_clocks(self) -> None:
+        """A `clock` event for each running session: live views follow virtual time and speed from
+        the event stream instead of asking every session over and over."""
+        for sid, live in list(self.live.items()):
+            row = self.store.get_session(sid)
+            if self.state_of(row) != S.RUNNING:
+                continue  # a paused clock does not move; the state event said so
+            clock = self.clock(p.SessionRef(session=sid))
+            started = row.get("started_at")
+            self.publish(p.Event(type="clock", session=sid, time=time.time(), state=row["state"],
+                                 virtual_ns=clock.virtual_ns, instructions=clock.instructions,
+                                 instructions_per_s=self._speed(live, row, clock.instructions),
+                                 uptime_s=(time.time() - started) if started else None), b"")
+
     def stop_at(self, req: p.SessionStopAt) -> p.Clock:
         """Stop the CPU at a virtual time, exactly (virsim run's deadlines); the session then shows
         `paused`, reason 'reached virtual time …'."""

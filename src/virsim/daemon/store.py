@@ -106,6 +106,14 @@ def _m009_faults(db: sqlite_utils.Database) -> None:
     db["sessions"].add_column("faults", int)
 
 
+def _m010_breakpoint_enabled(db: sqlite_utils.Database) -> None:
+    # enabled: 0 keeps a breakpoint without stopping there (debug.enable); file/line: where a
+    # breakpoint resolved, for clients that mark source lines (the TUI's source pane).
+    db.execute("alter table breakpoints add column enabled integer not null default 1")
+    db["breakpoints"].add_column("file", str)
+    db["breakpoints"].add_column("line", int)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_initial", _m001_initial),
     ("002_breakpoints", _m002_breakpoints),
@@ -116,6 +124,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("007_system", _m007_system),
     ("008_breakpoint_numbers", _m008_breakpoint_numbers),
     ("009_faults", _m009_faults),
+    ("010_breakpoint_enabled", _m010_breakpoint_enabled),
 ]
 
 
@@ -251,6 +260,11 @@ class Store:
     def count_hit(self, session_id: str, number: int) -> None:
         self.db.execute("update breakpoints set hits = hits + 1 where session = ? and number = ?",
                         [session_id, number])
+
+    def set_breakpoint_enabled(self, session_id: str, number: int, enabled: bool) -> dict[str, Any]:
+        self.db.execute("update breakpoints set enabled = ? where session = ? and number = ?",
+                        [int(enabled), session_id, number])
+        return self.get_breakpoint(session_id, number)
 
     def delete_breakpoint(self, session_id: str, number: int) -> None:
         self.db.execute("delete from breakpoints where session = ? and number = ?", [session_id, number])
