@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up virsim on a Debian/Ubuntu machine: the system packages it drives (QEMU, gdb, the ARM
 # toolchain for the examples, gcc for QEMU's coverage plugin, lcov's genhtml that the coverage
-# tests render with) and a virtualenv in .venv with virsim and its test tools.
+# tests render with, tmux and Chromium that the TUI tests drive `virsim tui` and its --serve page
+# with) and a virtualenv in .venv with virsim and its test tools.
 # Safe to run again; installs only what is missing. Uses sudo for apt-get when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(qemu-system-arm qemu-utils gdb-multiarch gcc-arm-none-eabi binutils-arm-none-eabi
-          libnewlib-arm-none-eabi make python3-venv gcc lcov)
+          libnewlib-arm-none-eabi make python3-venv gcc lcov tmux chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

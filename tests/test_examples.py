@@ -25,7 +25,8 @@ BUILDS = {  # directory -> (ELF, board, what it prints first)
     "examples/lm3s811evb": [("hello.elf", "lm3s811evb", b"Hello from virsim on lm3s811evb\ntick 1\n")],
     # A Renode board (its stock platform: tests/test_renode.py); here on QEMU's netduinoplus2.
     "examples/stm32f4": [("hello.elf", "stm32f4-discovery", b"Hello from virsim on stm32f4-discovery\ntick 1\n")],
-    "examples/virt-a15": [("hello.elf", "virt-a15", b"Hello from virsim on virt (Cortex-A15)\ntick 1\ntick 2\ntick 3\n")],
+    "examples/virt-a15": [("hello.elf", "virt-a15", b"Hello from virsim on virt (Cortex-A15)\ntick 1\ntick 2\ntick 3\n"),
+                          ("flood.elf", "virt-a15", b"1 the quick brown fox jumps over the lazy dog\n2 the quick")],
     "tests/firmware": [("jitter.elf", "mps2-an385", b"jitter\ntick 1 loops "), ("lockup.elf", "mps2-an385", None),
                        ("exceptions.elf", "mps2-an385", b"PASS svc\n")],
 }

@@ -37,7 +37,7 @@ PROTOCOL_VERSION = "1.13"  # 1.1: debug.* requests, stop events, SessionInfo.deb
 # SessionCreate.backend on multi-node boards (one backend for every node, or NODE=BACKEND pairs); 1.11:
 # SessionInfo.unmodelled_accesses; 1.12: session.exceptions, DebugWatch.ignore_count; 1.13: `clock` events (every
 # second per live session: virtual time, instructions, speed), debug.enable and BreakpointInfo.enabled/file/line,
-# program.source
+# program.source, SessionInfo.peripherals
 MAX_FRAME = 1024 * 1024
 
 
@@ -349,6 +349,8 @@ class SessionInfo(Message):
     clock: dict[str, Any] | None = Field(None, description="session show: what virtual time means here: board_hz, "
                                          "instruction_ns, how it differs from the board's clock")
     instructions_per_s: float | None = Field(None, description="session show: the emulator's speed lately")
+    peripherals: list[dict[str, Any]] = Field([], description="session show: the board's peripherals (node, id, type, "
+                                              "address, size, irq, console) and, on Cortex-M nodes, the NVIC")
     unmodelled_accesses: list[dict[str, Any]] = Field([], description="session show, built-in engine: the first access "
                                                       "to each unmodelled address (address, range, access), "
                                                       "reading zero and ignored, as QEMU's unimplemented devices")

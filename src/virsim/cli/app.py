@@ -11,7 +11,8 @@ import sys
 import typer
 
 from virsim import __version__
-from virsim.cli import board, console, coverage, daemon, debug, demo, doctor, program, run, session, snapshot, trace
+from virsim.cli import (board, console, coverage, daemon, debug, demo, doctor, program, run, session, snapshot, trace,
+                        tui)
 from virsim.cli.render import print_error
 from virsim.errors import VirsimError
 
@@ -35,6 +36,7 @@ app.command("console")(console.console)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
 app.command("run")(run.run)
+app.command("tui")(tui.tui)
 
 
 def _version(value: bool) -> None:

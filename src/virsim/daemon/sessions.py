@@ -48,6 +48,7 @@ log = logging.getLogger("virsim.daemon.sessions")
 RECORDING = "recording.vrec"  # the header (JSON): what was recorded, so `session replay` can rebuild it
 RECORD_DATA = "recording.data"  # the backend's own log next to it (engine input log, QEMU rr file)
 S = SessionState
+NVIC_BASE = 0xE000E100  # the Cortex-M NVIC's ISER0 (ARMv7-M ARM B3.4)
 Publisher = Callable[[p.Event, bytes], None]
 
 
@@ -499,7 +500,18 @@ class SessionService:
         details = getattr(live.instance, "details", None) if live is not None else None
         if details is not None:
             info = info.model_copy(update=details())
-        return info
+        return info.model_copy(update={"peripherals": self._peripherals(row)})
+
+    def _peripherals(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """What a peripheral view lists: each node's peripherals, and the NVIC of Cortex-M nodes."""
+        out: list[dict[str, Any]] = []
+        for node in self._board(row).nodes:
+            out += [{"node": node.id, "id": ph.id, "type": ph.type, "address": ph.address, "size": ph.size,
+                     "irq": ph.irq, "console": ph.console} for ph in node.peripherals]
+            if node.processor.profile == "m":
+                out.append({"node": node.id, "id": "nvic", "type": "armv7m-nvic", "address": NVIC_BASE,
+                            "size": 0x400, "irq": None, "console": False})
+        return out
 
     @staticmethod
     def _speed(live: Live | None, row: dict[str, Any], instructions: int | None) -> float | None:
