@@ -268,6 +268,34 @@ def test_breakpoints_pane_adds_disables_and_deletes(client: Client) -> None:
     drive(app, script)
 
 
+def test_peripheral_view_takes_registers_from_the_boards_svd_file(client: Client, tmp_path: Path) -> None:
+    (tmp_path / "uarts.svd").write_bytes((ROOT / "tests" / "data" / "mps2-uarts.svd").read_bytes())
+    board = tmp_path / "an385-svd.yaml"
+    board.write_text((ROOT / "boards" / "mps2-an385.yaml").read_text()
+                     .replace("\n    peripherals:", "\n    svd: uarts.svd\n    peripherals:", 1))
+    sid = client.session_create(str(board), HELLO, backend="builtin", paused=True).id
+    client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid)
+    wait_for(lambda: client.session("show", sid).stop, timeout=GUARD, what="the breakpoint")
+    app = VirsimApp(session=sid)
+
+    async def script(pilot: Pilot[Any]) -> None:
+        screen = await open_session(pilot, app)
+        pane = screen.query_one(PeripheralsPane)
+        await until(pilot, lambda: pane.items and pane.items[0].get("svd") == "UART0", "uart0 described by the SVD")
+        await until(pilot, lambda: "0x10" in pane.values, "uart0's registers")
+        registers = {r.name: r for r in pane.registers(pane.items[0]) or ()}
+        assert decode(registers["CONTROL"], pane.values["0x8"], {}) == "TX_ENABLE RX_ENABLE"
+        assert decode(registers["BAUD_DIVIDER"], pane.values["0x10"], {}) == "DIV=0x10"
+        assert "0x0" not in pane.values  # RXTXDATA has a readAction: never read
+        assert "SVD" in str(pane.border_subtitle)
+        timer = [ph["id"] for ph in pane.items].index("timer0")  # not in the SVD: virsim's own map
+        pane.query_one(DataTable).move_cursor(row=timer)
+        await until(pilot, lambda: pane.selected()["id"] == "timer0" and "0x8" in pane.values and
+                    "virsim" in str(pane.border_subtitle), "timer0 from virsim's map")
+    drive(app, script)
+
+
 def test_command_palette_reaches_the_screens_actions(client: Client) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend="builtin", paused=True).id
     app = VirsimApp(session=sid)

@@ -230,6 +230,9 @@ class Node(Model):
                                          "may span the modelled peripherals, which keep their own windows")
     qemu: QemuOptions | None = None
     renode: RenodeOptions | None = None
+    svd: str | None = Field(None, description="a CMSIS-SVD file describing this node's peripherals (absolute, or "
+                            "relative to the board file): `virsim tui`'s peripheral view decodes the registers of "
+                            "the peripherals at its base addresses from it")
     semihosting: bool = Field(False, description="serve ARM semihosting (BKPT 0xAB): the firmware opens, reads "
                               "and writes files in the session folder (on QEMU: any host file the user can "
                               "reach), its debug console goes to semihosting.log and SYS_EXIT ends it; off by "
@@ -480,7 +483,11 @@ def parse_board(text: str, source: str) -> BoardConfig:
 
 
 def load_board_file(path: Path) -> BoardConfig:
-    return parse_board(limits.read_text(path, "board file", error=BoardConfigError), str(path))
+    board = parse_board(limits.read_text(path, "board file", error=BoardConfigError), str(path))
+    # A node's SVD file is named relative to the board file: from here on it is absolute.
+    nodes = [n.model_copy(update={"svd": str((path.parent / n.svd).resolve())})
+             if n.svd and not Path(n.svd).is_absolute() else n for n in board.nodes]
+    return board.model_copy(update={"nodes": nodes})
 
 
 def _templates() -> dict[str, Path]:

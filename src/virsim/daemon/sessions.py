@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from virsim import protocol as p
-from virsim import snapshot
+from virsim import snapshot, svd
 from virsim.atomic import as_storage_error, remove_debris, write_atomic
 from virsim.backends import get_backend, process
 from virsim.backends.base import FORMAT_CAPABILITY, BackendAdapter, Capability, Instance, InstanceSpec
@@ -68,6 +68,7 @@ class SessionService:
         self.paths = paths
         self.store = store
         self.publish = publish
+        self._svd_cache: dict[tuple[str, float], list[dict[str, Any]]] = {}
         self.live: dict[str, Live] = {}
         self.debug: DebugService | None = None  # set by the DebugService; it owns run control when attached
         self.snapshots: SnapshotService | None = None  # set by the server
@@ -503,11 +504,25 @@ class SessionService:
         return info.model_copy(update={"peripherals": self._peripherals(row)})
 
     def _peripherals(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        """What a peripheral view lists: each node's peripherals, and the NVIC of Cortex-M nodes."""
+        """What a peripheral view lists: each node's peripherals, and the NVIC of Cortex-M nodes; with
+        the registers its SVD file gives a peripheral at the same base address, if the node names one."""
         out: list[dict[str, Any]] = []
         for node in self._board(row).nodes:
-            out += [{"node": node.id, "id": ph.id, "type": ph.type, "address": ph.address, "size": ph.size,
-                     "irq": ph.irq, "console": ph.console} for ph in node.peripherals]
+            described: dict[int, dict[str, Any]] = {}
+            problem = None
+            if node.svd:
+                try:
+                    described = {p["address"]: p for p in self._svd(node.svd)}
+                except InvalidInput as err:
+                    problem = str(err)
+            for ph in node.peripherals:
+                entry = {"node": node.id, "id": ph.id, "type": ph.type, "address": ph.address, "size": ph.size,
+                         "irq": ph.irq, "console": ph.console}
+                if ph.address in described:
+                    entry.update(svd=described[ph.address]["name"], registers=described[ph.address]["registers"])
+                elif problem:
+                    entry["svd_error"] = problem
+                out.append(entry)
             if node.processor.profile == "m":
                 out.append({"node": node.id, "id": "nvic", "type": "armv7m-nvic", "address": NVIC_BASE,
                             "size": 0x400, "irq": None, "console": False})
@@ -523,6 +538,18 @@ class SessionService:
         live.speed_sample = (now, instructions)
         seconds = now - since[0]
         return (instructions - since[1]) / seconds if seconds > 0.05 and instructions >= since[1] else None
+
+    def _svd(self, path: str) -> list[dict[str, Any]]:
+        """The peripherals of an SVD file, parsed once per version of the file."""
+        try:
+            key = (path, Path(path).stat().st_mtime)
+        except OSError as err:
+            raise InvalidInput(f"SVD file {path}: {err.strerror}", file=path) from None
+        if key not in self._svd_cache:
+            if len(self._svd_cache) >= 4:  # a few boards' files at a time is all the views need
+                self._svd_cache.clear()
+            self._svd_cache[key] = svd.parse(path)
+        return self._svd_cache[key]
 
     def pause(self, req: p.SessionRef) -> p.SessionInfo:
         row = self.row(req.session)

@@ -22,7 +22,7 @@ from virsim.bytestext import hexdump_lines, unescape
 from virsim.tui.console_view import ConsoleView
 from virsim.tui.dialogs import Confirm, Prompt
 from virsim.tui.format import vtime
-from virsim.tui.peripherals import MAPS, blocks, decode
+from virsim.tui.peripherals import MAPS, Register, blocks, decode, from_svd
 
 if TYPE_CHECKING:
     from virsim.tui.session import SessionScreen
@@ -583,9 +583,10 @@ class PeripheralsPane(Pane):
         widget = self.query_one("#periph-regs", Static)
         if ph is None:
             return
-        registers = MAPS.get(ph["type"])
+        registers = self.registers(ph)
         if registers is None:
-            widget.update(Text(f"no register map for {ph['type']} (a {ph['size']:#x}-byte window at "
+            why = f"{ph['svd_error']}; " if ph.get("svd_error") else ""
+            widget.update(Text(f"{why}no register map for {ph['type']} (a {ph['size']:#x}-byte window at "
                                f"{ph['address']:#010x}: see the memory pane)", style="dim"))
             return
         self.values = {}
@@ -593,6 +594,11 @@ class PeripheralsPane(Pane):
         for offset, size in pending:
             self.debug("mem", lambda chunk, ph=ph, offset=offset: self._read(ph, offset, chunk),
                        f"{ph['id']} registers", address=hex(ph["address"] + offset), size=size, peek=True)
+
+    @staticmethod
+    def registers(ph: dict[str, Any]) -> tuple[Register, ...] | None:
+        """From the board's SVD file when it describes this peripheral, else virsim's own map."""
+        return from_svd(ph["registers"]) if ph.get("registers") else MAPS.get(ph["type"])
 
     def _read(self, ph: dict[str, Any], offset: int, chunk: p.MemoryChunk) -> None:
         if ph is not self.selected():
@@ -609,7 +615,7 @@ class PeripheralsPane(Pane):
         table.add_column(style="bold")
         table.add_column()
         table.add_column()
-        for reg in MAPS[ph["type"]]:
+        for reg in self.registers(ph) or ():
             value = self.values.get(f"{reg.offset:#x}")
             if not reg.read:
                 table.add_row(f"+{reg.offset:03x}", reg.name, "—", Text("not read: reading it changes the device",
@@ -617,3 +623,4 @@ class PeripheralsPane(Pane):
             elif value is not None:
                 table.add_row(f"+{reg.offset:03x}", reg.name, f"{value:#010x}", decode(reg, value, irq_names))
         self.query_one("#periph-regs", Static).update(table)
+        self.border_subtitle = f"registers from {ph['svd']} (SVD)" if ph.get("svd") else "registers: virsim's map"

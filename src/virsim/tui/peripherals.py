@@ -2,11 +2,13 @@
 each register's offset, name and bit fields, from the models' reference manuals (CMSDK: ARM
 DDI 0479; PL011: ARM DDI 0183; STM32F2 USART: RM0033; SysTick and NVIC: ARMv7-M ARM B3.3-B3.4).
 Registers whose read has a side effect (a UART data register pops a received byte) are listed
-but never read."""
+but never read. A board node that names a CMSIS-SVD file gets its registers from there instead
+(`from_svd`; the SVD's readAction marks the reads with side effects)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -125,3 +127,9 @@ def decode(reg: Register, value: int, irq_names: dict[int, str]) -> str:
         else:
             parts.append(f"{f.name}={v:#x}" if v > 9 else f"{f.name}={v}")
     return " ".join(parts)
+
+
+def from_svd(registers: list[dict[str, Any]]) -> tuple[Register, ...]:
+    """The registers `session show` sends for a peripheral its board's SVD file describes."""
+    return tuple(Register(r["offset"], r["name"], tuple(Field(f["name"], f["lsb"], f["width"]) for f in r["fields"]),
+                          read=r["read"]) for r in registers)
