@@ -183,6 +183,21 @@ def test_daemon_gone_is_shown_and_reconnect_restarts_it(client: Client) -> None:
 # ----------------------------------------------------------------------------------- session screen
 
 
+def test_a_session_that_dies_is_announced_not_shown_live(client: Client) -> None:
+    sid = client.session_create("mps2-an385", HELLO, backend="builtin", name="mortal").id
+    pid = client.session("show", sid).pid
+    app = VirsimApp(session=sid)
+
+    async def script(pilot: Pilot[Any]) -> None:
+        screen = await open_session(pilot, app)
+        assert screen.info.state == "running"
+        os.kill(pid, 9)  # the emulator dies under it
+        await until(pilot, lambda: screen.info.state == "failed", "the failed state")
+        assert "failed" in str(screen.query_one("#status", Static).render())
+        assert any("mortal is failed" in n.message for n in app._notifications), list(app._notifications)
+    drive(app, script)
+
+
 def test_console_shows_output_and_sends_input(client: Client, backend: str) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend=backend).id
     app = VirsimApp(session=sid)

@@ -128,21 +128,25 @@ class VirsimApp(App[None]):
             self.action_show_help_panel()
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        """Textual's own commands and every key binding active on this screen: the palette reaches
-        every action the keys do."""
+        """Textual's own commands and every action of this screen and of its panes, wherever the
+        focus is: the palette reaches every action the keys do."""
         yield from super().get_system_commands(screen)
-        seen: set[str] = set()
+        seen: set[tuple[int, str]] = set()
+        nodes: list[Any] = [screen, *screen.query("Pane")]
         for key, active in screen.active_bindings.items():
-            binding = active.binding
-            if not binding.description or binding.action in seen:
-                continue
-            seen.add(binding.action)
-            node, action = active.node, binding.action
+            nodes.append(active.node)
+        for node in nodes:
+            for binding in getattr(node, "BINDINGS", ()):
+                if not isinstance(binding, Binding) or not binding.description or (id(node), binding.action) in seen:
+                    continue
+                seen.add((id(node), binding.action))
+                keys = binding.key_display or binding.key
+                where = f" ({node.border_title})" if getattr(node, "border_title", None) else ""
 
-            async def run(node: Any = node, action: str = action) -> None:
-                await self.run_action(action, node)
+                async def run(node: Any = node, action: str = binding.action) -> None:
+                    await self.run_action(action, node)
 
-            yield SystemCommand(binding.description, f"{binding.description} (key {key})", run)
+                yield SystemCommand(f"{binding.description}{where}", f"key {keys}", run)
 
     # ------------------------------------------------------------------------------ helpers
     def request(self, fn: Any, done: Any = None, what: str = "", quiet: bool = False) -> None:
