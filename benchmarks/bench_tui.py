@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common import private_daemon
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOD = ROOT / "examples" / "virt-a15" / "flood.elf"
@@ -117,13 +116,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--keys", type=int, default=40)
     args = ap.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="vsb-", dir="/tmp"))
-    os.environ["VIRSIM_HOME"] = str(home)
-    os.environ.pop("XDG_RUNTIME_DIR", None)
-    from virsim.client import Client
-
-    client = Client().connect()
-    try:
+    with private_daemon() as client:
         flood = client.session_create("virt-a15", FLOOD, backend="qemu", name="flood", paused=True)
         fed = client.session_create("mps2-an385", HELLO, backend="qemu", name="fed", paused=True)
         stop = threading.Event()
@@ -152,12 +145,6 @@ def main() -> None:
             print(f"{name:<30} {r['rate'] / 1e6:>6.2f} {med:>23.1f} {lat[int(len(lat) * 0.95) - 1]:>6.1f} "
                   f"{lat[-1]:>6.1f} {med / quiet:>8.2f} {r['logged']:>13} {r['missing']:>8} {r['skipped']:>8} "
                   f"{r['thinned']:>14}")
-    finally:
-        try:
-            client.stop_daemon()
-        finally:
-            client.close()
-            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

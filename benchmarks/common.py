@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
 import sysconfig
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def virsim_script() -> str:
@@ -37,3 +41,23 @@ def side_by_side(runs: int, ours: Callable[[], float], theirs: Callable[[], floa
         a.append(ours())
         b.append(theirs())
     return statistics.median(a), statistics.median(b)
+
+
+@contextmanager
+def private_daemon() -> Iterator[Any]:
+    """A connected Client of a daemon in a fresh VIRSIM_HOME under /tmp; afterwards the daemon is
+    stopped (its emulators with it) and the folder removed, however the benchmark ended."""
+    home = Path(tempfile.mkdtemp(prefix="vsb-", dir="/tmp"))
+    os.environ["VIRSIM_HOME"] = str(home)
+    os.environ.pop("XDG_RUNTIME_DIR", None)
+    from virsim.client import Client
+
+    client = Client().connect()
+    try:
+        yield client
+    finally:
+        try:
+            client.stop_daemon()
+        finally:
+            client.close()
+            shutil.rmtree(home, ignore_errors=True)

@@ -49,6 +49,7 @@ def drive(app: VirsimApp, script: Callable[[Pilot[Any]], Awaitable[None]]) -> No
 
 
 async def until(pilot: Pilot[Any], predicate: Callable[[], Any], what: str, timeout: float = GUARD) -> Any:
+    app = pilot.app
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -58,7 +59,10 @@ async def until(pilot: Pilot[Any], predicate: Callable[[], Any], what: str, time
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"the TUI never showed {what} within {timeout:.0f}s")
+            screen = app.screen
+            state = (getattr(screen, "info", None) and screen.info.state, getattr(screen, "stop", None),
+                     [n.message for n in app._notifications])
+            raise AssertionError(f"the TUI never showed {what} within {timeout:.0f}s (state, stop, notices: {state})")
         await pilot.pause(0.05)
 
 

@@ -63,7 +63,6 @@ class Debugger:
         self._token = 0
         self._buf = b""
         self._pending: list[Record] = []  # async records seen while waiting for a result
-        self._quiet_stops = 0  # stops we caused ourselves (halted()), not reported to on_stop
         self._names: list[str] | None = None
         self._raw_token: int | None = None
         args = [gdb_binary(), "--interpreter=mi3", "-q", "-nx"]
@@ -186,9 +185,6 @@ class Debugger:
         stops, self._pending = self._pending, []
         reported = []
         for rec in stops:
-            if self._quiet_stops:
-                self._quiet_stops -= 1
-                continue
             payload = rec.get("payload") or {}
             self.on_stop(payload)
             reported.append(payload)
@@ -208,11 +204,12 @@ class Debugger:
 
     # ----------------------------------------------------------------------------- run control
 
-    def interrupt(self, quiet: bool = False) -> None:
+    def interrupt(self, quiet: bool = False) -> bool:
+        """Stop the target; True if it stopped for this interrupt, False if it stopped on its own
+        meanwhile (a breakpoint, a fault halt): that stop is a real one and is reported however
+        `quiet` is. `quiet`: our own stop is not reported (halted() reads and resumes)."""
         if not self.running:
-            return
-        if quiet:
-            self._quiet_stops += 1
+            return True
         # An interrupt that lands while gdb is still resuming the target (stepping it off a
         # breakpoint) can be lost: ask again every second, for up to 10 s.
         for _attempt in range(10):
@@ -221,10 +218,13 @@ class Debugger:
             except DebugCommandFailed:
                 pass  # it stopped meanwhile: gdb refuses to interrupt a stopped target
             try:
-                self.wait_stopped(1.0)
-                return
+                payload = self.wait_stopped(1.0)
             except Timeout:
                 continue
+            ours = payload.get("reason") == "signal-received" and payload.get("signal-name") in ("SIGINT", "0")
+            if ours and quiet and self._pending:
+                self._pending.pop()
+            return ours
         raise Timeout("the target did not stop within 10s of interrupts")
 
     def resume(self) -> None:
@@ -237,7 +237,9 @@ class Debugger:
         whether it was running."""
         was_running = self.running
         if was_running:
-            self.interrupt(quiet=True)
+            # A target that stopped on its own while we halted it (a fault, a breakpoint) stays
+            # stopped, and that stop is reported: resuming it would lose the stop.
+            was_running = self.interrupt(quiet=True)
             self.dispatch()
         try:
             yield was_running

@@ -677,9 +677,14 @@ class SessionService:
         """A `clock` event for each running session: live views follow virtual time and speed from
         the event stream instead of asking every session over and over."""
         for sid, live in list(self.live.items()):
-            row = self.store.get_session(sid)
-            if self.state_of(row) != S.RUNNING:
-                continue  # a paused clock does not move; the state event said so
+            try:
+                self._publish_clock(sid, live)
+            except Exception:  # one emulator going away must not take the others' clocks (or the daemon) down
+                log.exception("clock event of session %s", sid)
+
+    def _publish_clock(self, sid: str, live: Live) -> None:
+        row = self.store.get_session(sid)
+        if self.state_of(row) == S.RUNNING:  # a paused clock does not move; the state event said so
             clock = self.clock(p.SessionRef(session=sid))
             started = row.get("started_at")
             self.publish(p.Event(type="clock", session=sid, time=time.time(), state=row["state"],

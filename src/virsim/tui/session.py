@@ -184,6 +184,8 @@ class SessionScreen(Screen[None], DaemonView):
             self._panes_stop(None)
 
     def _stopped(self, stop: p.StopInfo) -> None:
+        if self.stop is not None and stop.seq < self.stop.seq:
+            return  # an answer about an earlier stop, overtaken by a later one's
         self.stop = stop
         self._panes_stop(stop)
         self.refresh_breakpoints()
@@ -233,16 +235,19 @@ class SessionScreen(Screen[None], DaemonView):
 
     def action_run(self, kind: str) -> None:
         node = self.node
+        before = self.stop.seq if self.stop is not None else -1
+        done = lambda reply: self._ran(reply, before)  # noqa: E731
         if kind == "continue":
-            self.app.request(lambda c: c.debug("continue", self.sid, node=node), self._ran, "continue")  # type: ignore
+            self.app.request(lambda c: c.debug("continue", self.sid, node=node), done, "continue")  # type: ignore
         else:
-            self.app.request(lambda c: c.debug("step", self.sid, node=node, kind=kind), self._ran, kind)  # type: ignore
+            self.app.request(lambda c: c.debug("step", self.sid, node=node, kind=kind), done, kind)  # type: ignore
 
-    def _ran(self, reply: p.DebugRunReply) -> None:
-        if reply.state == "running":
+    def _ran(self, reply: p.DebugRunReply, before: int) -> None:
+        # A stop arrives as a `stop` event too, and the panes refresh from that one; the event can
+        # come before this reply (a fault right after `continue`): a newer stop stays.
+        if reply.state == "running" and (self.stop is None or self.stop.seq <= before):
             self.stop = None
             self._status()
-        # a stop arrives as a `stop` event too; the panes refresh from that one
 
     def action_type(self) -> None:
         self.query_one("#console-input").focus()

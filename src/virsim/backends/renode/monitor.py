@@ -51,9 +51,13 @@ class Monitor:
         command (one that timed out, a late log line) never passes for this one's."""
         if any(c in command for c in "\r\n\x00"):
             raise InvalidInput(f"a Renode monitor command is one line: {command!r}", command=command)
-        self._write(command.encode() + b"\n")
-        reply = self._until_prompt(self.timeout if timeout is None else timeout, what=command,
-                                   echo=command.strip().encode())
+        try:
+            self._write(command.encode() + b"\n")
+            reply = self._until_prompt(self.timeout if timeout is None else timeout, what=command,
+                                       echo=command.strip().encode())
+        except OSError as err:  # Renode (or the jail that carries its monitor) is gone
+            raise EmulatorError(f"Renode's monitor is gone ({err.strerror or err}) while running {command!r}",
+                                command=command) from err
         lines = reply.decode("utf-8", "replace").split("\n")
         text = "\n".join(lines).strip("\n")
         for line in lines:
