@@ -197,8 +197,8 @@ def test_a_session_that_dies_is_announced_not_shown_live(client: Client) -> None
         assert screen.info.state == "running"
         os.kill(pid, 9)  # the emulator dies under it
         await until(pilot, lambda: screen.info.state == "failed", "the failed state")
-        assert "failed" in str(screen.query_one("#status", Static).render())
-        assert any("mortal is failed" in n.message for n in app._notifications), list(app._notifications)
+        status = str(screen.query_one("#status", Static).render())
+        assert "failed" in status and "emulator" in status, status  # the state and why, not a live clock
     drive(app, script)
 
 

@@ -79,14 +79,19 @@ class VirsimApp(App[None]):
     def _views(self) -> list[Any]:
         return [s for s in self.screen_stack if isinstance(s, DaemonView)]
 
-    def on_console_bytes(self, message: ConsoleBytes) -> None:
+    def _each_view(self, call: Any) -> None:
         for screen in self._views():
-            screen.console_bytes(message)
+            try:
+                call(screen)
+            except NoMatches:
+                pass  # a screen being taken down (the app quitting): nothing left to update
+
+    def on_console_bytes(self, message: ConsoleBytes) -> None:
+        self._each_view(lambda screen: screen.console_bytes(message))
         self.link.take_console(message.session)  # no screen shows that console: drop what it did not take
 
     def on_daemon_event(self, message: DaemonEvent) -> None:
-        for screen in self._views():
-            screen.daemon_event(message.event)
+        self._each_view(lambda screen: screen.daemon_event(message.event))
 
     def on_daemon_lost(self, message: DaemonLost) -> None:
         self.lost = message.reason
