@@ -75,6 +75,13 @@ def console_text(app: VirsimApp) -> str:
     return app.screen.query_one(ConsolePane).text()
 
 
+def stop_at_first_tick(client: Client, sid: str) -> None:
+    """A paused hello session, stopped at a breakpoint on on_tick (before the TUI opens it)."""
+    client.debug("break", sid, location="on_tick")
+    client.debug("continue", sid)
+    wait_for(lambda: client.session("show", sid).stop, timeout=GUARD, what="the breakpoint")
+
+
 async def open_session(pilot: Pilot[Any], app: VirsimApp) -> SessionScreen:
     screen = await until(pilot, lambda: isinstance(app.screen, SessionScreen) and app.screen.info and app.screen,
                          "the session screen")
@@ -293,9 +300,7 @@ def test_peripheral_view_takes_registers_from_the_boards_svd_file(client: Client
     board.write_text((ROOT / "boards" / "mps2-an385.yaml").read_text()
                      .replace("\n    peripherals:", "\n    svd: uarts.svd\n    peripherals:", 1))
     sid = client.session_create(str(board), HELLO, backend="builtin", paused=True).id
-    client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid)
-    wait_for(lambda: client.session("show", sid).stop, timeout=GUARD, what="the breakpoint")
+    stop_at_first_tick(client, sid)
     app = VirsimApp(session=sid)
 
     async def script(pilot: Pilot[Any]) -> None:
@@ -359,9 +364,7 @@ def test_memory_pane_reads_and_edits(client: Client) -> None:
 
 def test_peripheral_view_decodes_the_uart_field_by_field(client: Client, backend: str) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend=backend, paused=True).id
-    client.debug("break", sid, location="on_tick")  # uart_init has run by the first tick
-    client.debug("continue", sid)
-    wait_for(lambda: client.session("show", sid).stop, timeout=GUARD, what="the breakpoint")
+    stop_at_first_tick(client, sid)  # uart_init has run by the first tick
     app = VirsimApp(session=sid)
 
     async def script(pilot: Pilot[Any]) -> None:
@@ -568,10 +571,7 @@ def test_snapshot_sessions_screen(client: Client, snap_compare: Any) -> None:
 def test_snapshot_session_screen_at_a_breakpoint(client: Client, snap_compare: Any) -> None:
     sid = client.session_create("mps2-an385", HELLO, backend="builtin", paused=True, deterministic=True,
                                 name="snapshot").id
-    client.debug("break", sid, location="on_tick")
-    client.debug("continue", sid)
-    wait_for(lambda: (client.session("show", sid).stop or None) and client.session("show", sid).stop.seq >= 1,
-             timeout=GUARD, what="the breakpoint")
+    stop_at_first_tick(client, sid)
     app = VirsimApp(session=sid)
 
     async def ready(pilot: Pilot[Any]) -> None:
